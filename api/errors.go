@@ -1,0 +1,157 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"riverbank"
+)
+
+// Problem is an RFC 9457 problem+json body with riverbank's machine-readable
+// code. Every error the API returns, from validation to auth to domain
+// rules, has this shape.
+type Problem struct {
+	Type     string              `json:"type" doc:"A URI reference identifying the problem type." example:"https://riverbank.dev/problems/insufficient_stock"`
+	Title    string              `json:"title" doc:"Short summary of the problem type." example:"Conflict"`
+	Status   int                 `json:"status" doc:"HTTP status code." example:"409"`
+	Detail   string              `json:"detail,omitempty" doc:"Human-readable explanation of this occurrence." example:"not enough stock for sku A-1"`
+	Instance string              `json:"instance,omitempty" doc:"URI of this occurrence."`
+	Code     string              `json:"code" doc:"Machine-readable error code." example:"insufficient_stock" enum:"not_found,validation_failed,unprocessable,insufficient_stock,insufficient_credit,invalid_transition,idempotency_conflict,date_not_open,conflict,unauthorized,request_too_large,method_not_allowed,unsupported_media_type,not_acceptable,unavailable,internal"`
+	Errors   []*huma.ErrorDetail `json:"errors,omitempty" doc:"Per-field validation errors."`
+	Details  map[string]any      `json:"details,omitempty" doc:"Structured facts about the error, e.g. the SKU that ran out or the first open date."`
+}
+
+// Error implements error.
+func (p *Problem) Error() string { return p.Detail }
+
+// GetStatus implements huma.StatusError.
+func (p *Problem) GetStatus() int { return p.Status }
+
+// ContentType implements huma.ContentTypeFilter so errors are sent as
+// application/problem+json.
+func (p *Problem) ContentType(ct string) string {
+	if ct == "application/json" || ct == "" {
+		return "application/problem+json"
+	}
+	return ct
+}
+
+// codeStatus is the one map from domain error code to HTTP status.
+var codeStatus = map[string]int{
+	riverbank.ENOTFOUND:            http.StatusNotFound,
+	riverbank.EINVALID:             http.StatusUnprocessableEntity,
+	riverbank.EUNPROCESSABLE:       http.StatusUnprocessableEntity,
+	riverbank.EINSUFFICIENTSTOCK:   http.StatusConflict,
+	riverbank.EINSUFFICIENTCREDIT:  http.StatusConflict,
+	riverbank.EINVALIDTRANSITION:   http.StatusConflict,
+	riverbank.EIDEMPOTENCYCONFLICT: http.StatusConflict,
+	riverbank.EDATENOTOPEN:         http.StatusConflict,
+	riverbank.ECONFLICT:            http.StatusConflict,
+	riverbank.EUNAUTHORIZED:        http.StatusUnauthorized,
+	riverbank.EINTERNAL:            http.StatusInternalServerError,
+}
+
+// statusCode names the code of errors huma raises itself (decoding,
+// validation, routing), which carry only a status.
+func statusCode(status int) string {
+	switch status {
+	case http.StatusBadRequest, http.StatusUnprocessableEntity:
+		return riverbank.EINVALID
+	case http.StatusUnauthorized:
+		return riverbank.EUNAUTHORIZED
+	case http.StatusNotFound:
+		return riverbank.ENOTFOUND
+	case http.StatusConflict:
+		return riverbank.ECONFLICT
+	case http.StatusMethodNotAllowed:
+		return "method_not_allowed"
+	case http.StatusRequestEntityTooLarge:
+		return "request_too_large"
+	case http.StatusUnsupportedMediaType:
+		return "unsupported_media_type"
+	case http.StatusNotAcceptable:
+		return "not_acceptable"
+	case http.StatusServiceUnavailable:
+		return "unavailable"
+	}
+	if status >= 500 {
+		return riverbank.EINTERNAL
+	}
+	return riverbank.EINVALID
+}
+
+func problemType(code string) string { return "https://riverbank.dev/problems/" + code }
+
+// newProblem builds a problem for a status, code and message.
+func newProblem(status int, code, detail string) *Problem {
+	return &Problem{Type: problemType(code), Title: http.StatusText(status), Status: status, Detail: detail, Code: code}
+}
+
+func init() {
+	// Errors huma produces itself (malformed JSON, schema validation, body
+	// too large) get the same shape and a code derived from the status.
+	huma.NewError = func(status int, msg string, errs ...error) huma.StatusError {
+		p := newProblem(status, statusCode(status), msg)
+		if status >= 500 {
+			// Never leak huma's internal messages on 5xx.
+			p.Detail = "internal error"
+			return p
+		}
+		for _, e := range errs {
+			if e == nil {
+				continue
+			}
+			var d huma.ErrorDetailer
+			if errors.As(e, &d) {
+				p.Errors = append(p.Errors, d.ErrorDetail())
+			} else {
+				p.Errors = append(p.Errors, &huma.ErrorDetail{Message: e.Error()})
+			}
+		}
+		return p
+	}
+}
+
+// errorResponder turns errors from the domain into problems, logging the
+// ones a client must not see.
+type errorResponder struct {
+	logger *slog.Logger
+}
+
+// fail converts err to a *Problem. Domain errors keep their code and
+// message; anything else is logged with its full text and answered with a
+// generic 500 so internal detail (SQL, stack) never reaches a client.
+func (r errorResponder) fail(ctx context.Context, op string, err error) error {
+	var de *riverbank.Error
+	if errors.As(err, &de) {
+		status, ok := codeStatus[de.Code]
+		if !ok {
+			status = http.StatusBadRequest
+		}
+		if status >= 500 {
+			r.logger.ErrorContext(ctx, "request failed", "op", op, "error", err)
+			return newProblem(status, de.Code, "internal error")
+		}
+		p := newProblem(status, de.Code, de.Message)
+		p.Details = de.Details
+		return p
+	}
+	if errors.Is(err, context.Canceled) {
+		// The client went away; nothing useful to send.
+		return newProblem(499, riverbank.EINTERNAL, "request cancelled")
+	}
+	r.logger.ErrorContext(ctx, "request failed", "op", op, "error", err)
+	return newProblem(http.StatusInternalServerError, riverbank.EINTERNAL, "internal error")
+}
+
+// writeProblem writes a problem from plain net/http handlers (auth, health).
+func writeProblem(w http.ResponseWriter, p *Problem) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(p.Status)
+	_ = jsonEncode(w, p)
+}

@@ -1,0 +1,10 @@
+package api
+
+import "github.com/danielgtaylor/huma/v2"
+
+// registerRoutes is the one place that lists every API operation. Plain
+// net/http routes (health, docs, metrics, River UI) are listed in
+// NewHandler.
+func registerRoutes(api huma.API, h *handlers) {
+	h.registerSystem(api) // GET /v1/system/info
+}

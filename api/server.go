@@ -1,0 +1,204 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"riverbank"
+	"riverbank/internal/metrics"
+)
+
+// MaxBodyBytes bounds every request body; batch-sized writes belong in
+// several requests (or the later batches API).
+const MaxBodyBytes = 1 << 20
+
+// HandlerOpts are the pieces NewHandler assembles.
+type HandlerOpts struct {
+	Services *Services
+	Metrics  *metrics.Metrics
+	// RiverUI is the River UI handler, mounted at /riverui/ behind auth.
+	RiverUI http.Handler
+	// Ready reports whether the process can serve (database reachable,
+	// schema current); /readyz answers 503 with its error.
+	Ready func(ctx context.Context) error
+}
+
+// publicPaths need no token: probes, the API description and its docs.
+func isPublic(path string) bool {
+	switch path {
+	case "/healthz", "/readyz", "/openapi.json", "/openapi.yaml", "/openapi-3.0.json", "/openapi-3.0.yaml", "/docs":
+		return true
+	}
+	return strings.HasPrefix(path, "/docs/assets/") || strings.HasPrefix(path, "/schemas/")
+}
+
+// NewHandler returns the whole HTTP surface: huma operations under /v1,
+// probes, docs, metrics and the River UI, wrapped in recovery, metrics,
+// access logging, body limits and auth.
+func NewHandler(opts HandlerOpts) http.Handler {
+	s := opts.Services
+	mux := http.NewServeMux()
+	api := NewAPI(mux)
+	Register(api, s)
+
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := opts.Ready(ctx); err != nil {
+			s.Logger.Warn("not ready", "error", err)
+			writeProblem(w, newProblem(http.StatusServiceUnavailable, "unavailable", "not ready: "+readyReason(err)))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
+	})
+	registerDocs(mux)
+	mux.Handle("GET /metrics", opts.Metrics.Handler())
+	if opts.RiverUI != nil {
+		mux.Handle("/riverui/", opts.RiverUI)
+		mux.Handle("GET /riverui", http.RedirectHandler("/riverui/", http.StatusMovedPermanently))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, newProblem(http.StatusNotFound, riverbank.ENOTFOUND, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path)))
+	})
+
+	var h http.Handler = mux
+	h = authMiddleware(s.Config.APITokens, s.Config.AuthOff, h)
+	h = limitBody(h)
+	h = opts.Metrics.Middleware(h)
+	h = accessLog(s.Logger, h)
+	h = recoverer(s.Logger, h)
+	return h
+}
+
+// readyReason keeps readiness failures short and free of connection strings.
+func readyReason(err error) string {
+	msg := err.Error()
+	if strings.Contains(msg, "riverbank migrate") {
+		return "database schema is out of date: run `riverbank migrate`"
+	}
+	return "database unreachable"
+}
+
+// authMiddleware accepts `Authorization: Bearer <token>` on every
+// non-public path, and HTTP basic auth with the token as password on the
+// River UI so a browser can open it.
+func authMiddleware(tokens []string, off bool, next http.Handler) http.Handler {
+	valid := func(tok string) bool {
+		ok := false
+		for _, t := range tokens {
+			// Compare against every token in constant time.
+			if subtle.ConstantTimeCompare([]byte(tok), []byte(t)) == 1 {
+				ok = true
+			}
+		}
+		return ok && tok != ""
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if off || isPublic(r.URL.Path) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		isUI := r.URL.Path == "/riverui" || strings.HasPrefix(r.URL.Path, "/riverui/")
+		authz := r.Header.Get("Authorization")
+		if tok, ok := strings.CutPrefix(authz, "Bearer "); ok && valid(strings.TrimSpace(tok)) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if isUI {
+			if _, pw, ok := r.BasicAuth(); ok && valid(pw) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			w.Header().Set("WWW-Authenticate", `Basic realm="riverbank River UI (password: an API token)", charset="UTF-8"`)
+		} else {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="riverbank"`)
+		}
+		detail := "missing bearer token"
+		if authz != "" {
+			detail = "invalid credentials"
+		}
+		writeProblem(w, newProblem(http.StatusUnauthorized, riverbank.EUNAUTHORIZED, detail))
+	})
+}
+
+func limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.ContentLength > MaxBodyBytes {
+			writeProblem(w, newProblem(http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("request body exceeds %d bytes", MaxBodyBytes)))
+			return
+		}
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// accessLog logs every request: debug for successes (the hot path must not
+// pay for a log line per request at info), info for client errors, error
+// for server errors.
+func accessLog(logger *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		level := slog.LevelDebug
+		switch {
+		case rec.status >= 500:
+			level = slog.LevelError
+		case rec.status >= 400:
+			level = slog.LevelInfo
+		}
+		if !logger.Enabled(r.Context(), level) {
+			return
+		}
+		logger.Log(r.Context(), level, "http request",
+			"method", r.Method, "path", r.URL.Path, "route", r.Pattern, "status", rec.status,
+			"bytes", rec.bytes, "duration_ms", float64(time.Since(start).Microseconds())/1000, "remote", r.RemoteAddr)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += n
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func recoverer(logger *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				logger.Error("panic serving request", "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+				writeProblem(w, newProblem(http.StatusInternalServerError, riverbank.EINTERNAL, "internal error"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,267 @@
+// Package config reads riverbank's settings from the environment
+// (RIVERBANK_*, DATABASE_URL) with command-line flags overriding, and
+// validates all of them up front so a bad value fails at start with one line
+// that names the variable or flag and says what is allowed.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// Config is the validated configuration of one riverbank process.
+type Config struct {
+	// DatabaseURL is the Postgres connection string (DATABASE_URL).
+	DatabaseURL string
+	// Addr is the HTTP listen address (RIVERBANK_ADDR).
+	Addr string
+	// APITokens are the accepted bearer tokens (RIVERBANK_API_TOKENS).
+	APITokens []string
+	// AuthOff disables authentication; only when RIVERBANK_AUTH=off.
+	AuthOff bool
+	// BusinessTZ is the zone business dates are taken in.
+	BusinessTZ *time.Location
+	// OrderPaymentTimeout is how long an order may stay unpaid.
+	OrderPaymentTimeout time.Duration
+	// LateFeeDay is the day of month a late fee may be charged (1..28).
+	LateFeeDay int
+	// CreditRestoreMaxAttempts bounds credit.restore retries before River
+	// discards the job (the dead letter).
+	CreditRestoreMaxAttempts int
+	// Workers is River's MaxWorkers for the default queue; other queues are
+	// sized from it (see jobs.Queues).
+	Workers int
+	// COBSchedule is the cron expression of the automatic close of business,
+	// or "off".
+	COBSchedule string
+	// COBScheduleParsed is COBSchedule parsed (nil when off).
+	COBScheduleParsed cron.Schedule
+	// LogLevel is the minimum slog level.
+	LogLevel slog.Level
+	// Migrate makes `serve` apply migrations before starting.
+	Migrate bool
+	// ShutdownTimeout bounds graceful shutdown (HTTP drain + River soft stop)
+	// before running jobs are cancelled.
+	ShutdownTimeout time.Duration
+}
+
+// setting is one configurable value: its environment variable, its flag,
+// its default and how to parse it into a Config.
+type setting struct {
+	env, flag, def, usage string
+	parse                 func(c *Config, v string) error
+}
+
+var settings = []setting{
+	{"DATABASE_URL", "database-url", "", "Postgres connection string (postgres://user@host:5432/db)", func(c *Config, v string) error {
+		if v != "" && !strings.HasPrefix(v, "postgres://") && !strings.HasPrefix(v, "postgresql://") && !strings.Contains(v, "=") {
+			return errors.New("must be a postgres:// URL or a key=value connection string")
+		}
+		c.DatabaseURL = v
+		return nil
+	}},
+	{"RIVERBANK_ADDR", "addr", ":8080", "HTTP listen address", func(c *Config, v string) error {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			return errors.New("must be host:port or :port")
+		}
+		c.Addr = v
+		return nil
+	}},
+	{"RIVERBANK_API_TOKENS", "api-tokens", "", "comma-separated bearer tokens accepted by the API", func(c *Config, v string) error {
+		c.APITokens = nil
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				if len(t) < 16 {
+					return errors.New("every token must be at least 16 characters")
+				}
+				c.APITokens = append(c.APITokens, t)
+			}
+		}
+		return nil
+	}},
+	{"RIVERBANK_AUTH", "auth", "on", "on, or off to disable authentication explicitly (development only)", func(c *Config, v string) error {
+		switch v {
+		case "on":
+			c.AuthOff = false
+		case "off":
+			c.AuthOff = true
+		default:
+			return errors.New("must be on or off")
+		}
+		return nil
+	}},
+	{"RIVERBANK_BUSINESS_TZ", "business-tz", "UTC", "IANA time zone of business dates", func(c *Config, v string) error {
+		loc, err := time.LoadLocation(v)
+		if err != nil {
+			return errors.New("must be an IANA time zone such as UTC or Europe/Berlin")
+		}
+		c.BusinessTZ = loc
+		return nil
+	}},
+	{"RIVERBANK_ORDER_PAYMENT_TIMEOUT", "order-payment-timeout", "15m", "how long an order may stay unpaid before it is cancelled", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second || d > 30*24*time.Hour {
+			return errors.New("must be a duration between 1s and 720h (e.g. 15m)")
+		}
+		c.OrderPaymentTimeout = d
+		return nil
+	}},
+	{"RIVERBANK_LATE_FEE_DAY", "late-fee-day", "20", "day of month (1..28) on which late fees are charged", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 28 {
+			return errors.New("must be a whole number from 1 to 28")
+		}
+		c.LateFeeDay = n
+		return nil
+	}},
+	{"RIVERBANK_CREDIT_RESTORE_MAX_ATTEMPTS", "credit-restore-max-attempts", "10", "attempts before a credit.restore job is discarded (dead letter)", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return errors.New("must be a whole number from 1 to 1000")
+		}
+		c.CreditRestoreMaxAttempts = n
+		return nil
+	}},
+	{"RIVERBANK_WORKERS", "workers", "20", "River MaxWorkers of the default queue (other queues are sized from it)", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			return errors.New("must be a whole number from 1 to 10000")
+		}
+		c.Workers = n
+		return nil
+	}},
+	{"RIVERBANK_COB_SCHEDULE", "cob-schedule", "10 0 * * *", "cron schedule of the automatic close of business in the business time zone, or off", func(c *Config, v string) error {
+		c.COBSchedule = v
+		c.COBScheduleParsed = nil
+		if v == "off" {
+			return nil
+		}
+		s, err := cron.ParseStandard(v)
+		if err != nil {
+			return errors.New("must be a 5-field cron expression (e.g. \"10 0 * * *\") or off")
+		}
+		c.COBScheduleParsed = s
+		return nil
+	}},
+	{"RIVERBANK_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error {
+		return c.LogLevel.UnmarshalText([]byte(v))
+	}},
+	{"RIVERBANK_MIGRATE", "migrate", "0", "apply migrations at start (serve only): 1/true or 0/false", func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return errors.New("must be 1, true, 0 or false")
+		}
+		c.Migrate = b
+		return nil
+	}},
+	{"RIVERBANK_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "graceful shutdown budget before running jobs are cancelled", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > time.Hour {
+			return errors.New("must be a duration between 0s and 1h")
+		}
+		c.ShutdownTimeout = d
+		return nil
+	}},
+}
+
+// Names of settings, for Register.
+var (
+	// All is every setting.
+	All = func() []string {
+		out := make([]string, len(settings))
+		for i, s := range settings {
+			out[i] = s.flag
+		}
+		return out
+	}()
+	// DatabaseOnly is what `migrate` needs.
+	DatabaseOnly = []string{"database-url", "log-level"}
+)
+
+// Loader binds settings to a flag set and, after parsing, resolves each one
+// from its flag, else its environment variable, else its default.
+type Loader struct {
+	getenv func(string) string
+	used   []setting
+	flags  map[string]*string
+}
+
+// Register adds the named settings (flag names) to fs.
+func Register(fs *flag.FlagSet, getenv func(string) string, names []string) *Loader {
+	l := &Loader{getenv: getenv, flags: map[string]*string{}}
+	for _, name := range names {
+		for _, s := range settings {
+			if s.flag != name {
+				continue
+			}
+			l.used = append(l.used, s)
+			v := new(string)
+			l.flags[s.flag] = v
+			fs.Func(s.flag, fmt.Sprintf("%s (env %s, default %q)", s.usage, s.env, s.def), func(val string) error {
+				*v = val
+				return nil
+			})
+		}
+	}
+	return l
+}
+
+// Load resolves and validates every registered setting. Settings that were
+// not registered keep their defaults.
+func (l *Loader) Load(fs *flag.FlagSet) (*Config, error) {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	c := &Config{}
+	// Defaults for every setting first, so unregistered ones are valid too.
+	for _, s := range settings {
+		if err := s.parse(c, s.def); err != nil {
+			return nil, fmt.Errorf("default of %s: %w", s.env, err)
+		}
+	}
+	var errs []string
+	for _, s := range l.used {
+		v, src := s.def, ""
+		if ev := l.getenv(s.env); ev != "" {
+			v, src = ev, s.env
+		}
+		if set[s.flag] {
+			v, src = *l.flags[s.flag], "--"+s.flag
+		}
+		if err := s.parse(c, v); err != nil {
+			if src == "" {
+				src = s.env
+			}
+			errs = append(errs, fmt.Sprintf("invalid %s=%q: %v", src, v, err))
+		}
+	}
+	if len(errs) > 0 {
+		sort.Strings(errs)
+		return nil, errors.New(strings.Join(errs, "; "))
+	}
+	return c, nil
+}
+
+// RequireAuth checks the rule that a server never starts open by accident.
+func (c *Config) RequireAuth() error {
+	if !c.AuthOff && len(c.APITokens) == 0 {
+		return errors.New("no API tokens: set RIVERBANK_API_TOKENS (comma-separated, 16+ characters each), or RIVERBANK_AUTH=off to run without authentication")
+	}
+	return nil
+}
+
+// RequireDatabase checks that a database URL was given.
+func (c *Config) RequireDatabase() error {
+	if c.DatabaseURL == "" {
+		return errors.New("no database: set DATABASE_URL (or --database-url), e.g. postgres://postgres@127.0.0.1:5432/riverbank?sslmode=disable; `riverbank dev` starts a private one for you")
+	}
+	return nil
+}

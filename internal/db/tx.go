@@ -1,0 +1,144 @@
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+)
+
+// Executor is what a service needs to run queries and open transactions. A
+// *pgxpool.Pool, a *pgx.Conn and a pgx.Tx all satisfy it, so a service built
+// on an Executor runs unchanged inside a caller's transaction (Begin on a
+// pgx.Tx opens a savepoint).
+type Executor interface {
+	DBTX
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// JobInserter is the part of a River client the domain uses: inserting jobs
+// on a caller's transaction. *river.Client[pgx.Tx] satisfies it; an
+// insert-only client (no workers, never started) is enough.
+type JobInserter interface {
+	InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
+	InsertManyTx(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) ([]*rivertype.JobInsertResult, error)
+}
+
+// Store runs business writes and the River jobs they cause in one
+// transaction.
+type Store struct {
+	db    Executor
+	river JobInserter
+}
+
+// NewStore returns a Store on db (a pool, or a caller's transaction) that
+// inserts jobs with river.
+func NewStore(db Executor, river JobInserter) *Store {
+	return &Store{db: db, river: river}
+}
+
+// DB returns the store's executor for reads outside a transaction.
+func (s *Store) DB() Executor { return s.db }
+
+// Queries returns sqlc queries on the store's executor (no transaction).
+func (s *Store) Queries() *Queries { return New(s.db) }
+
+// Tx is one open transaction: sqlc queries and River inserts share it, so
+// they commit or roll back together.
+type Tx struct {
+	*Queries
+	// Tx is the underlying pgx transaction.
+	Tx    pgx.Tx
+	river JobInserter
+}
+
+// Insert inserts a River job in this transaction.
+func (t *Tx) Insert(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error) {
+	res, err := t.river.InsertTx(ctx, t.Tx, args, opts)
+	if err != nil {
+		return nil, fmt.Errorf("insert job %s: %w", args.Kind(), err)
+	}
+	return res, nil
+}
+
+// InsertMany inserts several River jobs in this transaction.
+func (t *Tx) InsertMany(ctx context.Context, params []river.InsertManyParams) ([]*rivertype.JobInsertResult, error) {
+	if len(params) == 0 {
+		return nil, nil
+	}
+	res, err := t.river.InsertManyTx(ctx, t.Tx, params)
+	if err != nil {
+		return nil, fmt.Errorf("insert %d jobs: %w", len(params), err)
+	}
+	return res, nil
+}
+
+// InTx runs fn in a transaction (a savepoint when the store already sits on
+// a transaction). fn's error rolls everything back, rows and jobs alike;
+// nil commits both.
+func (s *Store) InTx(ctx context.Context, fn func(tx *Tx) error) error {
+	return pgx.BeginFunc(ctx, s.db, func(ptx pgx.Tx) error {
+		return fn(&Tx{Queries: New(ptx), Tx: ptx, river: s.river})
+	})
+}
+
+// InTxV is InTx for a function that also returns a value.
+func InTxV[T any](ctx context.Context, s *Store, fn func(tx *Tx) (T, error)) (T, error) {
+	var out T
+	err := s.InTx(ctx, func(tx *Tx) error {
+		var err error
+		out, err = fn(tx)
+		return err
+	})
+	return out, err
+}
+
+// ErrNoRows is returned by :one queries that find nothing.
+var ErrNoRows = pgx.ErrNoRows
+
+// IsNotFound reports whether err means a :one query found no row.
+func IsNotFound(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
+
+// ConstraintViolation reports whether err is a unique (23505), check
+// (23514), foreign-key (23503) or exclusion (23P01) violation, and names
+// the constraint. Callers turn known constraints into domain errors.
+func ConstraintViolation(err error) (constraint string, ok bool) {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return "", false
+	}
+	switch pgErr.Code {
+	case "23505", "23514", "23503", "23P01":
+		return pgErr.ConstraintName, true
+	}
+	return "", false
+}
+
+// IsUniqueViolation reports whether err is a unique violation of the named
+// constraint (any constraint when name is empty).
+func IsUniqueViolation(err error, name string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && (name == "" || pgErr.ConstraintName == name)
+}
+
+// IsRetryable reports whether err is a serialization failure or deadlock,
+// after which the whole transaction may simply be run again.
+func IsRetryable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01")
+}
+
+// RaisedMessage returns the message of a user-raised exception (RAISE
+// EXCEPTION with SQLSTATE P0001 or 23514 from a trigger) so the domain can
+// recognise its own database-enforced rules.
+func RaisedMessage(err error) (string, bool) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "P0001" || pgErr.Code == "23514") {
+		return pgErr.Message, true
+	}
+	return "", false
+}

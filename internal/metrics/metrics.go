@@ -1,0 +1,163 @@
+// Package metrics owns riverbank's Prometheus registry: HTTP latency by
+// route, River job outcomes and start latency (scheduled → started), and
+// gauges read from Postgres at scrape time (jobs by kind and state, queue
+// depth), so every instance reports the same database-wide truth without
+// keeping counters in memory.
+package metrics
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/riverqueue/river"
+
+	"riverbank/internal/db"
+)
+
+// Metrics is one process's registry and instruments.
+type Metrics struct {
+	// Registry holds every riverbank metric plus Go and process collectors.
+	Registry *prometheus.Registry
+
+	httpDuration *prometheus.HistogramVec
+	jobStart     *prometheus.HistogramVec
+	jobRun       *prometheus.HistogramVec
+	jobOutcomes  *prometheus.CounterVec
+}
+
+// New creates the registry. q is used at scrape time for database gauges.
+func New(q *db.Queries, logger *slog.Logger) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "riverbank_http_request_duration_seconds",
+			Help:    "HTTP request latency by route pattern, method and status.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"route", "method", "status"}),
+		jobStart: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "riverbank_job_start_latency_seconds",
+			Help:    "Time from a job's scheduled_at until a worker started it, by kind.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"kind"}),
+		jobRun: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "riverbank_job_run_duration_seconds",
+			Help:    "Time a job's worker ran, by kind.",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"kind"}),
+		jobOutcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "riverbank_job_outcomes_total",
+			Help: "Job attempts finished by this process, by kind and outcome (completed, failed, cancelled, snoozed).",
+		}, []string{"kind", "outcome"}),
+	}
+	reg.MustRegister(m.httpDuration, m.jobStart, m.jobRun, m.jobOutcomes,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&dbCollector{q: q, logger: logger})
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Middleware records latency by the ServeMux pattern that matched (bounded
+// cardinality: never the raw path).
+func (m *Metrics) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		m.httpDuration.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Observe(time.Since(start).Seconds())
+	})
+}
+
+// ObserveJobs consumes River events until ch closes.
+func (m *Metrics) ObserveJobs(ch <-chan *river.Event) {
+	for ev := range ch {
+		if ev == nil || ev.Job == nil {
+			continue
+		}
+		kind := ev.Job.Kind
+		outcome := string(ev.Kind)
+		switch ev.Kind {
+		case river.EventKindJobCompleted:
+			outcome = "completed"
+		case river.EventKindJobFailed:
+			outcome = "failed"
+		case river.EventKindJobCancelled:
+			outcome = "cancelled"
+		case river.EventKindJobSnoozed:
+			outcome = "snoozed"
+		}
+		m.jobOutcomes.WithLabelValues(kind, outcome).Inc()
+		if ev.JobStats != nil {
+			m.jobStart.WithLabelValues(kind).Observe(ev.JobStats.QueueWaitDuration.Seconds())
+			m.jobRun.WithLabelValues(kind).Observe(ev.JobStats.RunDuration.Seconds())
+		}
+	}
+}
+
+// dbCollector reads job counts from river_job at scrape time.
+type dbCollector struct {
+	q      *db.Queries
+	logger *slog.Logger
+}
+
+var (
+	jobsDesc      = prometheus.NewDesc("riverbank_jobs", "River jobs in the database by kind and state.", []string{"kind", "state"}, nil)
+	depthDesc     = prometheus.NewDesc("riverbank_queue_depth", "River jobs available to work now (state available, scheduled_at <= now) by queue.", []string{"queue"}, nil)
+	scrapeErrDesc = prometheus.NewDesc("riverbank_metrics_db_scrape_errors", "1 when the database gauges could not be read on this scrape.", nil, nil)
+)
+
+func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- jobsDesc
+	ch <- depthDesc
+	ch <- scrapeErrDesc
+}
+
+func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	failed := 0.0
+	counts, err := c.q.JobCountsByKindState(ctx)
+	if err != nil {
+		c.logger.Warn("metrics: read job counts", "error", err)
+		failed = 1
+	}
+	for _, r := range counts {
+		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(r.Count), r.Kind, string(r.State))
+	}
+	depth, err := c.q.QueueDepth(ctx)
+	if err != nil && err != pgx.ErrNoRows {
+		c.logger.Warn("metrics: read queue depth", "error", err)
+		failed = 1
+	}
+	for _, r := range depth {
+		ch <- prometheus.MustNewConstMetric(depthDesc, prometheus.GaugeValue, float64(r.Count), r.Queue)
+	}
+	ch <- prometheus.MustNewConstMetric(scrapeErrDesc, prometheus.GaugeValue, failed)
+}

@@ -1,0 +1,106 @@
+// Package jobs holds riverbank's River workers and the table of periodic
+// jobs, and builds the one River client a process runs. Workers are thin:
+// they load what they need, call the domain inside a transaction and return
+// River results; the rules live in internal/<domain>.
+package jobs
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"riverbank/internal/config"
+)
+
+// Queue names. Work is split so a flood of one kind (ledger application, a
+// close-of-business fan-out) cannot starve the others.
+const (
+	QueueDefault     = river.QueueDefault
+	QueueLedger      = "ledger"
+	QueueCOB         = "cob"
+	QueueMaintenance = "maintenance"
+)
+
+// Fetch settings, measured on the 2-core development machine (see
+// BenchmarkRiverDrain and docs/benchmarks.md): River's default 100 ms
+// FetchCooldown caps a busy queue at about ten fetches a second, which made
+// 1,000 trivial jobs take ~0.95 s; 10 ms brought that to ~0.15 s at the cost
+// of at most 100 cheap fetch queries a second per queue while it is busy.
+// An idle queue is woken by LISTEN/NOTIFY on insert, so the poll interval
+// is only a fallback.
+const (
+	FetchCooldown     = 10 * time.Millisecond
+	FetchPollInterval = 500 * time.Millisecond
+)
+
+// Queues sizes every queue from RIVERBANK_WORKERS (the default queue's
+// MaxWorkers).
+func Queues(workers int) map[string]river.QueueConfig {
+	return map[string]river.QueueConfig{
+		QueueDefault:     {MaxWorkers: workers},
+		QueueLedger:      {MaxWorkers: max(2, workers/2)},
+		QueueCOB:         {MaxWorkers: max(2, workers/4)},
+		QueueMaintenance: {MaxWorkers: 2},
+	}
+}
+
+// Deps are what workers need from the rest of the process. Later domains add
+// their services here.
+type Deps struct {
+	Config *config.Config
+	Logger *slog.Logger
+}
+
+// Registration is a set of workers plus periodic jobs; each domain
+// contributes one.
+type Registration struct {
+	Workers  *river.Workers
+	Periodic []*river.PeriodicJob
+}
+
+// NewRegistration returns every worker and periodic job riverbank runs.
+// Periodic jobs run on the River leader only, so several instances never
+// double-schedule them.
+func NewRegistration(deps *Deps) (*Registration, error) {
+	workers := river.NewWorkers()
+	periodic := []*river.PeriodicJob{}
+	if err := registerAll(workers, &periodic, deps); err != nil {
+		return nil, err
+	}
+	return &Registration{Workers: workers, Periodic: periodic}, nil
+}
+
+// registerAll is the single list of every worker and periodic job.
+func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *Deps) error {
+	_ = workers
+	_ = periodic
+	_ = deps
+	return nil
+}
+
+// NewClient builds the process's River client. With reg nil it is an
+// insert-only client (no workers, cannot be started), as tools and tests use.
+func NewClient(pool *pgxpool.Pool, cfg *config.Config, logger *slog.Logger, reg *Registration) (*river.Client[pgx.Tx], error) {
+	rc := &river.Config{
+		Logger:               logger,
+		FetchCooldown:        FetchCooldown,
+		FetchPollInterval:    FetchPollInterval,
+		JobTimeout:           5 * time.Minute,
+		RescueStuckJobsAfter: 15 * time.Minute,
+	}
+	if reg != nil {
+		rc.Queues = Queues(cfg.Workers)
+		rc.Workers = reg.Workers
+		rc.PeriodicJobs = reg.Periodic
+	}
+	client, err := river.NewClient(riverpgxv5.New(pool), rc)
+	if err != nil {
+		return nil, fmt.Errorf("create river client: %w", err)
+	}
+	return client, nil
+}
