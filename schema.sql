@@ -18,3 +18,111 @@ CREATE TABLE IF NOT EXISTS riverbank_schema_step (
     checksum   text        NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- riverbank:step 2 ledger
+-- Double-entry ledger. Postings are signed (debit > 0, credit < 0) and are
+-- written PENDING in the business transaction; ledger.apply jobs add them to
+-- account balances in per-account batches.
+CREATE TYPE ledger_account_type AS ENUM ('ASSET', 'LIABILITY', 'EQUITY', 'INCOME', 'EXPENSE');
+CREATE TYPE ledger_entry_status AS ENUM ('PENDING', 'APPLIED');
+
+CREATE TABLE ledger_account (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    code                text NOT NULL UNIQUE CHECK (code ~ '^[a-z0-9][a-z0-9_.:-]{0,127}$'),
+    name                text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    type                ledger_account_type NOT NULL,
+    currency            text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    system              boolean NOT NULL DEFAULT false,
+    balance_minor       bigint NOT NULL DEFAULT 0,
+    -- how many postings have been applied: a version that moves with balance
+    applied_postings    bigint NOT NULL DEFAULT 0,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE ledger_entry (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    idempotency_key     text NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 200),
+    description         text NOT NULL,
+    currency            text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    urgent              boolean NOT NULL DEFAULT false,
+    status              ledger_entry_status NOT NULL DEFAULT 'PENDING',
+    -- sha256 of the canonical request, to tell a replay from a conflict
+    payload_hash        text NOT NULL,
+    -- postings not yet applied; the entry is APPLIED when it reaches 0
+    pending_postings    integer NOT NULL CHECK (pending_postings >= 0),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    applied_at          timestamptz,
+    CONSTRAINT ledger_entry_idempotency_key_key UNIQUE (idempotency_key),
+    CONSTRAINT ledger_entry_status_consistent CHECK ((status = 'APPLIED') = (pending_postings = 0))
+);
+
+CREATE TABLE ledger_posting (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    entry_id            bigint NOT NULL REFERENCES ledger_entry (id),
+    account_id          bigint NOT NULL REFERENCES ledger_account (id),
+    amount_minor        bigint NOT NULL CHECK (amount_minor <> 0),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    applied_at          timestamptz
+);
+-- The apply worker's claim and the sweep read only pending postings.
+CREATE INDEX ledger_posting_pending_idx ON ledger_posting (account_id, id) WHERE applied_at IS NULL;
+CREATE INDEX ledger_posting_account_idx ON ledger_posting (account_id, id);
+CREATE INDEX ledger_posting_entry_idx ON ledger_posting (entry_id);
+
+-- No code path can commit an unbalanced entry: at commit, every new entry
+-- must have at least two postings, all in the entry's currency, summing to 0.
+CREATE FUNCTION ledger_entry_check_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    n       integer;
+    total   numeric;
+    badcur  integer;
+BEGIN
+    SELECT count(*), coalesce(sum(p.amount_minor), 0), count(*) FILTER (WHERE a.currency <> NEW.currency)
+      INTO n, total, badcur
+      FROM ledger_posting p JOIN ledger_account a ON a.id = p.account_id
+     WHERE p.entry_id = NEW.id;
+    IF n < 2 OR total <> 0 OR badcur > 0 THEN
+        RAISE EXCEPTION 'ledger entry % is unbalanced (postings %, sum %, foreign-currency postings %)', NEW.id, n, total, badcur
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_entry_balanced';
+    END IF;
+    IF NEW.pending_postings <> n AND NEW.status = 'PENDING' THEN
+        RAISE EXCEPTION 'ledger entry % records % pending postings but has %', NEW.id, NEW.pending_postings, n
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_entry_balanced';
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER ledger_entry_balanced
+    AFTER INSERT ON ledger_entry
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION ledger_entry_check_balanced();
+
+-- Postings are immutable apart from being applied once.
+CREATE FUNCTION ledger_posting_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        RAISE EXCEPTION 'ledger postings cannot be deleted' USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_posting_immutable';
+    END IF;
+    IF NEW.entry_id <> OLD.entry_id OR NEW.account_id <> OLD.account_id OR NEW.amount_minor <> OLD.amount_minor
+       OR (OLD.applied_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'ledger posting % is immutable once written and applied once', OLD.id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_posting_immutable';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER ledger_posting_guard
+    BEFORE UPDATE OR DELETE ON ledger_posting
+    FOR EACH ROW EXECUTE FUNCTION ledger_posting_guard();
+
+INSERT INTO ledger_account (code, name, type, currency, system) VALUES
+    ('platform:cash',                'Platform cash',                          'ASSET',     'CNY', true),
+    ('loans:principal',              'Loan principal receivable',              'ASSET',     'CNY', true),
+    ('loans:interest:dealer',        'Interest receivable, dealer-borne',      'ASSET',     'CNY', true),
+    ('loans:interest:manufacturer',  'Interest receivable, manufacturer-borne','ASSET',     'CNY', true),
+    ('loans:penalty',                'Penalty interest receivable',            'ASSET',     'CNY', true),
+    ('loans:late_fee',               'Late fee receivable',                    'ASSET',     'CNY', true),
+    ('income:interest',              'Interest income',                        'INCOME',    'CNY', true),
+    ('income:penalty',               'Penalty interest income',                'INCOME',    'CNY', true),
+    ('income:late_fee',              'Late fee income',                        'INCOME',    'CNY', true);

@@ -19,6 +19,7 @@ import (
 	"riverbank"
 	"riverbank/internal/config"
 	"riverbank/internal/db"
+	"riverbank/internal/ledger"
 )
 
 // Services is everything the operations call. Domain services are added
@@ -29,6 +30,7 @@ type Services struct {
 	Store    *db.Store
 	River    *river.Client[pgx.Tx]
 	Migrator *db.Migrator
+	Ledger   *ledger.Service
 }
 
 // handlers carries Services plus the error responder into operations.
@@ -49,8 +51,9 @@ func NewAPI(mux *http.ServeMux) huma.API {
 		"bearer": {Type: "http", Scheme: "bearer", Description: "A token from RIVERBANK_API_TOKENS."},
 	}
 	cfg.Security = []map[string][]string{{"bearer": {}}}
-	// Errors are documented with our Problem schema.
+	// No $schema links in bodies: clients get plain JSON.
 	cfg.Transformers = nil
+	cfg.CreateHooks = nil
 	return humago.New(mux, cfg)
 }
 

@@ -7,4 +7,5 @@ import "github.com/danielgtaylor/huma/v2"
 // NewHandler.
 func registerRoutes(api huma.API, h *handlers) {
 	h.registerSystem(api) // GET /v1/system/info
+	h.registerLedger(api) // /v1/accounts, /v1/journal-entries, /v1/ledger/trial-balance
 }

@@ -32,7 +32,7 @@ type QueueInfo struct {
 type SystemInfo struct {
 	Version     string           `json:"version" doc:"riverbank version."`
 	GoVersion   string           `json:"go_version"`
-	Schema      SchemaInfo       `json:"schema"`
+	SchemaInfo  SchemaInfo       `json:"schema"`
 	Queues      []QueueInfo      `json:"queues"`
 	JobsByState map[string]int64 `json:"jobs_by_state" doc:"Job counts by state over all queues."`
 }
@@ -59,7 +59,7 @@ func (h *handlers) getSystemInfo(ctx context.Context, _ *struct{}) (*systemInfoO
 	out := SystemInfo{
 		Version:   riverbank.Version,
 		GoVersion: runtime.Version(),
-		Schema: SchemaInfo{
+		SchemaInfo: SchemaInfo{
 			AppVersion: st.AppVersion, AppWant: st.AppWant,
 			RiverVersion: st.RiverVersion, RiverWant: st.RiverWant, Current: st.Current(),
 		},

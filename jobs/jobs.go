@@ -15,6 +15,8 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"riverbank/internal/config"
+	"riverbank/internal/db"
+	"riverbank/internal/ledger"
 )
 
 // Queue names. Work is split so a flood of one kind (ledger application, a
@@ -54,6 +56,9 @@ func Queues(workers int) map[string]river.QueueConfig {
 type Deps struct {
 	Config *config.Config
 	Logger *slog.Logger
+	// Store is the process's store; its River client is set once the
+	// client exists (db.Store.SetJobInserter).
+	Store *db.Store
 }
 
 // Registration is a set of workers plus periodic jobs; each domain
@@ -77,9 +82,15 @@ func NewRegistration(deps *Deps) (*Registration, error) {
 
 // registerAll is the single list of every worker and periodic job.
 func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *Deps) error {
-	_ = workers
-	_ = periodic
-	_ = deps
+	// Ledger: per-account batched application, and the sweep that picks up
+	// non-urgent entries.
+	river.AddWorker(workers, &ApplyWorker{Store: deps.Store})
+	river.AddWorker(workers, &SweepWorker{Store: deps.Store})
+	*periodic = append(*periodic, river.NewPeriodicJob(
+		river.PeriodicInterval(time.Minute),
+		func() (river.JobArgs, *river.InsertOpts) { return ledger.SweepArgs{}, nil },
+		&river.PeriodicJobOpts{ID: "ledger.sweep", RunOnStart: true},
+	))
 	return nil
 }
 

@@ -7,9 +7,135 @@ package db
 import (
 	"database/sql/driver"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
 )
+
+type LedgerAccountType string
+
+const (
+	LedgerAccountTypeASSET     LedgerAccountType = "ASSET"
+	LedgerAccountTypeLIABILITY LedgerAccountType = "LIABILITY"
+	LedgerAccountTypeEQUITY    LedgerAccountType = "EQUITY"
+	LedgerAccountTypeINCOME    LedgerAccountType = "INCOME"
+	LedgerAccountTypeEXPENSE   LedgerAccountType = "EXPENSE"
+)
+
+func (e *LedgerAccountType) Scan(src interface{}) error {
+	switch s := src.(type) {
+	case []byte:
+		*e = LedgerAccountType(s)
+	case string:
+		*e = LedgerAccountType(s)
+	default:
+		return fmt.Errorf("unsupported scan type for LedgerAccountType: %T", src)
+	}
+	return nil
+}
+
+type NullLedgerAccountType struct {
+	LedgerAccountType LedgerAccountType
+	Valid             bool // Valid is true if LedgerAccountType is not NULL
+}
+
+// Scan implements the Scanner interface.
+func (ns *NullLedgerAccountType) Scan(value interface{}) error {
+	if value == nil {
+		ns.LedgerAccountType, ns.Valid = "", false
+		return nil
+	}
+	ns.Valid = true
+	return ns.LedgerAccountType.Scan(value)
+}
+
+// Value implements the driver Valuer interface.
+func (ns NullLedgerAccountType) Value() (driver.Value, error) {
+	if !ns.Valid {
+		return nil, nil
+	}
+	return string(ns.LedgerAccountType), nil
+}
+
+func (e LedgerAccountType) Valid() bool {
+	switch e {
+	case LedgerAccountTypeASSET,
+		LedgerAccountTypeLIABILITY,
+		LedgerAccountTypeEQUITY,
+		LedgerAccountTypeINCOME,
+		LedgerAccountTypeEXPENSE:
+		return true
+	}
+	return false
+}
+
+func AllLedgerAccountTypeValues() []LedgerAccountType {
+	return []LedgerAccountType{
+		LedgerAccountTypeASSET,
+		LedgerAccountTypeLIABILITY,
+		LedgerAccountTypeEQUITY,
+		LedgerAccountTypeINCOME,
+		LedgerAccountTypeEXPENSE,
+	}
+}
+
+type LedgerEntryStatus string
+
+const (
+	LedgerEntryStatusPENDING LedgerEntryStatus = "PENDING"
+	LedgerEntryStatusAPPLIED LedgerEntryStatus = "APPLIED"
+)
+
+func (e *LedgerEntryStatus) Scan(src interface{}) error {
+	switch s := src.(type) {
+	case []byte:
+		*e = LedgerEntryStatus(s)
+	case string:
+		*e = LedgerEntryStatus(s)
+	default:
+		return fmt.Errorf("unsupported scan type for LedgerEntryStatus: %T", src)
+	}
+	return nil
+}
+
+type NullLedgerEntryStatus struct {
+	LedgerEntryStatus LedgerEntryStatus
+	Valid             bool // Valid is true if LedgerEntryStatus is not NULL
+}
+
+// Scan implements the Scanner interface.
+func (ns *NullLedgerEntryStatus) Scan(value interface{}) error {
+	if value == nil {
+		ns.LedgerEntryStatus, ns.Valid = "", false
+		return nil
+	}
+	ns.Valid = true
+	return ns.LedgerEntryStatus.Scan(value)
+}
+
+// Value implements the driver Valuer interface.
+func (ns NullLedgerEntryStatus) Value() (driver.Value, error) {
+	if !ns.Valid {
+		return nil, nil
+	}
+	return string(ns.LedgerEntryStatus), nil
+}
+
+func (e LedgerEntryStatus) Valid() bool {
+	switch e {
+	case LedgerEntryStatusPENDING,
+		LedgerEntryStatusAPPLIED:
+		return true
+	}
+	return false
+}
+
+func AllLedgerEntryStatusValues() []LedgerEntryStatus {
+	return []LedgerEntryStatus{
+		LedgerEntryStatusPENDING,
+		LedgerEntryStatusAPPLIED,
+	}
+}
 
 type RiverJobState string
 
@@ -87,15 +213,50 @@ func AllRiverJobStateValues() []RiverJobState {
 	}
 }
 
+type LedgerAccount struct {
+	ID              int64
+	Code            string
+	Name            string
+	Type            LedgerAccountType
+	Currency        string
+	System          bool
+	BalanceMinor    int64
+	AppliedPostings int64
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+type LedgerEntry struct {
+	ID              int64
+	IdempotencyKey  string
+	Description     string
+	Currency        string
+	Urgent          bool
+	Status          LedgerEntryStatus
+	PayloadHash     string
+	PendingPostings int32
+	CreatedAt       time.Time
+	AppliedAt       *time.Time
+}
+
+type LedgerPosting struct {
+	ID          int64
+	EntryID     int64
+	AccountID   int64
+	AmountMinor int64
+	CreatedAt   time.Time
+	AppliedAt   *time.Time
+}
+
 type RiverJob struct {
 	ID           int64
 	State        RiverJobState
 	Attempt      int16
 	MaxAttempts  int16
-	AttemptedAt  pgtype.Timestamptz
-	CreatedAt    pgtype.Timestamptz
-	FinalizedAt  pgtype.Timestamptz
-	ScheduledAt  pgtype.Timestamptz
+	AttemptedAt  *time.Time
+	CreatedAt    time.Time
+	FinalizedAt  *time.Time
+	ScheduledAt  time.Time
 	Priority     int16
 	Args         []byte
 	AttemptedBy  []string
@@ -109,8 +270,8 @@ type RiverJob struct {
 }
 
 type RiverLeader struct {
-	ElectedAt pgtype.Timestamptz
-	ExpiresAt pgtype.Timestamptz
+	ElectedAt time.Time
+	ExpiresAt time.Time
 	LeaderID  string
 	Name      string
 }
@@ -118,27 +279,27 @@ type RiverLeader struct {
 type RiverMigration struct {
 	Line      string
 	Version   int64
-	CreatedAt pgtype.Timestamptz
+	CreatedAt time.Time
 }
 
 type RiverNotification struct {
 	ID        int64
-	CreatedAt pgtype.Timestamptz
+	CreatedAt time.Time
 	Payload   string
 	Topic     string
 }
 
 type RiverQueue struct {
 	Name      string
-	CreatedAt pgtype.Timestamptz
+	CreatedAt time.Time
 	Metadata  []byte
-	PausedAt  pgtype.Timestamptz
-	UpdatedAt pgtype.Timestamptz
+	PausedAt  *time.Time
+	UpdatedAt time.Time
 }
 
 type RiverbankSchemaStep struct {
 	Version   int32
 	Name      string
 	Checksum  string
-	AppliedAt pgtype.Timestamptz
+	AppliedAt time.Time
 }

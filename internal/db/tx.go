@@ -41,6 +41,11 @@ func NewStore(db Executor, river JobInserter) *Store {
 	return &Store{db: db, river: river}
 }
 
+// SetJobInserter sets the River client after construction, for the one
+// cycle in wiring a process: workers need the store, and the River client
+// needs the workers. Call it before the store is used.
+func (s *Store) SetJobInserter(r JobInserter) { s.river = r }
+
 // DB returns the store's executor for reads outside a transaction.
 func (s *Store) DB() Executor { return s.db }
 

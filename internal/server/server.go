@@ -22,6 +22,7 @@ import (
 	"riverbank/api"
 	"riverbank/internal/config"
 	"riverbank/internal/db"
+	"riverbank/internal/ledger"
 	"riverbank/internal/metrics"
 	"riverbank/jobs"
 )
@@ -83,7 +84,8 @@ func (a *App) init(ctx context.Context) error {
 		a.logger.Warn("database schema is newer than this binary; running anyway", "app_version", st.AppVersion, "app_want", st.AppWant)
 	}
 
-	reg, err := jobs.NewRegistration(&jobs.Deps{Config: a.cfg, Logger: a.logger})
+	store := db.NewStore(a.pool, nil)
+	reg, err := jobs.NewRegistration(&jobs.Deps{Config: a.cfg, Logger: a.logger, Store: store})
 	if err != nil {
 		return err
 	}
@@ -91,7 +93,7 @@ func (a *App) init(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	store := db.NewStore(a.pool, a.river)
+	store.SetJobInserter(a.river)
 	a.metrics = metrics.New(store.Queries(), a.logger)
 
 	a.riverUI, err = riverui.NewHandler(&riverui.HandlerOpts{
@@ -106,6 +108,7 @@ func (a *App) init(ctx context.Context) error {
 	handler := api.NewHandler(api.HandlerOpts{
 		Services: &api.Services{
 			Config: a.cfg, Logger: a.logger, Store: store, River: a.river, Migrator: a.migrator,
+			Ledger: ledger.NewService(store),
 		},
 		Metrics: a.metrics,
 		RiverUI: a.riverUI,

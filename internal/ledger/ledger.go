@@ -1,0 +1,376 @@
+// Package ledger is riverbank's double-entry ledger. Entries are validated
+// and written PENDING inside the caller's transaction (the API's, or an
+// order payment's, a disbursement's, an accrual's); ledger.apply River jobs
+// then add pending postings to balances in per-account batches, so a hot
+// account absorbs thousands of postings a second in a few large updates
+// instead of thousands of contended row updates.
+//
+// Sign convention: a posting amount is positive for a debit and negative
+// for a credit; a balance is the sum of its applied postings.
+package ledger
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"sort"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"riverbank"
+	"riverbank/internal/db"
+)
+
+// System account codes that exist after `riverbank migrate`.
+const (
+	AccountPlatformCash              = "platform:cash"
+	AccountLoansPrincipal            = "loans:principal"
+	AccountLoansInterestDealer       = "loans:interest:dealer"
+	AccountLoansInterestManufacturer = "loans:interest:manufacturer"
+	AccountLoansPenalty              = "loans:penalty"
+	AccountLoansLateFee              = "loans:late_fee"
+	AccountIncomeInterest            = "income:interest"
+	AccountIncomePenalty             = "income:penalty"
+	AccountIncomeLateFee             = "income:late_fee"
+)
+
+// Limits of one entry.
+const (
+	MaxPostings       = 100
+	MaxDescriptionLen = 500
+	MaxKeyLen         = 200
+)
+
+// MerchantPayable is the code of a merchant's payable account, created on
+// first use by internal writers.
+func MerchantPayable(merchantID string) string {
+	return "merchant:" + merchantID + ":payable"
+}
+
+var (
+	codeRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9_.:-]{0,127}$`)
+	currencyRE = regexp.MustCompile(`^[A-Z]{3}$`)
+	merchantRE = regexp.MustCompile(`^merchant:[a-z0-9_.-]{1,64}:payable$`)
+)
+
+// AccountTypes are the allowed account types.
+var AccountTypes = []string{"ASSET", "LIABILITY", "EQUITY", "INCOME", "EXPENSE"}
+
+// PostingInput is one line of an entry.
+type PostingInput struct {
+	Account     string `json:"account"`
+	AmountMinor int64  `json:"amount_minor"`
+}
+
+// EntryInput is a journal entry to write.
+type EntryInput struct {
+	IdempotencyKey string         `json:"idempotency_key"`
+	Description    string         `json:"description"`
+	Urgent         bool           `json:"urgent"`
+	Postings       []PostingInput `json:"postings"`
+	// CreateMerchantAccounts lets internal writers post to
+	// merchant:{id}:payable accounts that do not exist yet (created as
+	// LIABILITY in the entry's currency). The API never sets it.
+	CreateMerchantAccounts bool `json:"-"`
+	// Currency is required only when every account may be created on the
+	// fly; otherwise it is taken from the accounts.
+	Currency string `json:"-"`
+}
+
+// Account is an account with its applied balance.
+type Account struct {
+	ID              int64
+	Code            string
+	Name            string
+	Type            string
+	Currency        string
+	System          bool
+	BalanceMinor    int64
+	PendingMinor    int64
+	PendingCount    int64
+	AppliedPostings int64
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+// Posting is one stored posting.
+type Posting struct {
+	ID          int64
+	EntryID     int64
+	Account     string
+	AmountMinor int64
+	Description string
+	CreatedAt   time.Time
+	AppliedAt   *time.Time
+}
+
+// Entry is a stored journal entry.
+type Entry struct {
+	ID             int64
+	IdempotencyKey string
+	Description    string
+	Currency       string
+	Urgent         bool
+	Status         string
+	CreatedAt      time.Time
+	AppliedAt      *time.Time
+	Postings       []Posting
+}
+
+// ApplyArgs are the args of the ledger.apply job: apply pending postings of
+// one account. Unique per account while available, scheduled, pending,
+// retryable or running (River requires running in the set), so a burst of
+// urgent entries queues one job per account.
+type ApplyArgs struct {
+	AccountID int64 `json:"account_id"`
+}
+
+// Kind implements river.JobArgs.
+func (ApplyArgs) Kind() string { return "ledger.apply" }
+
+// InsertOpts implements river.JobArgsWithInsertOpts.
+func (ApplyArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{
+		Queue:       "ledger",
+		MaxAttempts: 25,
+		UniqueOpts: river.UniqueOpts{
+			ByArgs: true,
+			ByState: []rivertype.JobState{
+				rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRetryable,
+				rivertype.JobStateRunning, rivertype.JobStateScheduled,
+			},
+		},
+	}
+}
+
+// Service writes and reads the ledger.
+type Service struct {
+	store *db.Store
+}
+
+// NewService returns a ledger service on store.
+func NewService(store *db.Store) *Service { return &Service{store: store} }
+
+func invalid(format string, args ...any) error {
+	return riverbank.Errorf(riverbank.EINVALID, format, args...)
+}
+
+// Validate checks an entry's shape without touching the database.
+func (in *EntryInput) Validate() error {
+	if in.IdempotencyKey == "" || len(in.IdempotencyKey) > MaxKeyLen {
+		return invalid("idempotency_key is required (1..%d characters)", MaxKeyLen)
+	}
+	if len(in.Description) > MaxDescriptionLen {
+		return invalid("description is longer than %d characters", MaxDescriptionLen)
+	}
+	if len(in.Postings) < 2 {
+		return invalid("an entry needs at least two postings")
+	}
+	if len(in.Postings) > MaxPostings {
+		return invalid("an entry has at most %d postings", MaxPostings)
+	}
+	var sum int64
+	for i, p := range in.Postings {
+		if !codeRE.MatchString(p.Account) {
+			return invalid("postings[%d].account %q is not a valid account code", i, p.Account)
+		}
+		if p.AmountMinor == 0 {
+			return invalid("postings[%d].amount_minor must not be zero", i)
+		}
+		// Overflow-safe sum: reject amounts that could overflow int64.
+		if p.AmountMinor > 1<<53 || p.AmountMinor < -(1<<53) {
+			return invalid("postings[%d].amount_minor is out of range (|amount| <= 2^53)", i)
+		}
+		sum += p.AmountMinor
+	}
+	if sum != 0 {
+		return invalid("postings must sum to zero (debits positive, credits negative); they sum to %d", sum)
+	}
+	if in.Currency != "" && !currencyRE.MatchString(in.Currency) {
+		return invalid("currency %q is not an ISO 4217 code", in.Currency)
+	}
+	return nil
+}
+
+// payloadHash identifies the request for idempotency: same key with the
+// same hash is a replay; a different hash is a conflict.
+func (in *EntryInput) payloadHash() string {
+	b, _ := json.Marshal(struct {
+		D string         `json:"d"`
+		U bool           `json:"u"`
+		P []PostingInput `json:"p"`
+	}{in.Description, in.Urgent, in.Postings})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// Post writes an entry in its own transaction (the API path).
+func (s *Service) Post(ctx context.Context, in EntryInput) (*Entry, bool, error) {
+	var (
+		entry   *Entry
+		created bool
+	)
+	err := s.store.InTx(ctx, func(tx *db.Tx) error {
+		var err error
+		entry, created, err = PostTx(ctx, tx, in)
+		return err
+	})
+	return entry, created, err
+}
+
+// PostTx validates and writes an entry with status PENDING inside the
+// caller's transaction; every writer (API, order payment, disbursement,
+// repayment, accrual) goes through it. It returns the entry and whether it
+// was created now (false: an identical earlier request with the same key).
+// Urgent entries enqueue ledger.apply for each of their accounts in the same
+// transaction; others are picked up by the sweep within a minute.
+func PostTx(ctx context.Context, tx *db.Tx, in EntryInput) (*Entry, bool, error) {
+	if err := in.Validate(); err != nil {
+		return nil, false, err
+	}
+	hash := in.payloadHash()
+
+	codes := make([]string, 0, len(in.Postings))
+	seen := map[string]bool{}
+	for _, p := range in.Postings {
+		if !seen[p.Account] {
+			seen[p.Account] = true
+			codes = append(codes, p.Account)
+		}
+	}
+	sort.Strings(codes)
+	accounts, err := tx.AccountsByCodes(ctx, codes)
+	if err != nil {
+		return nil, false, fmt.Errorf("load accounts: %w", err)
+	}
+	byCode := make(map[string]db.AccountsByCodesRow, len(accounts))
+	currency := in.Currency
+	for _, a := range accounts {
+		byCode[a.Code] = a
+		if currency == "" {
+			currency = a.Currency
+		}
+	}
+	var missing []string
+	for _, c := range codes {
+		if _, ok := byCode[c]; !ok {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) > 0 {
+		if !in.CreateMerchantAccounts {
+			return nil, false, riverbank.Errorf(riverbank.EUNPROCESSABLE, "unknown account %q", missing[0]).WithDetail("accounts", missing)
+		}
+		if currency == "" {
+			return nil, false, invalid("currency is required when every account is created on first use")
+		}
+		for _, c := range missing {
+			if !merchantRE.MatchString(c) {
+				return nil, false, riverbank.Errorf(riverbank.EUNPROCESSABLE, "unknown account %q", c).WithDetail("accounts", []string{c})
+			}
+			// ON CONFLICT DO NOTHING: a concurrent first use is fine.
+			if _, err := tx.InsertAccount(ctx, db.InsertAccountParams{Code: c, Name: "Payable to " + c, Type: db.LedgerAccountTypeLIABILITY, Currency: currency}); err != nil && !db.IsNotFound(err) {
+				return nil, false, fmt.Errorf("create account %s: %w", c, err)
+			}
+		}
+		accounts, err = tx.AccountsByCodes(ctx, codes)
+		if err != nil {
+			return nil, false, fmt.Errorf("load accounts: %w", err)
+		}
+		for _, a := range accounts {
+			byCode[a.Code] = a
+		}
+	}
+	for _, c := range codes {
+		if byCode[c].Currency != currency {
+			return nil, false, riverbank.Errorf(riverbank.EUNPROCESSABLE, "an entry has one currency: account %q is %s, the entry is %s", c, byCode[c].Currency, currency)
+		}
+	}
+
+	row, err := tx.InsertEntry(ctx, db.InsertEntryParams{
+		IdempotencyKey:  in.IdempotencyKey,
+		Description:     in.Description,
+		Currency:        currency,
+		Urgent:          in.Urgent,
+		PayloadHash:     hash,
+		PendingPostings: int32(len(in.Postings)),
+	})
+	if db.IsNotFound(err) {
+		// The key exists (ON CONFLICT DO NOTHING waited for a concurrent
+		// writer to commit): a replay or a conflict.
+		existing, err := tx.GetEntryByKey(ctx, in.IdempotencyKey)
+		if err != nil {
+			return nil, false, fmt.Errorf("load entry by key: %w", err)
+		}
+		if existing.PayloadHash != hash {
+			return nil, false, riverbank.Errorf(riverbank.EIDEMPOTENCYCONFLICT, "idempotency_key %q was used for a different entry", in.IdempotencyKey).WithDetail("entry_id", existing.ID)
+		}
+		e, err := loadEntry(ctx, tx.Queries, existing)
+		return e, false, err
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("insert entry: %w", err)
+	}
+
+	accIDs := make([]int64, len(in.Postings))
+	amounts := make([]int64, len(in.Postings))
+	for i, p := range in.Postings {
+		accIDs[i] = byCode[p.Account].ID
+		amounts[i] = p.AmountMinor
+	}
+	postingIDs, err := tx.InsertPostingsBatch(ctx, db.InsertPostingsBatchParams{EntryID: row.ID, AccountIds: accIDs, Amounts: amounts})
+	if err != nil {
+		return nil, false, fmt.Errorf("insert postings: %w", err)
+	}
+	if in.Urgent {
+		params := make([]river.InsertManyParams, 0, len(codes))
+		for _, c := range codes {
+			params = append(params, river.InsertManyParams{Args: ApplyArgs{AccountID: byCode[c].ID}})
+		}
+		if _, err := tx.InsertMany(ctx, params); err != nil {
+			return nil, false, err
+		}
+	}
+	e := entryFromRow(row)
+	for i, p := range in.Postings {
+		e.Postings = append(e.Postings, Posting{ID: postingIDs[i], EntryID: row.ID, Account: p.Account, AmountMinor: amounts[i], CreatedAt: row.CreatedAt})
+	}
+	return e, true, nil
+}
+
+func entryFromRow(r db.LedgerEntry) *Entry {
+	return &Entry{
+		ID: r.ID, IdempotencyKey: r.IdempotencyKey, Description: r.Description, Currency: r.Currency,
+		Urgent: r.Urgent, Status: string(r.Status), CreatedAt: r.CreatedAt, AppliedAt: r.AppliedAt,
+	}
+}
+
+func loadEntry(ctx context.Context, q *db.Queries, r db.LedgerEntry) (*Entry, error) {
+	e := entryFromRow(r)
+	ps, err := q.EntryPostings(ctx, r.ID)
+	if err != nil {
+		return nil, fmt.Errorf("load postings: %w", err)
+	}
+	for _, p := range ps {
+		e.Postings = append(e.Postings, Posting{ID: p.ID, EntryID: p.EntryID, Account: p.Account, AmountMinor: p.AmountMinor, CreatedAt: p.CreatedAt, AppliedAt: p.AppliedAt})
+	}
+	return e, nil
+}
+
+// GetEntry returns an entry with its postings.
+func (s *Service) GetEntry(ctx context.Context, id int64) (*Entry, error) {
+	q := s.store.Queries()
+	r, err := q.GetEntry(ctx, id)
+	if db.IsNotFound(err) {
+		return nil, riverbank.Errorf(riverbank.ENOTFOUND, "journal entry %d not found", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get entry: %w", err)
+	}
+	return loadEntry(ctx, q, r)
+}
