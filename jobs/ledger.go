@@ -14,56 +14,81 @@ import (
 	"riverbank/internal/ledger"
 )
 
-// ApplyWorker works ledger.apply: it drains one account's pending postings
-// in batches. Because ledger.apply is unique while running, an urgent entry
-// that commits while this job runs gets no job of its own; so the job keeps
-// draining until a batch comes back short, completes itself in the same
-// transaction as that last batch, and then looks once more and re-enqueues
-// if anything arrived. A posting whose transaction commits after that last
-// look waits for the next sweep (at most a minute).
+// ApplyWorker works ledger.apply. It drains one account's pending postings
+// in batches, and while postings keep arriving it lingers (short sleeps
+// between batches, up to Budget) so a hot account is served by one
+// long-lived job applying large batches rather than by a stream of short
+// jobs. Its final transaction deletes the account's apply signal, which
+// waits for every urgent writer that share-locked it to commit, then
+// applies what those writers wrote and completes the job, all atomically;
+// so an urgent posting is never left behind for the sweep. Finally it
+// looks once more and re-enqueues if anything (a non-urgent posting, or
+// more work after the budget ran out) is pending.
 type ApplyWorker struct {
 	river.WorkerDefaults[ledger.ApplyArgs]
 	Store *db.Store
 	// BatchSize defaults to ledger.ApplyBatchSize.
 	BatchSize int
 	// Budget bounds one job's run so a permanently hot account hands over
-	// to a fresh job rather than holding a worker forever.
+	// to a fresh job rather than holding a worker forever. Default 20s.
 	Budget time.Duration
+	// Linger is the pause between batches while postings keep arriving.
+	// Default 20ms.
+	Linger time.Duration
 }
 
 // Work implements river.Worker.
 func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ledger.ApplyArgs]) error {
 	batch := cmp.Or(w.BatchSize, ledger.ApplyBatchSize)
 	deadline := time.Now().Add(cmp.Or(w.Budget, 20*time.Second))
-	for {
-		done := false
+	linger := cmp.Or(w.Linger, 20*time.Millisecond)
+	accountID := job.Args.AccountID
+	for time.Now().Before(deadline) {
+		var res ledger.ApplyResult
 		err := w.Store.InTx(ctx, func(tx *db.Tx) error {
-			res, err := ledger.ApplyBatchTx(ctx, tx, job.Args.AccountID, batch)
-			if err != nil {
-				return err
-			}
-			if res.Applied < batch || time.Now().After(deadline) {
-				done = true
-				_, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx.Tx, job)
-				return err
-			}
-			return nil
+			var err error
+			res, err = ledger.ApplyBatchTx(ctx, tx, accountID, batch)
+			return err
 		})
 		if err != nil {
-			return fmt.Errorf("apply postings of account %d: %w", job.Args.AccountID, err)
+			return fmt.Errorf("apply postings of account %d: %w", accountID, err)
 		}
-		if done {
+		if res.Applied == batch {
+			continue
+		}
+		if res.Applied == 0 {
 			break
 		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(linger):
+		}
+	}
+	err := w.Store.InTx(ctx, func(tx *db.Tx) error {
+		// Waits for urgent writers holding the signal's share lock; their
+		// postings are visible to the batch below (a new statement sees
+		// everything committed before it started).
+		if err := tx.DeleteApplySignal(ctx, accountID); err != nil {
+			return err
+		}
+		if _, err := ledger.ApplyBatchTx(ctx, tx, accountID, batch); err != nil {
+			return err
+		}
+		_, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx.Tx, job)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("finish applying account %d: %w", accountID, err)
 	}
 	// This job is now completed, so a new unique job is allowed.
-	more, err := w.Store.Queries().HasPendingPostings(ctx, job.Args.AccountID)
+	more, err := w.Store.Queries().HasPendingPostings(ctx, accountID)
 	if err != nil {
 		return fmt.Errorf("re-check pending postings: %w", err)
 	}
 	if more {
 		client := river.ClientFromContext[pgx.Tx](ctx)
-		if _, err := client.Insert(ctx, ledger.ApplyArgs{AccountID: job.Args.AccountID}, nil); err != nil {
+		if _, err := client.Insert(ctx, ledger.ApplyArgs{AccountID: accountID}, nil); err != nil {
 			return fmt.Errorf("re-enqueue apply: %w", err)
 		}
 	}

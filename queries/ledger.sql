@@ -21,22 +21,32 @@ SELECT coalesce(sum(amount_minor), 0)::bigint AS pending_minor, count(*)::bigint
 FROM ledger_posting
 WHERE account_id = $1 AND applied_at IS NULL;
 
--- name: InsertEntry :one
-INSERT INTO ledger_entry (idempotency_key, description, currency, urgent, payload_hash, pending_postings)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING *;
+-- name: InsertEntryWithPostings :one
+-- Writes an entry and its postings in one round trip. No row comes back
+-- when the idempotency key exists (the caller then loads that entry).
+WITH e AS (
+    INSERT INTO ledger_entry (idempotency_key, description, currency, urgent, payload_hash, pending_postings)
+    VALUES (sqlc.arg(idempotency_key), sqlc.arg(description), sqlc.arg(currency), sqlc.arg(urgent), sqlc.arg(payload_hash),
+            cardinality(sqlc.arg(account_ids)::bigint[]))
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, created_at
+), p AS (
+    INSERT INTO ledger_posting (entry_id, account_id, amount_minor)
+    SELECT e.id, a.account_id, m.amount
+    FROM e,
+         unnest(sqlc.arg(account_ids)::bigint[]) WITH ORDINALITY AS a(account_id, ord)
+         JOIN unnest(sqlc.arg(amounts)::bigint[]) WITH ORDINALITY AS m(amount, ord) USING (ord)
+    ORDER BY ord
+    RETURNING id
+)
+SELECT e.id, e.created_at, (SELECT array_agg(p.id ORDER BY p.id) FROM p)::bigint[] AS posting_ids
+FROM e;
 
 -- name: GetEntryByKey :one
 SELECT * FROM ledger_entry WHERE idempotency_key = $1;
 
 -- name: GetEntry :one
 SELECT * FROM ledger_entry WHERE id = $1;
-
--- name: InsertPostingsBatch :many
-INSERT INTO ledger_posting (entry_id, account_id, amount_minor)
-SELECT sqlc.arg(entry_id)::bigint, unnest(sqlc.arg(account_ids)::bigint[]), unnest(sqlc.arg(amounts)::bigint[])
-RETURNING id;
 
 -- name: EntryPostings :many
 SELECT p.id, p.entry_id, a.code AS account, p.amount_minor, p.created_at, p.applied_at
@@ -135,3 +145,17 @@ LEFT JOIN (
 ) s ON s.account_id = a.id
 WHERE a.balance_minor <> coalesce(s.applied, 0)
 ORDER BY a.code;
+
+-- name: ShareLockApplySignals :many
+SELECT account_id FROM ledger_apply_signal
+WHERE account_id = ANY(sqlc.arg(ids)::bigint[])
+ORDER BY account_id
+FOR SHARE;
+
+-- name: InsertApplySignal :one
+INSERT INTO ledger_apply_signal (account_id) VALUES ($1)
+ON CONFLICT (account_id) DO NOTHING
+RETURNING account_id;
+
+-- name: DeleteApplySignal :exec
+DELETE FROM ledger_apply_signal WHERE account_id = $1;

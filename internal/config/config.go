@@ -153,7 +153,10 @@ var settings = []setting{
 		return nil
 	}},
 	{"RIVERBANK_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error {
-		return c.LogLevel.UnmarshalText([]byte(v))
+		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
+			return errors.New("must be debug, info, warn or error")
+		}
+		return nil
 	}},
 	{"RIVERBANK_MIGRATE", "migrate", "0", "apply migrations at start (serve only): 1/true or 0/false", func(c *Config, v string) error {
 		b, err := strconv.ParseBool(v)
@@ -172,6 +175,14 @@ var settings = []setting{
 		return nil
 	}},
 }
+
+// boolFlags are settings whose flag may be given without a value
+// (`--migrate` means `--migrate=true`).
+var boolFlags = map[string]bool{"migrate": true}
+
+// secretEnv are settings whose value must never be echoed in an error: a
+// token list or a connection string with a password would end up in logs.
+var secretEnv = map[string]bool{"DATABASE_URL": true, "RIVERBANK_API_TOKENS": true}
 
 // Names of settings, for Register.
 var (
@@ -206,10 +217,16 @@ func Register(fs *flag.FlagSet, getenv func(string) string, names []string) *Loa
 			l.used = append(l.used, s)
 			v := new(string)
 			l.flags[s.flag] = v
-			fs.Func(s.flag, fmt.Sprintf("%s (env %s, default %q)", s.usage, s.env, s.def), func(val string) error {
+			usage := fmt.Sprintf("%s (env %s, default %q)", s.usage, s.env, s.def)
+			set := func(val string) error {
 				*v = val
 				return nil
-			})
+			}
+			if boolFlags[s.flag] {
+				fs.BoolFunc(s.flag, usage, set)
+			} else {
+				fs.Func(s.flag, usage, set)
+			}
 		}
 	}
 	return l
@@ -240,7 +257,11 @@ func (l *Loader) Load(fs *flag.FlagSet) (*Config, error) {
 			if src == "" {
 				src = s.env
 			}
-			errs = append(errs, fmt.Sprintf("invalid %s=%q: %v", src, v, err))
+			shown := fmt.Sprintf("%q", v)
+			if secretEnv[s.env] {
+				shown = "(value hidden)"
+			}
+			errs = append(errs, fmt.Sprintf("invalid %s=%s: %v", src, shown, err))
 		}
 	}
 	if len(errs) > 0 {

@@ -257,6 +257,15 @@ func (q *Queries) CountDownEntries(ctx context.Context, ids []int64) error {
 	return err
 }
 
+const deleteApplySignal = `-- name: DeleteApplySignal :exec
+DELETE FROM ledger_apply_signal WHERE account_id = $1
+`
+
+func (q *Queries) DeleteApplySignal(ctx context.Context, accountID int64) error {
+	_, err := q.db.Exec(ctx, deleteApplySignal, accountID)
+	return err
+}
+
 const entryPostings = `-- name: EntryPostings :many
 SELECT p.id, p.entry_id, a.code AS account, p.amount_minor, p.created_at, p.applied_at
 FROM ledger_posting p JOIN ledger_account a ON a.id = p.account_id
@@ -414,77 +423,70 @@ func (q *Queries) InsertAccount(ctx context.Context, arg InsertAccountParams) (L
 	return i, err
 }
 
-const insertEntry = `-- name: InsertEntry :one
-INSERT INTO ledger_entry (idempotency_key, description, currency, urgent, payload_hash, pending_postings)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING id, idempotency_key, description, currency, urgent, status, payload_hash, pending_postings, created_at, applied_at
+const insertApplySignal = `-- name: InsertApplySignal :one
+INSERT INTO ledger_apply_signal (account_id) VALUES ($1)
+ON CONFLICT (account_id) DO NOTHING
+RETURNING account_id
 `
 
-type InsertEntryParams struct {
-	IdempotencyKey  string
-	Description     string
-	Currency        string
-	Urgent          bool
-	PayloadHash     string
-	PendingPostings int32
+func (q *Queries) InsertApplySignal(ctx context.Context, accountID int64) (int64, error) {
+	row := q.db.QueryRow(ctx, insertApplySignal, accountID)
+	var account_id int64
+	err := row.Scan(&account_id)
+	return account_id, err
 }
 
-func (q *Queries) InsertEntry(ctx context.Context, arg InsertEntryParams) (LedgerEntry, error) {
-	row := q.db.QueryRow(ctx, insertEntry,
+const insertEntryWithPostings = `-- name: InsertEntryWithPostings :one
+WITH e AS (
+    INSERT INTO ledger_entry (idempotency_key, description, currency, urgent, payload_hash, pending_postings)
+    VALUES ($1, $2, $3, $4, $5,
+            cardinality($6::bigint[]))
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, created_at
+), p AS (
+    INSERT INTO ledger_posting (entry_id, account_id, amount_minor)
+    SELECT e.id, a.account_id, m.amount
+    FROM e,
+         unnest($6::bigint[]) WITH ORDINALITY AS a(account_id, ord)
+         JOIN unnest($7::bigint[]) WITH ORDINALITY AS m(amount, ord) USING (ord)
+    ORDER BY ord
+    RETURNING id
+)
+SELECT e.id, e.created_at, (SELECT array_agg(p.id ORDER BY p.id) FROM p)::bigint[] AS posting_ids
+FROM e
+`
+
+type InsertEntryWithPostingsParams struct {
+	IdempotencyKey string
+	Description    string
+	Currency       string
+	Urgent         bool
+	PayloadHash    string
+	AccountIds     []int64
+	Amounts        []int64
+}
+
+type InsertEntryWithPostingsRow struct {
+	ID         int64
+	CreatedAt  time.Time
+	PostingIds []int64
+}
+
+// Writes an entry and its postings in one round trip. No row comes back
+// when the idempotency key exists (the caller then loads that entry).
+func (q *Queries) InsertEntryWithPostings(ctx context.Context, arg InsertEntryWithPostingsParams) (InsertEntryWithPostingsRow, error) {
+	row := q.db.QueryRow(ctx, insertEntryWithPostings,
 		arg.IdempotencyKey,
 		arg.Description,
 		arg.Currency,
 		arg.Urgent,
 		arg.PayloadHash,
-		arg.PendingPostings,
+		arg.AccountIds,
+		arg.Amounts,
 	)
-	var i LedgerEntry
-	err := row.Scan(
-		&i.ID,
-		&i.IdempotencyKey,
-		&i.Description,
-		&i.Currency,
-		&i.Urgent,
-		&i.Status,
-		&i.PayloadHash,
-		&i.PendingPostings,
-		&i.CreatedAt,
-		&i.AppliedAt,
-	)
+	var i InsertEntryWithPostingsRow
+	err := row.Scan(&i.ID, &i.CreatedAt, &i.PostingIds)
 	return i, err
-}
-
-const insertPostingsBatch = `-- name: InsertPostingsBatch :many
-INSERT INTO ledger_posting (entry_id, account_id, amount_minor)
-SELECT $1::bigint, unnest($2::bigint[]), unnest($3::bigint[])
-RETURNING id
-`
-
-type InsertPostingsBatchParams struct {
-	EntryID    int64
-	AccountIds []int64
-	Amounts    []int64
-}
-
-func (q *Queries) InsertPostingsBatch(ctx context.Context, arg InsertPostingsBatchParams) ([]int64, error) {
-	rows, err := q.db.Query(ctx, insertPostingsBatch, arg.EntryID, arg.AccountIds, arg.Amounts)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []int64{}
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		items = append(items, id)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
 }
 
 const listAccounts = `-- name: ListAccounts :many
@@ -539,6 +541,33 @@ SELECT id FROM ledger_entry WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
 func (q *Queries) LockEntries(ctx context.Context, ids []int64) error {
 	_, err := q.db.Exec(ctx, lockEntries, ids)
 	return err
+}
+
+const shareLockApplySignals = `-- name: ShareLockApplySignals :many
+SELECT account_id FROM ledger_apply_signal
+WHERE account_id = ANY($1::bigint[])
+ORDER BY account_id
+FOR SHARE
+`
+
+func (q *Queries) ShareLockApplySignals(ctx context.Context, ids []int64) ([]int64, error) {
+	rows, err := q.db.Query(ctx, shareLockApplySignals, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []int64{}
+	for rows.Next() {
+		var account_id int64
+		if err := rows.Scan(&account_id); err != nil {
+			return nil, err
+		}
+		items = append(items, account_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const trialBalanceByCurrency = `-- name: TrialBalanceByCurrency :many

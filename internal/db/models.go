@@ -137,6 +137,76 @@ func AllLedgerEntryStatusValues() []LedgerEntryStatus {
 	}
 }
 
+type OrderStatus string
+
+const (
+	OrderStatusCREATED   OrderStatus = "CREATED"
+	OrderStatusCONFIRMED OrderStatus = "CONFIRMED"
+	OrderStatusPAID      OrderStatus = "PAID"
+	OrderStatusSHIPPED   OrderStatus = "SHIPPED"
+	OrderStatusCOMPLETED OrderStatus = "COMPLETED"
+	OrderStatusCANCELLED OrderStatus = "CANCELLED"
+)
+
+func (e *OrderStatus) Scan(src interface{}) error {
+	switch s := src.(type) {
+	case []byte:
+		*e = OrderStatus(s)
+	case string:
+		*e = OrderStatus(s)
+	default:
+		return fmt.Errorf("unsupported scan type for OrderStatus: %T", src)
+	}
+	return nil
+}
+
+type NullOrderStatus struct {
+	OrderStatus OrderStatus
+	Valid       bool // Valid is true if OrderStatus is not NULL
+}
+
+// Scan implements the Scanner interface.
+func (ns *NullOrderStatus) Scan(value interface{}) error {
+	if value == nil {
+		ns.OrderStatus, ns.Valid = "", false
+		return nil
+	}
+	ns.Valid = true
+	return ns.OrderStatus.Scan(value)
+}
+
+// Value implements the driver Valuer interface.
+func (ns NullOrderStatus) Value() (driver.Value, error) {
+	if !ns.Valid {
+		return nil, nil
+	}
+	return string(ns.OrderStatus), nil
+}
+
+func (e OrderStatus) Valid() bool {
+	switch e {
+	case OrderStatusCREATED,
+		OrderStatusCONFIRMED,
+		OrderStatusPAID,
+		OrderStatusSHIPPED,
+		OrderStatusCOMPLETED,
+		OrderStatusCANCELLED:
+		return true
+	}
+	return false
+}
+
+func AllOrderStatusValues() []OrderStatus {
+	return []OrderStatus{
+		OrderStatusCREATED,
+		OrderStatusCONFIRMED,
+		OrderStatusPAID,
+		OrderStatusSHIPPED,
+		OrderStatusCOMPLETED,
+		OrderStatusCANCELLED,
+	}
+}
+
 type RiverJobState string
 
 const (
@@ -226,6 +296,11 @@ type LedgerAccount struct {
 	UpdatedAt       time.Time
 }
 
+type LedgerApplySignal struct {
+	AccountID int64
+	CreatedAt time.Time
+}
+
 type LedgerEntry struct {
 	ID              int64
 	IdempotencyKey  string
@@ -246,6 +321,60 @@ type LedgerPosting struct {
 	AmountMinor int64
 	CreatedAt   time.Time
 	AppliedAt   *time.Time
+}
+
+type Order struct {
+	ID            int64
+	BuyerID       string
+	MerchantID    string
+	Identifier    string
+	RequestHash   string
+	Status        OrderStatus
+	TotalMinor    int64
+	Currency      string
+	CreatedAt     time.Time
+	ExpiresAt     time.Time
+	UpdatedAt     time.Time
+	ConfirmedAt   *time.Time
+	PaidAt        *time.Time
+	ShippedAt     *time.Time
+	CompletedAt   *time.Time
+	CancelledAt   *time.Time
+	CancelReason  *string
+	PaymentID     *string
+	LedgerEntryID *int64
+	TrackingNo    *string
+}
+
+type OrderEvent struct {
+	ID         int64
+	OrderID    int64
+	FromStatus *OrderStatus
+	ToStatus   OrderStatus
+	Actor      string
+	Detail     *string
+	CreatedAt  time.Time
+}
+
+type OrderItem struct {
+	OrderID        int64
+	LineNo         int32
+	Sku            string
+	Quantity       int64
+	UnitPriceMinor int64
+	AmountMinor    int64
+}
+
+type Product struct {
+	Sku           string
+	Name          string
+	PriceMinor    int64
+	Currency      string
+	StockOnHand   int64
+	StockReserved int64
+	Sold          int64
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
 }
 
 type RiverJob struct {

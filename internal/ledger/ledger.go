@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"time"
 
@@ -292,13 +293,20 @@ func PostTx(ctx context.Context, tx *db.Tx, in EntryInput) (*Entry, bool, error)
 		}
 	}
 
-	row, err := tx.InsertEntry(ctx, db.InsertEntryParams{
-		IdempotencyKey:  in.IdempotencyKey,
-		Description:     in.Description,
-		Currency:        currency,
-		Urgent:          in.Urgent,
-		PayloadHash:     hash,
-		PendingPostings: int32(len(in.Postings)),
+	accIDs := make([]int64, len(in.Postings))
+	amounts := make([]int64, len(in.Postings))
+	for i, p := range in.Postings {
+		accIDs[i] = byCode[p.Account].ID
+		amounts[i] = p.AmountMinor
+	}
+	row, err := tx.InsertEntryWithPostings(ctx, db.InsertEntryWithPostingsParams{
+		IdempotencyKey: in.IdempotencyKey,
+		Description:    in.Description,
+		Currency:       currency,
+		Urgent:         in.Urgent,
+		PayloadHash:    hash,
+		AccountIds:     accIDs,
+		Amounts:        amounts,
 	})
 	if db.IsNotFound(err) {
 		// The key exists (ON CONFLICT DO NOTHING waited for a concurrent
@@ -316,29 +324,18 @@ func PostTx(ctx context.Context, tx *db.Tx, in EntryInput) (*Entry, bool, error)
 	if err != nil {
 		return nil, false, fmt.Errorf("insert entry: %w", err)
 	}
-
-	accIDs := make([]int64, len(in.Postings))
-	amounts := make([]int64, len(in.Postings))
-	for i, p := range in.Postings {
-		accIDs[i] = byCode[p.Account].ID
-		amounts[i] = p.AmountMinor
-	}
-	postingIDs, err := tx.InsertPostingsBatch(ctx, db.InsertPostingsBatchParams{EntryID: row.ID, AccountIds: accIDs, Amounts: amounts})
-	if err != nil {
-		return nil, false, fmt.Errorf("insert postings: %w", err)
-	}
 	if in.Urgent {
-		params := make([]river.InsertManyParams, 0, len(codes))
+		ids := make([]int64, 0, len(codes))
 		for _, c := range codes {
-			params = append(params, river.InsertManyParams{Args: ApplyArgs{AccountID: byCode[c].ID}})
+			ids = append(ids, byCode[c].ID)
 		}
-		if _, err := tx.InsertMany(ctx, params); err != nil {
+		if err := requestApplyTx(ctx, tx, ids); err != nil {
 			return nil, false, err
 		}
 	}
-	e := entryFromRow(row)
+	e := &Entry{ID: row.ID, IdempotencyKey: in.IdempotencyKey, Description: in.Description, Currency: currency, Urgent: in.Urgent, Status: string(db.LedgerEntryStatusPENDING), CreatedAt: row.CreatedAt}
 	for i, p := range in.Postings {
-		e.Postings = append(e.Postings, Posting{ID: postingIDs[i], EntryID: row.ID, Account: p.Account, AmountMinor: amounts[i], CreatedAt: row.CreatedAt})
+		e.Postings = append(e.Postings, Posting{ID: row.PostingIds[i], EntryID: row.ID, Account: p.Account, AmountMinor: amounts[i], CreatedAt: row.CreatedAt})
 	}
 	return e, true, nil
 }
@@ -373,4 +370,46 @@ func (s *Service) GetEntry(ctx context.Context, id int64) (*Entry, error) {
 		return nil, fmt.Errorf("get entry: %w", err)
 	}
 	return loadEntry(ctx, q, r)
+}
+
+// requestApplyTx makes sure a ledger.apply job will see this transaction's
+// postings on each account: it share-locks the account's apply signal row
+// when one exists (a job is queued and cannot finish before this
+// transaction commits), or creates the row and enqueues the job. Unlike
+// River's unique insert, which upserts the job row and so serialises every
+// writer of a hot account until commit, share locks do not block one
+// another.
+func requestApplyTx(ctx context.Context, tx *db.Tx, accountIDs []int64) error {
+	slices.Sort(accountIDs) // one lock order for every writer
+	var params []river.InsertManyParams
+	want := accountIDs
+	for attempt := 0; len(want) > 0; attempt++ {
+		if attempt == 10 {
+			return fmt.Errorf("apply signals for accounts %v kept changing", want)
+		}
+		locked, err := tx.ShareLockApplySignals(ctx, want)
+		if err != nil {
+			return fmt.Errorf("lock apply signals: %w", err)
+		}
+		var missing []int64
+		for _, id := range want {
+			if !slices.Contains(locked, id) {
+				missing = append(missing, id)
+			}
+		}
+		want = nil
+		for _, id := range missing {
+			if _, err := tx.InsertApplySignal(ctx, id); err == nil {
+				params = append(params, river.InsertManyParams{Args: ApplyArgs{AccountID: id}})
+			} else if db.IsNotFound(err) {
+				// Another writer created the row and committed between our
+				// two statements: share-lock it on the next pass.
+				want = append(want, id)
+			} else {
+				return fmt.Errorf("insert apply signal: %w", err)
+			}
+		}
+	}
+	_, err := tx.InsertMany(ctx, params)
+	return err
 }

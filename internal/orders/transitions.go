@@ -1,0 +1,189 @@
+package orders
+
+import (
+	"context"
+	"fmt"
+
+	"riverbank"
+	"riverbank/internal/db"
+	"riverbank/internal/ledger"
+)
+
+// PayInput is POST /v1/orders/{id}/pay.
+type PayInput struct {
+	// PaymentID identifies the payment; repeating it is idempotent.
+	PaymentID string
+	// AmountMinor must equal the order total.
+	AmountMinor int64
+}
+
+// PaymentEntryKey is the ledger idempotency key of a payment's journal
+// entry.
+func PaymentEntryKey(paymentID string) string { return "order-payment:" + paymentID }
+
+// Pay records a payment (SPEC §3). From CREATED the order is confirmed inline
+// (its reservation becomes sold) and then paid, in one transaction; from
+// CONFIRMED it is paid. The same transaction writes the journal entry
+// (debit platform:cash, credit merchant:{merchant_id}:payable, urgent so it
+// is applied at once) through ledger.PostTx, the path every ledger writer
+// uses.
+//
+// The amount must equal the order total (else 422 unprocessable; checked
+// first, so a wrong amount is reported whatever the state). A repeat with
+// the payment_id the order was paid with returns the order unchanged
+// (paid=false), whatever its state now; another payment of a paid order is
+// invalid_transition, and a payment_id that already paid another order is
+// idempotency_conflict.
+func (s *Service) Pay(ctx context.Context, id int64, in PayInput) (*Order, bool, error) {
+	if err := text("payment_id", in.PaymentID, MaxPaymentLen); err != nil {
+		return nil, false, err
+	}
+	var paid bool
+	o, err := db.InTxV(ctx, s.store, func(tx *db.Tx) (*Order, error) {
+		o, err := lockOrder(ctx, tx, id)
+		if err != nil {
+			return nil, err
+		}
+		if in.AmountMinor != o.TotalMinor {
+			return nil, riverbank.Errorf(riverbank.EUNPROCESSABLE, "amount_minor %d does not equal the order total %d %s", in.AmountMinor, o.TotalMinor, o.Currency).
+				WithDetail("amount_minor", in.AmountMinor).WithDetail("total_minor", o.TotalMinor)
+		}
+		if o.PaymentID != nil && *o.PaymentID == in.PaymentID {
+			return loadOrder(ctx, tx.Queries, o)
+		}
+		if o.PaymentID != nil {
+			return nil, riverbank.Errorf(riverbank.EINVALIDTRANSITION, "order %d was already paid with another payment_id", o.ID).
+				WithDetail("order_id", o.ID).WithDetail("status", string(o.Status)).WithDetail("to", string(StatusPaid))
+		}
+		if Status(o.Status) == StatusCreated {
+			detail := "confirmed inline by payment " + in.PaymentID
+			if o, err = transitionTx(ctx, tx, o, StatusConfirmed, facts{actor: ActorAPI, detail: &detail}); err != nil {
+				return nil, err
+			}
+		}
+		if !CanTransition(Status(o.Status), StatusPaid) {
+			return nil, invalidTransition(o, StatusPaid)
+		}
+		other, err := tx.OrderIDByPaymentID(ctx, &in.PaymentID)
+		switch {
+		case err == nil:
+			return nil, riverbank.Errorf(riverbank.EIDEMPOTENCYCONFLICT, "payment_id %q already paid order %d", in.PaymentID, other).WithDetail("order_id", other)
+		case !db.IsNotFound(err):
+			return nil, fmt.Errorf("find order by payment: %w", err)
+		}
+		entry, _, err := ledger.PostTx(ctx, tx, ledger.EntryInput{
+			IdempotencyKey: PaymentEntryKey(in.PaymentID),
+			Description:    fmt.Sprintf("payment %s of order %d", in.PaymentID, o.ID),
+			Urgent:         true,
+			Postings: []ledger.PostingInput{
+				{Account: ledger.AccountPlatformCash, AmountMinor: o.TotalMinor},
+				{Account: ledger.MerchantPayable(o.MerchantID), AmountMinor: -o.TotalMinor},
+			},
+			CreateMerchantAccounts: true,
+			Currency:               o.Currency,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("post payment entry: %w", err)
+		}
+		o, err = transitionTx(ctx, tx, o, StatusPaid, facts{actor: ActorAPI, detail: &in.PaymentID, paymentID: &in.PaymentID, ledgerEntryID: &entry.ID})
+		if db.IsUniqueViolation(err, "orders_payment_id_key") {
+			// A concurrent payment of another order with this id won.
+			return nil, riverbank.Errorf(riverbank.EIDEMPOTENCYCONFLICT, "payment_id %q already paid another order", in.PaymentID)
+		}
+		if err != nil {
+			return nil, err
+		}
+		paid = true
+		return loadOrder(ctx, tx.Queries, o)
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return o, paid, nil
+}
+
+// apiTransition locks order id and moves it to status to on behalf of the
+// API, returning the order as it is afterwards.
+func (s *Service) apiTransition(ctx context.Context, id int64, to Status, f facts) (*Order, error) {
+	return db.InTxV(ctx, s.store, func(tx *db.Tx) (*Order, error) {
+		o, err := lockOrder(ctx, tx, id)
+		if err != nil {
+			return nil, err
+		}
+		if o, err = transitionTx(ctx, tx, o, to, f); err != nil {
+			return nil, err
+		}
+		return loadOrder(ctx, tx.Queries, o)
+	})
+}
+
+// Ship moves a PAID order to SHIPPED with its tracking number.
+func (s *Service) Ship(ctx context.Context, id int64, trackingNo string) (*Order, error) {
+	if err := text("tracking_no", trackingNo, MaxTrackingLen); err != nil {
+		return nil, err
+	}
+	return s.apiTransition(ctx, id, StatusShipped, facts{actor: ActorAPI, detail: &trackingNo, trackingNo: &trackingNo})
+}
+
+// Receive moves a SHIPPED order to COMPLETED (the buyer received it).
+func (s *Service) Receive(ctx context.Context, id int64) (*Order, error) {
+	return s.apiTransition(ctx, id, StatusCompleted, facts{actor: ActorAPI})
+}
+
+// Cancel cancels an unpaid (CREATED or CONFIRMED) order and releases its
+// stock: the reservation of a CREATED order, the sold units of a CONFIRMED
+// one.
+func (s *Service) Cancel(ctx context.Context, id int64, reason string) (*Order, error) {
+	if err := text("reason", reason, MaxReasonLen); err != nil {
+		return nil, err
+	}
+	return s.apiTransition(ctx, id, StatusCancelled, facts{actor: ActorAPI, detail: &reason, cancelReason: &reason})
+}
+
+// Confirm is the order.confirm job: if the order is still CREATED, its
+// reservation becomes sold and it is CONFIRMED; otherwise (paid inline,
+// cancelled, expired) it does nothing. It reports whether it confirmed.
+// Idempotent, so River may run it any number of times.
+func (s *Service) Confirm(ctx context.Context, id int64) (bool, error) {
+	confirmed := false
+	err := s.store.InTx(ctx, func(tx *db.Tx) error {
+		o, err := lockOrder(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if Status(o.Status) != StatusCreated {
+			return nil
+		}
+		if _, err := transitionTx(ctx, tx, o, StatusConfirmed, facts{actor: ActorConfirm}); err != nil {
+			return err
+		}
+		confirmed = true
+		return nil
+	})
+	return confirmed, err
+}
+
+// Expire is the order.expire job: an order still unpaid (CREATED or
+// CONFIRMED) is CANCELLED with reason payment_timeout and its stock
+// released; any other order is left alone. It reports whether it cancelled.
+// Because it locks the order and re-reads its status, running it twice, or
+// racing it with a payment or a cancel, releases stock at most once.
+func (s *Service) Expire(ctx context.Context, id int64) (bool, error) {
+	expired := false
+	err := s.store.InTx(ctx, func(tx *db.Tx) error {
+		o, err := lockOrder(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if !Status(o.Status).Unpaid() {
+			return nil
+		}
+		reason := ReasonPaymentTimeout
+		if _, err := transitionTx(ctx, tx, o, StatusCancelled, facts{actor: ActorExpire, detail: &reason, cancelReason: &reason}); err != nil {
+			return err
+		}
+		expired = true
+		return nil
+	})
+	return expired, err
+}
