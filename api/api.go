@@ -20,6 +20,7 @@ import (
 	"riverbank/internal/config"
 	"riverbank/internal/db"
 	"riverbank/internal/ledger"
+	"riverbank/internal/orders"
 )
 
 // Services is everything the operations call. Domain services are added
@@ -31,6 +32,7 @@ type Services struct {
 	River    *river.Client[pgx.Tx]
 	Migrator *db.Migrator
 	Ledger   *ledger.Service
+	Orders   *orders.Service
 }
 
 // handlers carries Services plus the error responder into operations.

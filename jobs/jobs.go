@@ -17,6 +17,7 @@ import (
 	"riverbank/internal/config"
 	"riverbank/internal/db"
 	"riverbank/internal/ledger"
+	"riverbank/internal/orders"
 )
 
 // Queue names. Work is split so a flood of one kind (ledger application, a
@@ -59,6 +60,9 @@ type Deps struct {
 	// Store is the process's store; its River client is set once the
 	// client exists (db.Store.SetJobInserter).
 	Store *db.Store
+	// Orders is the orders service; when nil, registerAll builds one on
+	// Store with Config's payment timeout.
+	Orders *orders.Service
 }
 
 // Registration is a set of workers plus periodic jobs; each domain
@@ -90,6 +94,21 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 		river.PeriodicInterval(time.Minute),
 		func() (river.JobArgs, *river.InsertOpts) { return ledger.SweepArgs{}, nil },
 		&river.PeriodicJobOpts{ID: "ledger.sweep", RunOnStart: true},
+	))
+
+	// Orders: confirmation and expiry per order, and the sweep that
+	// re-enqueues confirmations that went missing.
+	ordersSvc := deps.Orders
+	if ordersSvc == nil {
+		ordersSvc = orders.NewService(deps.Store, orders.Options{PaymentTimeout: deps.Config.OrderPaymentTimeout, Logger: deps.Logger})
+	}
+	river.AddWorker(workers, &OrderConfirmWorker{Orders: ordersSvc})
+	river.AddWorker(workers, &OrderExpireWorker{Orders: ordersSvc})
+	river.AddWorker(workers, &OrderSweepWorker{Orders: ordersSvc})
+	*periodic = append(*periodic, river.NewPeriodicJob(
+		river.PeriodicInterval(time.Minute),
+		func() (river.JobArgs, *river.InsertOpts) { return orders.SweepArgs{}, nil },
+		&river.PeriodicJobOpts{ID: orders.KindSweep, RunOnStart: true},
 	))
 	return nil
 }

@@ -34,10 +34,20 @@ type ledgerJobsBundle struct {
 	client *river.Client[pgx.Tx]
 }
 
+// ledgerJobsOpts change the client setupLedgerJobs builds.
+type ledgerJobsOpts struct {
+	// worker, when set, is the only worker the client runs (no periodic
+	// jobs).
+	worker *jobs.ApplyWorker
+	// noPeriodic drops the periodic jobs (the ledger sweep) from the real
+	// registration.
+	noPeriodic bool
+}
+
 // setupLedgerJobs builds the process's real River client (every worker and
-// periodic job of jobs.NewRegistration) on a fresh database. With worker
-// set, the client instead runs only that ApplyWorker and no periodic jobs.
-func setupLedgerJobs(t *testing.T, worker *jobs.ApplyWorker) *ledgerJobsBundle {
+// periodic job of jobs.NewRegistration) on a fresh database, as opts
+// change it.
+func setupLedgerJobs(t *testing.T, opts ledgerJobsOpts) *ledgerJobsBundle {
 	t.Helper()
 	ctx := context.Background()
 	dsn, _ := testdb.NewDB(t)
@@ -60,9 +70,12 @@ func setupLedgerJobs(t *testing.T, worker *jobs.ApplyWorker) *ledgerJobsBundle {
 
 	store := db.NewStore(pool, nil)
 	var client *river.Client[pgx.Tx]
-	if worker == nil {
+	if worker := opts.worker; worker == nil {
 		reg, err := jobs.NewRegistration(&jobs.Deps{Config: cfg, Logger: logger, Store: store})
 		require.NoError(t, err)
+		if opts.noPeriodic {
+			reg.Periodic = nil
+		}
 		client, err = jobs.NewClient(pool, cfg, logger, reg)
 		require.NoError(t, err)
 	} else {
@@ -161,7 +174,7 @@ func (b *ledgerJobsBundle) requireNoLedgerJobErrors(t *testing.T) {
 // postings.
 func TestLedgerApplyConcurrentHotAccounts(t *testing.T) {
 	t.Parallel()
-	b := setupLedgerJobs(t, nil)
+	b := setupLedgerJobs(t, ledgerJobsOpts{})
 	b.start(t)
 	b.createAccount(t, "hot:a", "ASSET")
 	b.createAccount(t, "hot:b", "LIABILITY")
@@ -232,12 +245,76 @@ func TestLedgerApplyConcurrentHotAccounts(t *testing.T) {
 	b.requireNoLedgerJobErrors(t)
 }
 
+// TestLedgerApplyUrgentWithoutSweep: urgent entries are applied by the jobs
+// they enqueue, never left for the sweep, even while those jobs are
+// running and draining. The entries have three legs, so the three
+// accounts' jobs count down the same entries concurrently (they must queue
+// on the entry locks, not deadlock). The client runs no periodic sweep.
+func TestLedgerApplyUrgentWithoutSweep(t *testing.T) {
+	t.Parallel()
+	b := setupLedgerJobs(t, ledgerJobsOpts{noPeriodic: true})
+	b.start(t)
+	b.createAccount(t, "urgent:a", "ASSET")
+	b.createAccount(t, "urgent:b", "LIABILITY")
+	b.createAccount(t, "urgent:c", "INCOME")
+
+	const writers, perWriter = 20, 50
+	var wg sync.WaitGroup
+	errs := make([]error, writers)
+	for g := range writers {
+		wg.Go(func() {
+			for j := range perWriter {
+				k := int64(1 + (g*perWriter+j)%13)
+				_, _, err := b.svc.Post(b.ctx, ledger.EntryInput{
+					IdempotencyKey: fmt.Sprintf("urgent-%d-%d", g, j),
+					Urgent:         true,
+					Postings: []ledger.PostingInput{
+						{Account: "urgent:a", AmountMinor: 2 * k}, {Account: "urgent:b", AmountMinor: -k}, {Account: "urgent:c", AmountMinor: -k},
+					},
+				})
+				if err != nil {
+					errs[g] = fmt.Errorf("writer %d entry %d: %w", g, j, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	b.waitLedgerDrained(t, 20*time.Second)
+
+	// A second wave once the jobs have finished and the accounts are idle
+	// again must get jobs of its own.
+	for i := range 3 {
+		_, _, err := b.svc.Post(b.ctx, ledger.EntryInput{
+			IdempotencyKey: fmt.Sprintf("urgent-late-%d", i),
+			Urgent:         true,
+			Postings:       []ledger.PostingInput{{Account: "urgent:a", AmountMinor: 2}, {Account: "urgent:b", AmountMinor: -1}, {Account: "urgent:c", AmountMinor: -1}},
+		})
+		require.NoError(t, err)
+		b.waitLedgerDrained(t, 20*time.Second)
+	}
+	require.EqualValues(t, 0, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'ledger.sweep'"), "no sweep helped")
+
+	a := b.account(t, "urgent:a")
+	require.Equal(t, a.BalanceMinor, -b.account(t, "urgent:b").BalanceMinor-b.account(t, "urgent:c").BalanceMinor)
+	require.EqualValues(t, writers*perWriter+3, a.AppliedPostings)
+	require.EqualValues(t, 0, b.count(t, "SELECT sum(balance_minor) FROM ledger_account"))
+	require.EqualValues(t, writers*perWriter+3, b.count(t, "SELECT count(*) FROM ledger_entry WHERE status = 'APPLIED' AND pending_postings = 0"))
+	tb, err := b.svc.TrialBalance(b.ctx)
+	require.NoError(t, err)
+	require.True(t, tb.Balanced, "%+v", tb)
+	b.requireNoLedgerJobErrors(t)
+}
+
 // TestLedgerApplyWorkerCrashMidBatch: a batch whose transaction never
 // commits applies nothing; the worker then applies every posting exactly
 // once, and running it again changes nothing.
 func TestLedgerApplyWorkerCrashMidBatch(t *testing.T) {
 	t.Parallel()
-	b := setupLedgerJobs(t, nil)
+	b := setupLedgerJobs(t, ledgerJobsOpts{})
 	a := b.createAccount(t, "crash:a", "ASSET")
 	l := b.createAccount(t, "crash:b", "LIABILITY")
 	const entries = 30
@@ -342,7 +419,7 @@ func TestLedgerApplyWorkerDrainsInBatches(t *testing.T) {
 		postings = 1050
 		perEntry = 50 // hot postings per entry, each with a matching sink posting
 	)
-	b := setupLedgerJobs(t, &jobs.ApplyWorker{BatchSize: batch})
+	b := setupLedgerJobs(t, ledgerJobsOpts{worker: &jobs.ApplyWorker{BatchSize: batch}})
 	hot := b.createAccount(t, "batch:hot", "ASSET")
 	sink := b.createAccount(t, "batch:sink", "LIABILITY")
 	var want int64
@@ -390,7 +467,7 @@ func TestLedgerApplyWorkerDrainsInBatches(t *testing.T) {
 // accounts with pending postings, whose jobs then apply them.
 func TestLedgerSweepWorker(t *testing.T) {
 	t.Parallel()
-	b := setupLedgerJobs(t, nil)
+	b := setupLedgerJobs(t, ledgerJobsOpts{})
 	a := b.createAccount(t, "sweep:a", "ASSET")
 	l := b.createAccount(t, "sweep:b", "LIABILITY")
 	b.createAccount(t, "sweep:idle", "ASSET")

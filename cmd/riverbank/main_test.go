@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -78,7 +79,7 @@ func start(t *testing.T, args []string, env map[string]string) *process {
 	p := &process{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, exited: make(chan struct{})}
 	go func() {
 		defer close(p.exited)
-		p.err = run(ctx, args, mapEnv(env), p.stdout, p.stderr)
+		p.err = runRecover(ctx, args, env, p.stdout, p.stderr)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -93,16 +94,16 @@ func start(t *testing.T, args []string, env map[string]string) *process {
 
 // stop cancels the program's context, as SIGTERM does, and returns run's
 // result and how long it took to return.
-func (p *process) stop(t *testing.T) (error, time.Duration) {
+func (p *process) stop(t *testing.T) (time.Duration, error) {
 	t.Helper()
 	begin := time.Now()
 	p.cancel()
 	select {
 	case <-p.exited:
-		return p.err, time.Since(begin)
+		return time.Since(begin), p.err
 	case <-time.After(shutdownTimeout + 20*time.Second):
 		t.Fatalf("run did not return after cancel; stderr:\n%s", p.stderr)
-		return nil, 0
+		return 0, nil
 	}
 }
 
@@ -134,6 +135,17 @@ func (p *process) waitServing(t *testing.T) string {
 	}
 }
 
+// runRecover is run with a panic turned into an error, so a program that
+// panics while starting fails its test instead of the whole test binary.
+func runRecover(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("riverbank %s panicked: %v\n%s", strings.Join(args, " "), v, debug.Stack())
+		}
+	}()
+	return run(ctx, args, mapEnv(env), stdout, stderr)
+}
+
 func mapEnv(env map[string]string) func(string) string {
 	return func(k string) string { return env[k] }
 }
@@ -144,7 +156,7 @@ func runToEnd(t *testing.T, args []string, env map[string]string) (stdout, stder
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out, errOut syncBuffer
-	err = run(ctx, args, mapEnv(env), &out, &errOut)
+	err = runRecover(ctx, args, env, &out, &errOut)
 	return out.String(), errOut.String(), err
 }
 
@@ -481,7 +493,7 @@ func TestServeStartup(t *testing.T) {
 		b := startServer(t, serveEnv(emptyDB(t)), "--migrate")
 		resp, body := b.get(t, "/readyz")
 		require.Equal(t, http.StatusOK, resp.StatusCode, "body: %s", body)
-		err, _ := b.proc.stop(t)
+		_, err := b.proc.stop(t)
 		require.NoError(t, err)
 	})
 
@@ -877,7 +889,7 @@ func TestGracefulShutdown(t *testing.T) {
 	resp, _ := b.get(t, "/healthz")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 
-	err, took := b.proc.stop(t)
+	took, err := b.proc.stop(t)
 	require.NoError(t, err)
 	require.Less(t, took, shutdownTimeout, "run returns within RIVERBANK_SHUTDOWN_TIMEOUT")
 	require.Contains(t, b.proc.stderr.String(), `"msg":"shutdown complete"`)
@@ -910,6 +922,6 @@ func TestDev(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 
-	err, _ = proc.stop(t)
+	_, err = proc.stop(t)
 	require.NoError(t, err)
 }

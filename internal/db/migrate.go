@@ -137,6 +137,10 @@ func (m *Migrator) Migrate(ctx context.Context) (*MigrateResult, error) {
 	for {
 		var applied int
 		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			// MigrateTx is deprecated because several migrations in one
+			// transaction can fail; MaxSteps 1 avoids that, and Migrate would
+			// take other pool connections while this one holds the lock.
+			//lint:ignore SA1019 one migration per transaction on the locked connection (see above)
 			riverRes, err := m.river.MigrateTx(ctx, tx, rivermigrate.DirectionUp, &rivermigrate.MigrateOpts{MaxSteps: 1})
 			if err != nil {
 				return err

@@ -2,8 +2,6 @@
 -- pg_dump --schema-only after rivermigrate. sqlc reads it so queries can use river_job;
 -- it is never applied (rivermigrate owns these tables). Regenerate with 'make river-schema'.
 
-\restrict JkSatzK4Cf02Xweq4jZ5tOs4CdapJaHsaKk5h9XTUsOoT1tTu9zTHa4BztcQR2b
-
 CREATE TYPE public.river_job_state AS ENUM (
     'available',
     'cancelled',
@@ -142,6 +140,3 @@ CREATE UNIQUE INDEX river_job_unique_idx ON public.river_job USING btree (unique
 CREATE INDEX river_notification_created_at_idx ON public.river_notification USING btree (created_at);
 
 CREATE INDEX river_notification_topic_id_idx ON public.river_notification USING btree (topic, id);
-
-\unrestrict JkSatzK4Cf02Xweq4jZ5tOs4CdapJaHsaKk5h9XTUsOoT1tTu9zTHa4BztcQR2b
-

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"sync"
 	"sort"
 	"time"
 
@@ -151,11 +152,56 @@ func (ApplyArgs) InsertOpts() river.InsertOpts {
 
 // Service writes and reads the ledger.
 type Service struct {
-	store *db.Store
+	store    *db.Store
+	accounts *accountCache
 }
 
 // NewService returns a ledger service on store.
-func NewService(store *db.Store) *Service { return &Service{store: store} }
+func NewService(store *db.Store) *Service {
+	return &Service{store: store, accounts: &accountCache{m: map[string]db.AccountsByCodesRow{}}}
+}
+
+// accountCache maps account codes to id and currency. Both are immutable
+// and accounts are never deleted (postings reference them), so a cached
+// entry can never go stale; it saves the hot API path one round trip.
+// Bounded: it starts over when full.
+type accountCache struct {
+	mu sync.RWMutex
+	m  map[string]db.AccountsByCodesRow
+}
+
+const accountCacheMax = 100_000
+
+func (c *accountCache) get(codes []string) (map[string]db.AccountsByCodesRow, bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make(map[string]db.AccountsByCodesRow, len(codes))
+	for _, code := range codes {
+		a, ok := c.m[code]
+		if !ok {
+			return nil, false
+		}
+		out[code] = a
+	}
+	return out, true
+}
+
+func (c *accountCache) put(rows map[string]db.AccountsByCodesRow) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m)+len(rows) > accountCacheMax {
+		c.m = map[string]db.AccountsByCodesRow{}
+	}
+	for k, v := range rows {
+		c.m[k] = v
+	}
+}
 
 func invalid(format string, args ...any) error {
 	return riverbank.Errorf(riverbank.EINVALID, format, args...)
@@ -218,7 +264,7 @@ func (s *Service) Post(ctx context.Context, in EntryInput) (*Entry, bool, error)
 	)
 	err := s.store.InTx(ctx, func(tx *db.Tx) error {
 		var err error
-		entry, created, err = PostTx(ctx, tx, in)
+		entry, created, err = postTx(ctx, tx, in, s.accounts)
 		return err
 	})
 	return entry, created, err
@@ -231,6 +277,10 @@ func (s *Service) Post(ctx context.Context, in EntryInput) (*Entry, bool, error)
 // Urgent entries enqueue ledger.apply for each of their accounts in the same
 // transaction; others are picked up by the sweep within a minute.
 func PostTx(ctx context.Context, tx *db.Tx, in EntryInput) (*Entry, bool, error) {
+	return postTx(ctx, tx, in, nil)
+}
+
+func postTx(ctx context.Context, tx *db.Tx, in EntryInput, cache *accountCache) (*Entry, bool, error) {
 	if err := in.Validate(); err != nil {
 		return nil, false, err
 	}
@@ -245,15 +295,23 @@ func PostTx(ctx context.Context, tx *db.Tx, in EntryInput) (*Entry, bool, error)
 		}
 	}
 	sort.Strings(codes)
-	accounts, err := tx.AccountsByCodes(ctx, codes)
-	if err != nil {
-		return nil, false, fmt.Errorf("load accounts: %w", err)
+	byCode, cached := cache.get(codes)
+	if !cached {
+		accounts, err := tx.AccountsByCodes(ctx, codes)
+		if err != nil {
+			return nil, false, fmt.Errorf("load accounts: %w", err)
+		}
+		byCode = make(map[string]db.AccountsByCodesRow, len(accounts))
+		for _, a := range accounts {
+			byCode[a.Code] = a
+		}
+		if len(byCode) == len(codes) {
+			cache.put(byCode)
+		}
 	}
-	byCode := make(map[string]db.AccountsByCodesRow, len(accounts))
 	currency := in.Currency
-	for _, a := range accounts {
-		byCode[a.Code] = a
-		if currency == "" {
+	for _, c := range codes {
+		if a, ok := byCode[c]; ok && currency == "" {
 			currency = a.Currency
 		}
 	}
@@ -279,7 +337,7 @@ func PostTx(ctx context.Context, tx *db.Tx, in EntryInput) (*Entry, bool, error)
 				return nil, false, fmt.Errorf("create account %s: %w", c, err)
 			}
 		}
-		accounts, err = tx.AccountsByCodes(ctx, codes)
+		accounts, err := tx.AccountsByCodes(ctx, codes)
 		if err != nil {
 			return nil, false, fmt.Errorf("load accounts: %w", err)
 		}

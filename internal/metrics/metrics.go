@@ -19,6 +19,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"riverbank/internal/db"
+	"riverbank/internal/orders"
 )
 
 // Metrics is one process's registry and instruments.
@@ -59,7 +60,7 @@ func New(q *db.Queries, logger *slog.Logger) *Metrics {
 	}
 	reg.MustRegister(m.httpDuration, m.jobStart, m.jobRun, m.jobOutcomes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&dbCollector{q: q, logger: logger})
+		&dbCollector{q: q, logger: logger}, &staleOrdersCollector{q: q, logger: logger})
 	return m
 }
 
@@ -160,4 +161,31 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(depthDesc, prometheus.GaugeValue, float64(r.Count), r.Queue)
 	}
 	ch <- prometheus.MustNewConstMetric(scrapeErrDesc, prometheus.GaugeValue, failed)
+}
+
+// staleOrdersCollector reports, at scrape time, the orders the order.sweep
+// job exists for: waiting in CREATED for over a minute with no live
+// order.confirm job (read through the partial index of CREATED orders, and
+// capped). Non-zero between sweeps is normal; non-zero for several minutes
+// means confirmations are not being worked.
+type staleOrdersCollector struct {
+	q      *db.Queries
+	logger *slog.Logger
+}
+
+var staleOrdersDesc = prometheus.NewDesc("riverbank_orders_stale_created",
+	"Orders in CREATED for over a minute with no live order.confirm job (the sweeper re-enqueues them every minute).", nil, nil)
+
+func (c *staleOrdersCollector) Describe(ch chan<- *prometheus.Desc) { ch <- staleOrdersDesc }
+
+func (c *staleOrdersCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	n, err := orders.StaleCount(ctx, c.q)
+	if err != nil {
+		// Like dbCollector: skip the sample rather than fail the scrape.
+		c.logger.Warn("metrics: count stale orders", "error", err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(staleOrdersDesc, prometheus.GaugeValue, float64(n))
 }

@@ -24,6 +24,7 @@ import (
 	"riverbank/internal/db"
 	"riverbank/internal/ledger"
 	"riverbank/internal/metrics"
+	"riverbank/internal/orders"
 	"riverbank/jobs"
 )
 
@@ -85,7 +86,8 @@ func (a *App) init(ctx context.Context) error {
 	}
 
 	store := db.NewStore(a.pool, nil)
-	reg, err := jobs.NewRegistration(&jobs.Deps{Config: a.cfg, Logger: a.logger, Store: store})
+	ordersSvc := orders.NewService(store, orders.Options{PaymentTimeout: a.cfg.OrderPaymentTimeout, Logger: a.logger})
+	reg, err := jobs.NewRegistration(&jobs.Deps{Config: a.cfg, Logger: a.logger, Store: store, Orders: ordersSvc})
 	if err != nil {
 		return err
 	}
@@ -109,6 +111,7 @@ func (a *App) init(ctx context.Context) error {
 		Services: &api.Services{
 			Config: a.cfg, Logger: a.logger, Store: store, River: a.river, Migrator: a.migrator,
 			Ledger: ledger.NewService(store),
+			Orders: ordersSvc,
 		},
 		Metrics: a.metrics,
 		RiverUI: a.riverUI,

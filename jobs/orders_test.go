@@ -1,0 +1,233 @@
+package jobs_test
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/stretchr/testify/require"
+
+	"riverbank/internal/config"
+	"riverbank/internal/db"
+	"riverbank/internal/ledger"
+	"riverbank/internal/orders"
+	"riverbank/internal/testdb"
+	"riverbank/jobs"
+)
+
+// ordersJobsBundle is a database of the test's own with the orders service
+// and the process's real River client (every worker and periodic job of
+// jobs.NewRegistration), built but not started.
+type ordersJobsBundle struct {
+	ctx    context.Context
+	pool   *pgxpool.Pool
+	store  *db.Store
+	svc    *orders.Service
+	client *river.Client[pgx.Tx]
+}
+
+func setupOrdersJobs(t *testing.T, paymentTimeout time.Duration) *ordersJobsBundle {
+	t.Helper()
+	ctx := context.Background()
+	_, pool := testdb.NewDB(t)
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	loader := config.Register(fs, func(string) string { return "" }, config.All)
+	require.NoError(t, fs.Parse(nil))
+	cfg, err := loader.Load(fs)
+	require.NoError(t, err)
+	cfg.OrderPaymentTimeout = paymentTimeout
+	logger := slog.New(slog.DiscardHandler)
+
+	store := db.NewStore(pool, nil)
+	svc := orders.NewService(store, orders.Options{PaymentTimeout: cfg.OrderPaymentTimeout, Logger: logger})
+	reg, err := jobs.NewRegistration(&jobs.Deps{Config: cfg, Logger: logger, Store: store, Orders: svc})
+	require.NoError(t, err)
+	client, err := jobs.NewClient(pool, cfg, logger, reg)
+	require.NoError(t, err)
+	store.SetJobInserter(client)
+	return &ordersJobsBundle{ctx: ctx, pool: pool, store: store, svc: svc, client: client}
+}
+
+func (b *ordersJobsBundle) start(t *testing.T) {
+	t.Helper()
+	require.NoError(t, b.client.Start(b.ctx))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		require.NoError(t, b.client.Stop(ctx))
+	})
+}
+
+func (b *ordersJobsBundle) product(t *testing.T, sku string, price, stock int64) {
+	t.Helper()
+	_, _, err := b.svc.PutProduct(b.ctx, orders.ProductInput{SKU: sku, Name: sku, PriceMinor: price, Currency: "CNY", Stock: stock})
+	require.NoError(t, err)
+}
+
+func (b *ordersJobsBundle) order(t *testing.T, buyer, sku string, qty int64) *orders.Order {
+	t.Helper()
+	o, _, err := b.svc.Create(b.ctx, orders.CreateInput{BuyerID: buyer, MerchantID: "shop", Identifier: "c-1", Items: []orders.ItemInput{{SKU: sku, Quantity: qty}}})
+	require.NoError(t, err)
+	return o
+}
+
+func (b *ordersJobsBundle) stock(t *testing.T, sku string) [3]int64 {
+	t.Helper()
+	var s [3]int64
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT stock_on_hand, stock_reserved, sold FROM product WHERE sku = $1", sku).Scan(&s[0], &s[1], &s[2]))
+	return s
+}
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (b *ordersJobsBundle) get(t *testing.T, id int64) *orders.Order {
+	t.Helper()
+	o, err := b.svc.Get(b.ctx, id)
+	require.NoError(t, err)
+	return o
+}
+
+// TestOrderJobsEndToEnd runs the real workers: an unpaid order is
+// confirmed by order.confirm and then, after the payment timeout, cancelled
+// by order.expire with its stock returned once; a paid order outlives its
+// expiry job untouched, and its payment reaches the ledger balances.
+func TestOrderJobsEndToEnd(t *testing.T) {
+	t.Parallel()
+	b := setupOrdersJobs(t, time.Second)
+	b.start(t)
+	b.product(t, "E2E", 300, 10)
+
+	unpaid := b.order(t, "buyer-1", "E2E", 2)
+	paid := b.order(t, "buyer-2", "E2E", 3)
+	_, _, err := b.svc.Pay(b.ctx, paid.ID, orders.PayInput{PaymentID: "pay-e2e", AmountMinor: 900})
+	require.NoError(t, err)
+
+	waitFor(t, 10*time.Second, "order.confirm to confirm the unpaid order", func() bool {
+		return b.get(t, unpaid.ID).Status != orders.StatusCreated
+	})
+	o := b.get(t, unpaid.ID)
+	require.NotNil(t, o.ConfirmedAt, "confirmed before it expired")
+
+	// River's scheduler promotes scheduled jobs every 5 s.
+	waitFor(t, 15*time.Second, "order.expire to cancel the unpaid order", func() bool {
+		return b.get(t, unpaid.ID).Status == orders.StatusCancelled
+	})
+	o = b.get(t, unpaid.ID)
+	require.Equal(t, orders.ReasonPaymentTimeout, *o.CancelReason)
+	require.False(t, o.CancelledAt.Before(o.ExpiresAt), "cancelled at %s, expires at %s", o.CancelledAt, o.ExpiresAt)
+
+	waitFor(t, 15*time.Second, "the paid order's expiry job to complete", func() bool {
+		var n int64
+		require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT count(*) FROM river_job WHERE kind = 'order.expire'
+			AND (args->>'order_id')::bigint = $1 AND state = 'completed'`, paid.ID).Scan(&n))
+		return n == 1
+	})
+	require.Equal(t, orders.StatusPaid, b.get(t, paid.ID).Status)
+	require.Equal(t, [3]int64{7, 0, 3}, b.stock(t, "E2E"))
+
+	var confirmJobs, badJobs int64
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM river_job WHERE kind = 'order.confirm' AND state = 'completed'").Scan(&confirmJobs))
+	require.EqualValues(t, 2, confirmJobs)
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM river_job WHERE kind LIKE 'order.%' AND coalesce(array_length(errors, 1), 0) > 0").Scan(&badJobs))
+	require.Zero(t, badJobs)
+
+	lsvc := ledger.NewService(b.store)
+	waitFor(t, 10*time.Second, "the payment to be applied to platform:cash", func() bool {
+		a, err := lsvc.GetAccount(b.ctx, ledger.AccountPlatformCash)
+		require.NoError(t, err)
+		return a.BalanceMinor == 900
+	})
+	a, err := lsvc.GetAccount(b.ctx, ledger.MerchantPayable("shop"))
+	require.NoError(t, err)
+	require.EqualValues(t, -900, a.BalanceMinor)
+}
+
+// job builds the job River hands a worker.
+func job[T river.JobArgs](id int64, args T) *river.Job[T] {
+	return &river.Job[T]{JobRow: &rivertype.JobRow{ID: id, Attempt: 1, Kind: args.Kind()}, Args: args}
+}
+
+// TestOrderExpireWorkerTwice works order.expire twice for one order (River
+// delivers at least once): the stock is released once.
+func TestOrderExpireWorkerTwice(t *testing.T) {
+	t.Parallel()
+	for _, confirmFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("Confirmed=%v", confirmFirst), func(t *testing.T) {
+			t.Parallel()
+			b := setupOrdersJobs(t, time.Hour)
+			b.product(t, "TWICE", 100, 5)
+			o := b.order(t, "buyer-1", "TWICE", 2)
+			if confirmFirst {
+				_, err := b.svc.Confirm(b.ctx, o.ID)
+				require.NoError(t, err)
+			}
+			w := &jobs.OrderExpireWorker{Orders: b.svc}
+			require.NoError(t, w.Work(b.ctx, job(1, orders.ExpireArgs{OrderID: o.ID})))
+			require.NoError(t, w.Work(b.ctx, job(2, orders.ExpireArgs{OrderID: o.ID})))
+			got := b.get(t, o.ID)
+			require.Equal(t, orders.StatusCancelled, got.Status)
+			require.Equal(t, orders.ReasonPaymentTimeout, *got.CancelReason)
+			require.Equal(t, [3]int64{5, 0, 0}, b.stock(t, "TWICE"))
+			var cancels int64
+			require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM order_event WHERE order_id = $1 AND to_status = 'CANCELLED'", o.ID).Scan(&cancels))
+			require.EqualValues(t, 1, cancels)
+		})
+	}
+}
+
+// TestOrderConfirmWorker: confirms a CREATED order once, is a no-op after,
+// and cancels (never retries) a job for an order that does not exist.
+func TestOrderConfirmWorker(t *testing.T) {
+	t.Parallel()
+	b := setupOrdersJobs(t, time.Hour)
+	b.product(t, "CONF", 100, 5)
+	o := b.order(t, "buyer-1", "CONF", 2)
+	w := &jobs.OrderConfirmWorker{Orders: b.svc}
+	require.NoError(t, w.Work(b.ctx, job(1, orders.ConfirmArgs{OrderID: o.ID})))
+	require.NoError(t, w.Work(b.ctx, job(2, orders.ConfirmArgs{OrderID: o.ID})))
+	require.Equal(t, orders.StatusConfirmed, b.get(t, o.ID).Status)
+	require.Equal(t, [3]int64{3, 0, 2}, b.stock(t, "CONF"))
+
+	err := w.Work(b.ctx, job(3, orders.ConfirmArgs{OrderID: 1 << 62}))
+	var cancel *river.JobCancelError
+	require.True(t, errors.As(err, &cancel), "want a JobCancel error, got %v", err)
+}
+
+// TestOrderSweepWorker re-enqueues the confirmation of an order whose
+// confirm job was lost, through the registered periodic job's worker.
+func TestOrderSweepWorker(t *testing.T) {
+	t.Parallel()
+	b := setupOrdersJobs(t, time.Hour)
+	b.product(t, "SWEEP", 100, 5)
+	o := b.order(t, "buyer-1", "SWEEP", 1)
+	_, err := b.pool.Exec(b.ctx, "DELETE FROM river_job WHERE kind = 'order.confirm'")
+	require.NoError(t, err)
+	_, err = b.pool.Exec(b.ctx, "UPDATE orders SET created_at = created_at - interval '5 minutes' WHERE id = $1", o.ID)
+	require.NoError(t, err)
+
+	b.start(t) // the sweep runs on start (RunOnStart) and its confirm job follows
+	waitFor(t, 15*time.Second, "the sweeper's confirm job to confirm the order", func() bool {
+		return b.get(t, o.ID).Status == orders.StatusConfirmed
+	})
+	var sweeps int64
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM river_job WHERE kind = 'order.sweep' AND state = 'completed'").Scan(&sweeps))
+	require.Positive(t, sweeps)
+}
