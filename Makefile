@@ -72,7 +72,8 @@ verify: check-sqlc ## fail when generated code is stale or a query is invalid
 .PHONY: lint
 lint: ## go vet, gofmt and staticcheck
 	$(GO) vet ./...
-	@files=$$(git ls-files --cached --others --exclude-standard '*.go' | while read -r f; do [ -f "$$f" ] && echo "$$f"; done); \
+	@files=$$(git ls-files --cached --others --exclude-standard '*.go' | while read -r f; do if [ -f "$$f" ]; then echo "$$f"; fi; done); \
+	[ -n "$$files" ] || { echo "no Go files found by git ls-files" >&2; exit 1; }; \
 	bad=$$(gofmt -l $$files); \
 	if [ -n "$$bad" ]; then echo "not gofmt-ed (run gofmt -w):" >&2; echo "$$bad" >&2; exit 1; fi
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...

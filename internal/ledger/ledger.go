@@ -17,8 +17,8 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"sync"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
