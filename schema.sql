@@ -83,24 +83,31 @@ CREATE TABLE ledger_apply_signal (
 
 -- No code path can commit an unbalanced entry: at commit, every new entry
 -- must have at least two postings, all in the entry's currency, summing to 0.
-CREATE FUNCTION ledger_entry_check_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION ledger_entry_check_balanced_row(e ledger_entry) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    n       integer;
-    total   numeric;
-    badcur  integer;
+    n         integer;
+    total     numeric;
+    badcur    integer;
+    unapplied integer;
 BEGIN
-    SELECT count(*), coalesce(sum(p.amount_minor), 0), count(*) FILTER (WHERE a.currency <> NEW.currency)
-      INTO n, total, badcur
+    SELECT count(*), coalesce(sum(p.amount_minor), 0), count(*) FILTER (WHERE a.currency <> e.currency),
+           count(*) FILTER (WHERE p.applied_at IS NULL)
+      INTO n, total, badcur, unapplied
       FROM ledger_posting p JOIN ledger_account a ON a.id = p.account_id
-     WHERE p.entry_id = NEW.id;
+     WHERE p.entry_id = e.id;
     IF n < 2 OR total <> 0 OR badcur > 0 THEN
-        RAISE EXCEPTION 'ledger entry % is unbalanced (postings %, sum %, foreign-currency postings %)', NEW.id, n, total, badcur
+        RAISE EXCEPTION 'ledger entry % is unbalanced (postings %, sum %, foreign-currency postings %)', e.id, n, total, badcur
             USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_entry_balanced';
     END IF;
-    IF NEW.pending_postings <> n AND NEW.status = 'PENDING' THEN
-        RAISE EXCEPTION 'ledger entry % records % pending postings but has %', NEW.id, NEW.pending_postings, n
+    IF e.pending_postings <> unapplied THEN
+        RAISE EXCEPTION 'ledger entry % records % pending postings but has %', e.id, e.pending_postings, unapplied
             USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_entry_balanced';
     END IF;
+END
+$$;
+CREATE FUNCTION ledger_entry_check_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ledger_entry_check_balanced_row(NEW);
     RETURN NULL;
 END
 $$;
@@ -108,6 +115,19 @@ CREATE CONSTRAINT TRIGGER ledger_entry_balanced
     AFTER INSERT ON ledger_entry
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION ledger_entry_check_balanced();
+
+-- The same check for postings added to an existing entry (the entry
+-- trigger above only fires for new entries; this one catches an extra
+-- posting slipped into an entry committed earlier).
+CREATE FUNCTION ledger_posting_check_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    e ledger_entry;
+BEGIN
+    SELECT * INTO e FROM ledger_entry WHERE id = NEW.entry_id;
+    PERFORM ledger_entry_check_balanced_row(e);
+    RETURN NULL;
+END
+$$;
 
 -- Postings are immutable apart from being applied once.
 CREATE FUNCTION ledger_posting_guard() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -126,6 +146,15 @@ $$;
 CREATE TRIGGER ledger_posting_guard
     BEFORE UPDATE OR DELETE ON ledger_posting
     FOR EACH ROW EXECUTE FUNCTION ledger_posting_guard();
+
+-- Postings are checked at commit too, which catches a posting slipped into
+-- an entry committed earlier (ledger_entry_balanced fires only for new
+-- entries). For a new entry this repeats that check: two small index
+-- lookups per entry, the price of no code path being able to unbalance one.
+CREATE CONSTRAINT TRIGGER ledger_posting_balanced
+    AFTER INSERT ON ledger_posting
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION ledger_posting_check_balanced();
 
 INSERT INTO ledger_account (code, name, type, currency, system) VALUES
     ('platform:cash',                'Platform cash',                          'ASSET',     'CNY', true),

@@ -117,14 +117,17 @@ type postingsOutput struct {
 
 type createEntryInput struct {
 	Body struct {
-		IdempotencyKey string `json:"idempotency_key" minLength:"1" maxLength:"200" doc:"Unique per entry: a retry with the same key and payload returns the original entry."`
-		Description    string `json:"description,omitempty" maxLength:"500"`
-		Urgent         bool   `json:"urgent,omitempty" doc:"Apply now (enqueue ledger.apply for each account in this transaction) instead of at the next sweep (within a minute)."`
-		Postings       []struct {
-			Account     string `json:"account" minLength:"1" maxLength:"128"`
-			AmountMinor int64  `json:"amount_minor" doc:"Positive for a debit, negative for a credit; never zero."`
-		} `json:"postings" minItems:"2" maxItems:"100"`
+		IdempotencyKey string             `json:"idempotency_key" minLength:"1" maxLength:"200" doc:"Unique per entry: a retry with the same key and payload returns the original entry."`
+		Description    string             `json:"description,omitempty" maxLength:"500"`
+		Urgent         bool               `json:"urgent,omitempty" doc:"Apply now (enqueue ledger.apply for each account in this transaction) instead of at the next sweep (within a minute)."`
+		Postings       []PostingInputBody `json:"postings" minItems:"2" maxItems:"100"`
 	}
+}
+
+// PostingInputBody is one posting of a new journal entry.
+type PostingInputBody struct {
+	Account     string `json:"account" minLength:"1" maxLength:"128"`
+	AmountMinor int64  `json:"amount_minor" doc:"Positive for a debit, negative for a credit; never zero."`
 }
 
 type entryOutput struct {

@@ -70,14 +70,17 @@ type OrderEventBody struct {
 
 type createOrderInput struct {
 	Body struct {
-		BuyerID    string `json:"buyer_id" pattern:"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$" maxLength:"64" example:"buyer-42"`
-		MerchantID string `json:"merchant_id" pattern:"^[a-z0-9][a-z0-9_.-]{0,63}$" maxLength:"64" doc:"Lower case: it names the ledger account merchant:{merchant_id}:payable." example:"m-7"`
-		Identifier string `json:"identifier" minLength:"1" maxLength:"128" doc:"The buyer's idempotency key: a repeat of the same request returns the original order (200); a different request with the same buyer_id and identifier is 409 idempotency_conflict." example:"cart-2024-0001"`
-		Items      []struct {
-			SKU      string `json:"sku" pattern:"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$" maxLength:"64"`
-			Quantity int64  `json:"quantity" minimum:"1" maximum:"1000000"`
-		} `json:"items" minItems:"1" maxItems:"100" doc:"One line per sku."`
+		BuyerID    string           `json:"buyer_id" pattern:"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$" maxLength:"64" example:"buyer-42"`
+		MerchantID string           `json:"merchant_id" pattern:"^[a-z0-9][a-z0-9_.-]{0,63}$" maxLength:"64" doc:"Lower case: it names the ledger account merchant:{merchant_id}:payable." example:"m-7"`
+		Identifier string           `json:"identifier" minLength:"1" maxLength:"128" doc:"The buyer's idempotency key: a repeat of the same request returns the original order (200); a different request with the same buyer_id and identifier is 409 idempotency_conflict." example:"cart-2024-0001"`
+		Items      []OrderLineInput `json:"items" minItems:"1" maxItems:"100" doc:"One line per sku."`
 	}
+}
+
+// OrderLineInput is one requested line of a new order.
+type OrderLineInput struct {
+	SKU      string `json:"sku" pattern:"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$" maxLength:"64"`
+	Quantity int64  `json:"quantity" minimum:"1" maximum:"1000000"`
 }
 
 type orderOutput struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"unicode/utf8"
 
 	"riverbank"
 	"riverbank/internal/db"
@@ -22,7 +23,7 @@ func (in AccountInput) Validate() error {
 	if !codeRE.MatchString(in.Code) {
 		return invalid("code %q must be 1-128 characters of a-z, 0-9, '_', '.', ':', '-', starting with a letter or digit", in.Code)
 	}
-	if l := len(in.Name); l < 1 || l > 200 {
+	if l := utf8.RuneCountInString(in.Name); l < 1 || l > 200 {
 		return invalid("name is required (1..200 characters)")
 	}
 	if !slices.Contains(AccountTypes, in.Type) {

@@ -20,6 +20,7 @@ import (
 	"sort"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
@@ -209,10 +210,10 @@ func invalid(format string, args ...any) error {
 
 // Validate checks an entry's shape without touching the database.
 func (in *EntryInput) Validate() error {
-	if in.IdempotencyKey == "" || len(in.IdempotencyKey) > MaxKeyLen {
+	if in.IdempotencyKey == "" || utf8.RuneCountInString(in.IdempotencyKey) > MaxKeyLen {
 		return invalid("idempotency_key is required (1..%d characters)", MaxKeyLen)
 	}
-	if len(in.Description) > MaxDescriptionLen {
+	if utf8.RuneCountInString(in.Description) > MaxDescriptionLen {
 		return invalid("description is longer than %d characters", MaxDescriptionLen)
 	}
 	if len(in.Postings) < 2 {

@@ -49,10 +49,11 @@ func setup(t *testing.T) *testBundle {
 func setupDB(t *testing.T) *testBundle {
 	t.Helper()
 	dsn, _ := testdb.NewDB(t)
-	// Enough connections that 50 goroutines race in Postgres, not in the pool.
+	// A dozen connections: the goroutines race in Postgres (and queue for
+	// the rest in the pool), while parallel tests stay under max_connections.
 	pcfg, err := pgxpool.ParseConfig(dsn)
 	require.NoError(t, err)
-	pcfg.MaxConns = 60
+	pcfg.MaxConns = 12
 	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
