@@ -3,7 +3,16 @@ package riverbank
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 )
+
+// ValidText reports whether s can be stored in a Postgres text column:
+// valid UTF-8 without NUL characters. Input that fails it is a client
+// error, never a database error.
+func ValidText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
 
 // Error codes are machine-readable and stable: clients switch on them. The
 // HTTP layer owns the mapping from code to status (api/errors.go).

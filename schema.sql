@@ -149,8 +149,10 @@ CREATE TRIGGER ledger_posting_guard
 
 -- Postings are checked at commit too, which catches a posting slipped into
 -- an entry committed earlier (ledger_entry_balanced fires only for new
--- entries). For a new entry this repeats that check: two small index
--- lookups per entry, the price of no code path being able to unbalance one.
+-- entries). For a new entry this repeats that check once per posting (each
+-- reads the entry's postings through ledger_posting_entry_idx): for the
+-- usual two-posting entry, two extra small lookups at commit, the price of
+-- no code path being able to unbalance an entry.
 CREATE CONSTRAINT TRIGGER ledger_posting_balanced
     AFTER INSERT ON ledger_posting
     DEFERRABLE INITIALLY DEFERRED

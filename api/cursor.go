@@ -25,7 +25,7 @@ func encodeIDCursor(id int64) string { return encodeCursor(strconv.FormatInt(id,
 
 func decodeCursor(c string) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || !strings.HasPrefix(string(b), "v1:") {
+	if err != nil || !strings.HasPrefix(string(b), "v1:") || !riverbank.ValidText(string(b)) {
 		return "", riverbank.Errorf(riverbank.EINVALID, "cursor is not valid: pass next_cursor from a previous page unchanged")
 	}
 	return strings.TrimPrefix(string(b), "v1:"), nil

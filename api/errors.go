@@ -9,6 +9,7 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 
 	"riverbank"
+	"riverbank/internal/db"
 )
 
 // Problem is an RFC 9457 problem+json body with riverbank's machine-readable
@@ -139,6 +140,11 @@ func (r errorResponder) fail(ctx context.Context, op string, err error) error {
 		p := newProblem(status, de.Code, de.Message)
 		p.Details = de.Details
 		return p
+	}
+	if db.IsInvalidText(err) {
+		// A safety net: domains validate text, but Postgres is the judge of
+		// what a text column accepts (NUL, invalid UTF-8).
+		return newProblem(http.StatusUnprocessableEntity, riverbank.EINVALID, "input contains characters that cannot be stored (NUL or invalid UTF-8)")
 	}
 	if errors.Is(err, context.Canceled) {
 		// The client went away; nothing useful to send.

@@ -111,7 +111,8 @@ func authMiddleware(tokens []string, off bool, next http.Handler) http.Handler {
 		}
 		isUI := r.URL.Path == "/riverui" || strings.HasPrefix(r.URL.Path, "/riverui/")
 		authz := r.Header.Get("Authorization")
-		if tok, ok := strings.CutPrefix(authz, "Bearer "); ok && valid(strings.TrimSpace(tok)) {
+		// The auth scheme is case-insensitive (RFC 7235).
+		if scheme, tok, ok := strings.Cut(authz, " "); ok && strings.EqualFold(scheme, "Bearer") && valid(strings.TrimSpace(tok)) {
 			next.ServeHTTP(w, r)
 			return
 		}

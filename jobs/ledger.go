@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
@@ -18,12 +17,11 @@ import (
 // in batches, and while postings keep arriving it lingers (short sleeps
 // between batches, up to Budget) so a hot account is served by one
 // long-lived job applying large batches rather than by a stream of short
-// jobs. Its final transaction deletes the account's apply signal, which
-// waits for every urgent writer that share-locked it to commit, then
-// applies what those writers wrote and completes the job, all atomically;
-// so an urgent posting is never left behind for the sweep. Finally it
-// looks once more and re-enqueues if anything (a non-urgent posting, or
-// more work after the budget ran out) is pending.
+// jobs. Its final transaction takes the account's apply lock exclusively
+// (waiting for every urgent writer holding it shared to commit), deletes
+// the apply signal, applies what those writers wrote, completes the job and
+// re-enqueues it if anything is still pending, all atomically; so an urgent
+// posting is never left behind for the sweep.
 type ApplyWorker struct {
 	river.WorkerDefaults[ledger.ApplyArgs]
 	Store *db.Store
@@ -65,34 +63,26 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ledger.ApplyArgs]
 		case <-time.After(linger):
 		}
 	}
-	err := w.Store.InTx(ctx, func(tx *db.Tx) error {
-		// Waits for urgent writers holding the signal's share lock; their
-		// postings are visible to the batch below (a new statement sees
-		// everything committed before it started).
-		if err := tx.DeleteApplySignal(ctx, accountID); err != nil {
+	return w.Store.InTx(ctx, func(tx *db.Tx) error {
+		if _, err := ledger.FinishApplyTx(ctx, tx, accountID, batch); err != nil {
+			return fmt.Errorf("finish applying account %d: %w", accountID, err)
+		}
+		if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx.Tx, job); err != nil {
 			return err
 		}
-		if _, err := ledger.ApplyBatchTx(ctx, tx, accountID, batch); err != nil {
-			return err
+		// This job is completed in this transaction, so a new unique job
+		// for the account is allowed: re-enqueue atomically when anything
+		// (a non-urgent posting, or more work after the budget ran out) is
+		// still pending, so nothing depends on a step after commit.
+		more, err := tx.HasPendingPostings(ctx, accountID)
+		if err != nil {
+			return fmt.Errorf("re-check pending postings: %w", err)
 		}
-		_, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx.Tx, job)
+		if more {
+			_, err = tx.Insert(ctx, ledger.ApplyArgs{AccountID: accountID}, nil)
+		}
 		return err
 	})
-	if err != nil {
-		return fmt.Errorf("finish applying account %d: %w", accountID, err)
-	}
-	// This job is now completed, so a new unique job is allowed.
-	more, err := w.Store.Queries().HasPendingPostings(ctx, accountID)
-	if err != nil {
-		return fmt.Errorf("re-check pending postings: %w", err)
-	}
-	if more {
-		client := river.ClientFromContext[pgx.Tx](ctx)
-		if _, err := client.Insert(ctx, ledger.ApplyArgs{AccountID: accountID}, nil); err != nil {
-			return fmt.Errorf("re-enqueue apply: %w", err)
-		}
-	}
-	return nil
 }
 
 // SweepWorker works the periodic ledger.sweep: it enqueues ledger.apply for

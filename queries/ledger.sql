@@ -146,11 +146,22 @@ LEFT JOIN (
 WHERE a.balance_minor <> coalesce(s.applied, 0)
 ORDER BY a.code;
 
--- name: ShareLockApplySignals :many
-SELECT account_id FROM ledger_apply_signal
-WHERE account_id = ANY(sqlc.arg(ids)::bigint[])
-ORDER BY account_id
-FOR SHARE;
+-- name: LockApplySignalsShared :exec
+-- Urgent writers hold a shared transaction-level advisory lock per account
+-- (ids sorted by the caller); the apply job's final transaction takes it
+-- exclusively. The lock manager queues a new shared request behind a
+-- waiting exclusive one, so a stream of writers cannot starve the job (a
+-- row share lock would let them overtake a waiting DELETE forever).
+SELECT count(pg_advisory_xact_lock_shared(1919251317, (id % 2147483647)::integer))::bigint
+FROM (SELECT unnest(sqlc.arg(ids)::bigint[]) AS id ORDER BY 1) AS s;
+
+-- name: ApplySignalsPresent :many
+-- Run after LockApplySignalsShared, as its own statement, so it sees every
+-- job that finished before the lock was granted.
+SELECT account_id FROM ledger_apply_signal WHERE account_id = ANY(sqlc.arg(ids)::bigint[]);
+
+-- name: LockApplySignalExclusive :exec
+SELECT pg_advisory_xact_lock(1919251317, (sqlc.arg(account_id)::bigint % 2147483647)::integer);
 
 -- name: InsertApplySignal :one
 INSERT INTO ledger_apply_signal (account_id) VALUES ($1)

@@ -19,6 +19,3 @@ FROM river_job
 WHERE state = 'available' AND scheduled_at <= now()
 GROUP BY queue
 ORDER BY queue;
-
--- name: RunningJobCount :one
-SELECT count(*)::bigint FROM river_job WHERE state = 'running';

@@ -200,6 +200,32 @@ func (q *Queries) AddToBalance(ctx context.Context, arg AddToBalanceParams) erro
 	return err
 }
 
+const applySignalsPresent = `-- name: ApplySignalsPresent :many
+SELECT account_id FROM ledger_apply_signal WHERE account_id = ANY($1::bigint[])
+`
+
+// Run after LockApplySignalsShared, as its own statement, so it sees every
+// job that finished before the lock was granted.
+func (q *Queries) ApplySignalsPresent(ctx context.Context, ids []int64) ([]int64, error) {
+	rows, err := q.db.Query(ctx, applySignalsPresent, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []int64{}
+	for rows.Next() {
+		var account_id int64
+		if err := rows.Scan(&account_id); err != nil {
+			return nil, err
+		}
+		items = append(items, account_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const claimAndMarkPostings = `-- name: ClaimAndMarkPostings :one
 WITH claimed AS (
     SELECT lp.id FROM ledger_posting lp
@@ -532,6 +558,30 @@ func (q *Queries) ListAccounts(ctx context.Context, arg ListAccountsParams) ([]L
 	return items, nil
 }
 
+const lockApplySignalExclusive = `-- name: LockApplySignalExclusive :exec
+SELECT pg_advisory_xact_lock(1919251317, ($1::bigint % 2147483647)::integer)
+`
+
+func (q *Queries) LockApplySignalExclusive(ctx context.Context, accountID int64) error {
+	_, err := q.db.Exec(ctx, lockApplySignalExclusive, accountID)
+	return err
+}
+
+const lockApplySignalsShared = `-- name: LockApplySignalsShared :exec
+SELECT count(pg_advisory_xact_lock_shared(1919251317, (id % 2147483647)::integer))::bigint
+FROM (SELECT unnest($1::bigint[]) AS id ORDER BY 1) AS s
+`
+
+// Urgent writers hold a shared transaction-level advisory lock per account
+// (ids sorted by the caller); the apply job's final transaction takes it
+// exclusively. The lock manager queues a new shared request behind a
+// waiting exclusive one, so a stream of writers cannot starve the job (a
+// row share lock would let them overtake a waiting DELETE forever).
+func (q *Queries) LockApplySignalsShared(ctx context.Context, ids []int64) error {
+	_, err := q.db.Exec(ctx, lockApplySignalsShared, ids)
+	return err
+}
+
 const lockEntries = `-- name: LockEntries :exec
 SELECT id FROM ledger_entry WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
 `
@@ -541,33 +591,6 @@ SELECT id FROM ledger_entry WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
 func (q *Queries) LockEntries(ctx context.Context, ids []int64) error {
 	_, err := q.db.Exec(ctx, lockEntries, ids)
 	return err
-}
-
-const shareLockApplySignals = `-- name: ShareLockApplySignals :many
-SELECT account_id FROM ledger_apply_signal
-WHERE account_id = ANY($1::bigint[])
-ORDER BY account_id
-FOR SHARE
-`
-
-func (q *Queries) ShareLockApplySignals(ctx context.Context, ids []int64) ([]int64, error) {
-	rows, err := q.db.Query(ctx, shareLockApplySignals, ids)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []int64{}
-	for rows.Next() {
-		var account_id int64
-		if err := rows.Scan(&account_id); err != nil {
-			return nil, err
-		}
-		items = append(items, account_id)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
 }
 
 const trialBalanceByCurrency = `-- name: TrialBalanceByCurrency :many

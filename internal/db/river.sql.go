@@ -110,14 +110,3 @@ func (q *Queries) QueueDepth(ctx context.Context) ([]QueueDepthRow, error) {
 	}
 	return items, nil
 }
-
-const runningJobCount = `-- name: RunningJobCount :one
-SELECT count(*)::bigint FROM river_job WHERE state = 'running'
-`
-
-func (q *Queries) RunningJobCount(ctx context.Context) (int64, error) {
-	row := q.db.QueryRow(ctx, runningJobCount)
-	var column_1 int64
-	err := row.Scan(&column_1)
-	return column_1, err
-}

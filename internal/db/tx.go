@@ -46,9 +46,6 @@ func NewStore(db Executor, river JobInserter) *Store {
 // needs the workers. Call it before the store is used.
 func (s *Store) SetJobInserter(r JobInserter) { s.river = r }
 
-// DB returns the store's executor for reads outside a transaction.
-func (s *Store) DB() Executor { return s.db }
-
 // Queries returns sqlc queries on the store's executor (no transaction).
 func (s *Store) Queries() *Queries { return New(s.db) }
 
@@ -130,20 +127,10 @@ func IsUniqueViolation(err error, name string) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "23505" && (name == "" || pgErr.ConstraintName == name)
 }
 
-// IsRetryable reports whether err is a serialization failure or deadlock,
-// after which the whole transaction may simply be run again.
-func IsRetryable(err error) bool {
+// IsInvalidText reports whether Postgres rejected a text value (a NUL
+// character or invalid UTF-8): bad client input that slipped past
+// validation.
+func IsInvalidText(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01")
-}
-
-// RaisedMessage returns the message of a user-raised exception (RAISE
-// EXCEPTION with SQLSTATE P0001 or 23514 from a trigger) so the domain can
-// recognise its own database-enforced rules.
-func RaisedMessage(err error) (string, bool) {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "P0001" || pgErr.Code == "23514") {
-		return pgErr.Message, true
-	}
-	return "", false
+	return errors.As(err, &pgErr) && (pgErr.Code == "22021" || pgErr.Code == "22P05")
 }

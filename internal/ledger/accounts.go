@@ -23,8 +23,8 @@ func (in AccountInput) Validate() error {
 	if !codeRE.MatchString(in.Code) {
 		return invalid("code %q must be 1-128 characters of a-z, 0-9, '_', '.', ':', '-', starting with a letter or digit", in.Code)
 	}
-	if l := utf8.RuneCountInString(in.Name); l < 1 || l > 200 {
-		return invalid("name is required (1..200 characters)")
+	if l := utf8.RuneCountInString(in.Name); l < 1 || l > 200 || !riverbank.ValidText(in.Name) {
+		return invalid("name is required: 1..200 characters of valid UTF-8 without NUL")
 	}
 	if !slices.Contains(AccountTypes, in.Type) {
 		return invalid("type must be one of ASSET, LIABILITY, EQUITY, INCOME, EXPENSE")
@@ -71,6 +71,9 @@ func accountFromRow(r db.LedgerAccount, p db.AccountPendingRow) *Account {
 // GetAccount returns an account with its applied balance and the sum of
 // its pending postings.
 func (s *Service) GetAccount(ctx context.Context, code string) (*Account, error) {
+	if !codeRE.MatchString(code) {
+		return nil, riverbank.Errorf(riverbank.ENOTFOUND, "account %q not found", code)
+	}
 	q := s.store.Queries()
 	r, err := q.GetAccountByCode(ctx, code)
 	if db.IsNotFound(err) {
@@ -104,6 +107,9 @@ func (s *Service) ListAccounts(ctx context.Context, afterCode string, limit int)
 // AccountPostings returns an account's postings newest first, with ids
 // below beforeID (0 = from the newest).
 func (s *Service) AccountPostings(ctx context.Context, code string, beforeID int64, limit int) ([]Posting, error) {
+	if !codeRE.MatchString(code) {
+		return nil, riverbank.Errorf(riverbank.ENOTFOUND, "account %q not found", code)
+	}
 	q := s.store.Queries()
 	acc, err := q.GetAccountByCode(ctx, code)
 	if db.IsNotFound(err) {

@@ -47,6 +47,8 @@ const (
 	MaxPostings       = 100
 	MaxDescriptionLen = 500
 	MaxKeyLen         = 200
+	// MaxAmountMinor bounds one posting (10^15 minor units).
+	MaxAmountMinor = 1_000_000_000_000_000
 )
 
 // MerchantPayable is the code of a merchant's payable account, created on
@@ -213,6 +215,9 @@ func (in *EntryInput) Validate() error {
 	if in.IdempotencyKey == "" || utf8.RuneCountInString(in.IdempotencyKey) > MaxKeyLen {
 		return invalid("idempotency_key is required (1..%d characters)", MaxKeyLen)
 	}
+	if !riverbank.ValidText(in.IdempotencyKey) || !riverbank.ValidText(in.Description) {
+		return invalid("idempotency_key and description must be valid UTF-8 without NUL characters")
+	}
 	if utf8.RuneCountInString(in.Description) > MaxDescriptionLen {
 		return invalid("description is longer than %d characters", MaxDescriptionLen)
 	}
@@ -230,9 +235,10 @@ func (in *EntryInput) Validate() error {
 		if p.AmountMinor == 0 {
 			return invalid("postings[%d].amount_minor must not be zero", i)
 		}
-		// Overflow-safe sum: reject amounts that could overflow int64.
-		if p.AmountMinor > 1<<53 || p.AmountMinor < -(1<<53) {
-			return invalid("postings[%d].amount_minor is out of range (|amount| <= 2^53)", i)
+		// A batch sums up to ApplyBatchSize amounts in bigint: the cap keeps
+		// every batch sum and balance far from overflow.
+		if p.AmountMinor > MaxAmountMinor || p.AmountMinor < -MaxAmountMinor {
+			return invalid("postings[%d].amount_minor is out of range (|amount| <= %d)", i, int64(MaxAmountMinor))
 		}
 		sum += p.AmountMinor
 	}
@@ -432,43 +438,49 @@ func (s *Service) GetEntry(ctx context.Context, id int64) (*Entry, error) {
 }
 
 // requestApplyTx makes sure a ledger.apply job will see this transaction's
-// postings on each account: it share-locks the account's apply signal row
-// when one exists (a job is queued and cannot finish before this
-// transaction commits), or creates the row and enqueues the job. Unlike
-// River's unique insert, which upserts the job row and so serialises every
-// writer of a hot account until commit, share locks do not block one
-// another.
+// postings on each account. It takes a shared advisory lock per account
+// (held to commit), then, where the account has no apply signal row,
+// creates it and enqueues the job. A job that exists cannot finish before
+// this transaction commits: its final transaction takes the same lock
+// exclusively. Unlike River's unique insert for every writer, which upserts
+// the job row and so serialises every writer of a hot account until
+// commit, shared locks do not block one another.
 func requestApplyTx(ctx context.Context, tx *db.Tx, accountIDs []int64) error {
 	slices.Sort(accountIDs) // one lock order for every writer
+	if err := tx.LockApplySignalsShared(ctx, accountIDs); err != nil {
+		return fmt.Errorf("lock apply signals: %w", err)
+	}
+	present, err := tx.ApplySignalsPresent(ctx, accountIDs)
+	if err != nil {
+		return fmt.Errorf("read apply signals: %w", err)
+	}
 	var params []river.InsertManyParams
-	want := accountIDs
-	for attempt := 0; len(want) > 0; attempt++ {
-		if attempt == 10 {
-			return fmt.Errorf("apply signals for accounts %v kept changing", want)
+	for _, id := range accountIDs {
+		if slices.Contains(present, id) {
+			continue
 		}
-		locked, err := tx.ShareLockApplySignals(ctx, want)
-		if err != nil {
-			return fmt.Errorf("lock apply signals: %w", err)
-		}
-		var missing []int64
-		for _, id := range want {
-			if !slices.Contains(locked, id) {
-				missing = append(missing, id)
-			}
-		}
-		want = nil
-		for _, id := range missing {
-			if _, err := tx.InsertApplySignal(ctx, id); err == nil {
-				params = append(params, river.InsertManyParams{Args: ApplyArgs{AccountID: id}})
-			} else if db.IsNotFound(err) {
-				// Another writer created the row and committed between our
-				// two statements: share-lock it on the next pass.
-				want = append(want, id)
-			} else {
-				return fmt.Errorf("insert apply signal: %w", err)
-			}
+		// ON CONFLICT DO NOTHING: a concurrent writer that created the row
+		// also enqueued the job, which cannot finish before we commit.
+		if _, err := tx.InsertApplySignal(ctx, id); err == nil {
+			params = append(params, river.InsertManyParams{Args: ApplyArgs{AccountID: id}})
+		} else if !db.IsNotFound(err) {
+			return fmt.Errorf("insert apply signal: %w", err)
 		}
 	}
-	_, err := tx.InsertMany(ctx, params)
+	_, err = tx.InsertMany(ctx, params)
 	return err
+}
+
+// FinishApplyTx is the apply job's last step, run in the transaction that
+// completes the job: it takes the account's apply lock exclusively (waiting
+// for every urgent writer holding it shared to commit), deletes the apply
+// signal, and applies one more batch, which sees those writers' postings.
+func FinishApplyTx(ctx context.Context, tx *db.Tx, accountID int64, limit int) (ApplyResult, error) {
+	if err := tx.LockApplySignalExclusive(ctx, accountID); err != nil {
+		return ApplyResult{}, fmt.Errorf("lock apply signal: %w", err)
+	}
+	if err := tx.DeleteApplySignal(ctx, accountID); err != nil {
+		return ApplyResult{}, fmt.Errorf("delete apply signal: %w", err)
+	}
+	return ApplyBatchTx(ctx, tx, accountID, limit)
 }

@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -153,7 +152,7 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(r.Count), r.Kind, string(r.State))
 	}
 	depth, err := c.q.QueueDepth(ctx)
-	if err != nil && err != pgx.ErrNoRows {
+	if err != nil {
 		c.logger.Warn("metrics: read queue depth", "error", err)
 		failed = 1
 	}

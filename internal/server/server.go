@@ -52,7 +52,13 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*App, er
 	if err := cfg.RequireAuth(); err != nil {
 		return nil, err
 	}
-	pool, err := Connect(ctx, cfg.DatabaseURL, int32(cfg.Workers+20))
+	// Every River worker may hold a connection, plus River's own
+	// maintenance and the HTTP handlers.
+	workers := 0
+	for _, q := range jobs.Queues(cfg.Workers) {
+		workers += q.MaxWorkers
+	}
+	pool, err := Connect(ctx, cfg.DatabaseURL, int32(workers+30))
 	if err != nil {
 		return nil, err
 	}
@@ -212,14 +218,17 @@ func (a *App) Run(ctx context.Context) error {
 	if err := a.Listen(); err != nil {
 		return err
 	}
-	if err := a.river.Start(ctx); err != nil {
+	// River gets a context that is never cancelled: cancelling Start's
+	// context makes River hard-stop (cancel running jobs) at once, and the
+	// shutdown below wants a soft stop first.
+	if err := a.riverUI.Start(ctx); err != nil {
+		return fmt.Errorf("start river ui: %w", err)
+	}
+	if err := a.river.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("start river: %w", err)
 	}
 	events, cancelEvents := a.river.Subscribe(river.EventKindJobCompleted, river.EventKindJobFailed, river.EventKindJobCancelled, river.EventKindJobSnoozed)
 	go a.metrics.ObserveJobs(events)
-	if err := a.riverUI.Start(ctx); err != nil {
-		return fmt.Errorf("start river ui: %w", err)
-	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- a.http.Serve(a.listener) }()
