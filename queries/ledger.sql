@@ -7,6 +7,19 @@ RETURNING *;
 -- name: GetAccountByCode :one
 SELECT * FROM ledger_account WHERE code = $1;
 
+-- name: GetAccountWithPending :one
+-- One statement, so balance and pending come from one snapshot (a batch
+-- applied between two reads would otherwise vanish from both).
+SELECT sqlc.embed(a),
+       coalesce(p.pending_minor, 0)::bigint AS pending_minor,
+       coalesce(p.pending_count, 0)::bigint AS pending_count
+FROM ledger_account a
+LEFT JOIN LATERAL (
+    SELECT sum(amount_minor) AS pending_minor, count(*) AS pending_count
+    FROM ledger_posting WHERE account_id = a.id AND applied_at IS NULL
+) p ON true
+WHERE a.code = $1;
+
 -- name: ListAccounts :many
 SELECT * FROM ledger_account
 WHERE code > sqlc.arg(after_code)::text
@@ -15,11 +28,6 @@ LIMIT sqlc.arg(lim);
 
 -- name: AccountsByCodes :many
 SELECT id, code, currency FROM ledger_account WHERE code = ANY(sqlc.arg(codes)::text[]);
-
--- name: AccountPending :one
-SELECT coalesce(sum(amount_minor), 0)::bigint AS pending_minor, count(*)::bigint AS pending_count
-FROM ledger_posting
-WHERE account_id = $1 AND applied_at IS NULL;
 
 -- name: InsertEntryWithPostings :one
 -- Writes an entry and its postings in one round trip. No row comes back

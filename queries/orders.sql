@@ -40,57 +40,35 @@ FROM product
 WHERE sku = ANY(sqlc.arg(skus)::text[])
 ORDER BY sku;
 
--- name: LockProducts :many
-SELECT sku, price_minor, currency, stock_on_hand, stock_reserved
-FROM product
-WHERE sku = ANY(sqlc.arg(skus)::text[])
-ORDER BY sku
-FOR NO KEY UPDATE;
-
--- name: ReserveStock :execrows
--- The conditional update that can never oversell: a line only reserves when
--- the units are available at that instant (and product_reserved_within_on_hand
--- backs it up). The caller compares the row count with its lines.
-UPDATE product p
-SET stock_reserved = p.stock_reserved + i.quantity,
-    updated_at = now()
-FROM (SELECT unnest(sqlc.arg(skus)::text[]) AS sku, unnest(sqlc.arg(quantities)::bigint[]) AS quantity) AS i
-WHERE p.sku = i.sku
-  AND p.stock_on_hand - p.stock_reserved >= i.quantity;
-
--- name: LockOrderProducts :many
-SELECT p.sku
-FROM product p
-WHERE p.sku IN (SELECT oi.sku FROM order_item oi WHERE oi.order_id = sqlc.arg(order_id))
-ORDER BY p.sku
-FOR NO KEY UPDATE;
-
--- name: CommitReservedStock :execrows
--- Confirmation: the order's reservation becomes sold.
-UPDATE product p
-SET stock_on_hand = p.stock_on_hand - oi.quantity,
-    stock_reserved = p.stock_reserved - oi.quantity,
-    sold = p.sold + oi.quantity,
-    updated_at = now()
-FROM order_item oi
-WHERE oi.order_id = sqlc.arg(order_id) AND p.sku = oi.sku;
-
--- name: ReleaseReservedStock :execrows
--- Cancelling a CREATED order: its reservation is given back.
-UPDATE product p
-SET stock_reserved = p.stock_reserved - oi.quantity,
-    updated_at = now()
-FROM order_item oi
-WHERE oi.order_id = sqlc.arg(order_id) AND p.sku = oi.sku;
-
--- name: ReturnSoldStock :execrows
--- Cancelling a CONFIRMED order: what it took out of on-hand goes back.
-UPDATE product p
-SET stock_on_hand = p.stock_on_hand + oi.quantity,
-    sold = p.sold - oi.quantity,
-    updated_at = now()
-FROM order_item oi
-WHERE oi.order_id = sqlc.arg(order_id) AND p.sku = oi.sku;
+-- name: ReserveStock :many
+-- Reserves every line of a new order in one statement: the product rows are
+-- locked in sku order first (the MATERIALIZED CTE; the UPDATE only touches
+-- rows it produced), then each line is reserved by the conditional update
+-- that can never oversell: only while stock_on_hand - stock_reserved covers
+-- the quantity at that instant (and product_reserved_within_on_hand backs it
+-- up). Every locked product comes back with the price and availability it
+-- had under the lock and whether its line was reserved; the caller rolls
+-- back unless all were, at the prices it used.
+WITH locked AS MATERIALIZED (
+    SELECT p.sku, p.price_minor, p.currency, (p.stock_on_hand - p.stock_reserved)::bigint AS available
+    FROM product p
+    WHERE p.sku = ANY(sqlc.arg(skus)::text[])
+    ORDER BY p.sku
+    FOR NO KEY UPDATE
+), lines AS (
+    SELECT unnest(sqlc.arg(skus)::text[]) AS sku, unnest(sqlc.arg(quantities)::bigint[]) AS quantity
+), reserved AS (
+    UPDATE product p
+    SET stock_reserved = p.stock_reserved + ln.quantity,
+        updated_at = now()
+    FROM locked l JOIN lines ln ON ln.sku = l.sku
+    WHERE p.sku = l.sku
+      AND p.stock_on_hand - p.stock_reserved >= ln.quantity
+    RETURNING p.sku
+)
+SELECT l.sku, l.price_minor, l.currency, l.available, (r.sku IS NOT NULL)::boolean AS reserved
+FROM locked l LEFT JOIN reserved r ON r.sku = l.sku
+ORDER BY l.sku;
 
 -- name: InsertOrder :one
 -- Inserts an order, its items and its CREATED event in one statement.
@@ -156,11 +134,16 @@ WHERE buyer_id = sqlc.arg(buyer_id)
 ORDER BY id DESC
 LIMIT sqlc.arg(lim);
 
--- name: TransitionOrder :one
--- Moves an order from one status to the next, records the facts of that
--- transition and appends the history event, in one statement. The status
--- guard makes it a no-op (no row) if the order is not in from_status; callers
--- hold the order's row lock, so that only happens on a bug.
+-- name: ApplyTransition :one
+-- Moves an order from one status to the next in one statement: the status
+-- guard and the row lock of the UPDATE (so a concurrent transition of the
+-- same order either happened before — no row — or waits), the facts of the
+-- transition, the history event, and the stock move the transition implies:
+-- with move_stock, the order's product rows are locked in sku order (after
+-- the order row, which the UPDATE holds) and each counter moves by its
+-- coefficient × the line's quantity (confirm: on_hand -1, reserved -1,
+-- sold +1; release a reservation: reserved -1; return sold units: on_hand
+-- +1, sold -1). The caller checks moved = items.
 WITH o AS (
     UPDATE orders SET
         status          = sqlc.arg(to_status)::order_status,
@@ -176,11 +159,46 @@ WITH o AS (
         cancel_reason   = CASE WHEN sqlc.arg(to_status)::order_status = 'CANCELLED' THEN sqlc.narg(cancel_reason)::text ELSE cancel_reason END
     WHERE orders.id = sqlc.arg(order_id)::bigint AND orders.status = sqlc.arg(from_status)::order_status
     RETURNING *
+), locked AS MATERIALIZED (
+    SELECT p.sku, oi.quantity
+    FROM o
+    JOIN order_item oi ON oi.order_id = o.id
+    JOIN product p ON p.sku = oi.sku
+    WHERE sqlc.arg(move_stock)::boolean
+    ORDER BY p.sku
+    FOR NO KEY UPDATE OF p
+), moved AS (
+    UPDATE product p
+    SET stock_on_hand  = p.stock_on_hand + sqlc.arg(d_on_hand)::bigint * l.quantity,
+        stock_reserved = p.stock_reserved + sqlc.arg(d_reserved)::bigint * l.quantity,
+        sold           = p.sold + sqlc.arg(d_sold)::bigint * l.quantity,
+        updated_at     = now()
+    FROM locked l
+    WHERE p.sku = l.sku
+    RETURNING p.sku
 ), ev AS (
     INSERT INTO order_event (order_id, from_status, to_status, actor, detail)
     SELECT o.id, sqlc.arg(from_status)::order_status, o.status, sqlc.arg(actor)::text, sqlc.narg(detail)::text FROM o
 )
-SELECT * FROM o;
+SELECT o.id, o.buyer_id, o.merchant_id, o.identifier, o.request_hash, o.status, o.total_minor, o.currency,
+       o.created_at, o.expires_at, o.updated_at, o.confirmed_at, o.paid_at, o.shipped_at, o.completed_at,
+       o.cancelled_at, o.cancel_reason, o.payment_id, o.ledger_entry_id, o.tracking_no,
+       (SELECT count(*) FROM moved)::integer AS moved,
+       (SELECT count(*) FROM order_item oi WHERE oi.order_id = o.id)::integer AS items
+FROM o;
+
+-- name: OrderStatus :one
+-- An unlocked read for the jobs: a status that no longer needs them
+-- (confirmed, paid, cancelled) never changes back, so they can stop here
+-- without locking (or writing) anything.
+SELECT status FROM orders WHERE id = $1;
+
+-- name: AsyncCommit :exec
+-- Lets the current transaction commit without waiting for its WAL flush.
+-- Only for job transactions: River records the job completed in a later,
+-- synchronous commit, whose flush covers this one, so a crash can lose the
+-- effect only together with the completion, and the job then runs again.
+SELECT set_config('synchronous_commit', 'off', true);
 
 -- name: OrderExists :one
 SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1);

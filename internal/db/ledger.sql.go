@@ -49,24 +49,6 @@ func (q *Queries) AccountBalanceMismatches(ctx context.Context) ([]AccountBalanc
 	return items, nil
 }
 
-const accountPending = `-- name: AccountPending :one
-SELECT coalesce(sum(amount_minor), 0)::bigint AS pending_minor, count(*)::bigint AS pending_count
-FROM ledger_posting
-WHERE account_id = $1 AND applied_at IS NULL
-`
-
-type AccountPendingRow struct {
-	PendingMinor int64
-	PendingCount int64
-}
-
-func (q *Queries) AccountPending(ctx context.Context, accountID int64) (AccountPendingRow, error) {
-	row := q.db.QueryRow(ctx, accountPending, accountID)
-	var i AccountPendingRow
-	err := row.Scan(&i.PendingMinor, &i.PendingCount)
-	return i, err
-}
-
 const accountPostings = `-- name: AccountPostings :many
 SELECT p.id, p.entry_id, p.amount_minor, p.created_at, p.applied_at, e.description
 FROM ledger_posting p JOIN ledger_entry e ON e.id = p.entry_id
@@ -353,6 +335,46 @@ func (q *Queries) GetAccountByCode(ctx context.Context, code string) (LedgerAcco
 		&i.AppliedPostings,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+	)
+	return i, err
+}
+
+const getAccountWithPending = `-- name: GetAccountWithPending :one
+SELECT a.id, a.code, a.name, a.type, a.currency, a.system, a.balance_minor, a.applied_postings, a.created_at, a.updated_at,
+       coalesce(p.pending_minor, 0)::bigint AS pending_minor,
+       coalesce(p.pending_count, 0)::bigint AS pending_count
+FROM ledger_account a
+LEFT JOIN LATERAL (
+    SELECT sum(amount_minor) AS pending_minor, count(*) AS pending_count
+    FROM ledger_posting WHERE account_id = a.id AND applied_at IS NULL
+) p ON true
+WHERE a.code = $1
+`
+
+type GetAccountWithPendingRow struct {
+	LedgerAccount LedgerAccount
+	PendingMinor  int64
+	PendingCount  int64
+}
+
+// One statement, so balance and pending come from one snapshot (a batch
+// applied between two reads would otherwise vanish from both).
+func (q *Queries) GetAccountWithPending(ctx context.Context, code string) (GetAccountWithPendingRow, error) {
+	row := q.db.QueryRow(ctx, getAccountWithPending, code)
+	var i GetAccountWithPendingRow
+	err := row.Scan(
+		&i.LedgerAccount.ID,
+		&i.LedgerAccount.Code,
+		&i.LedgerAccount.Name,
+		&i.LedgerAccount.Type,
+		&i.LedgerAccount.Currency,
+		&i.LedgerAccount.System,
+		&i.LedgerAccount.BalanceMinor,
+		&i.LedgerAccount.AppliedPostings,
+		&i.LedgerAccount.CreatedAt,
+		&i.LedgerAccount.UpdatedAt,
+		&i.PendingMinor,
+		&i.PendingCount,
 	)
 	return i, err
 }

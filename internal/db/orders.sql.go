@@ -33,23 +33,156 @@ func (q *Queries) AccountCurrency(ctx context.Context, code string) (string, err
 	return currency, err
 }
 
-const commitReservedStock = `-- name: CommitReservedStock :execrows
-UPDATE product p
-SET stock_on_hand = p.stock_on_hand - oi.quantity,
-    stock_reserved = p.stock_reserved - oi.quantity,
-    sold = p.sold + oi.quantity,
-    updated_at = now()
-FROM order_item oi
-WHERE oi.order_id = $1 AND p.sku = oi.sku
+const applyTransition = `-- name: ApplyTransition :one
+WITH o AS (
+    UPDATE orders SET
+        status          = $1::order_status,
+        updated_at      = now(),
+        confirmed_at    = CASE WHEN $1::order_status = 'CONFIRMED' THEN now() ELSE confirmed_at END,
+        paid_at         = CASE WHEN $1::order_status = 'PAID' THEN now() ELSE paid_at END,
+        payment_id      = CASE WHEN $1::order_status = 'PAID' THEN $2::text ELSE payment_id END,
+        ledger_entry_id = CASE WHEN $1::order_status = 'PAID' THEN $3::bigint ELSE ledger_entry_id END,
+        shipped_at      = CASE WHEN $1::order_status = 'SHIPPED' THEN now() ELSE shipped_at END,
+        tracking_no     = CASE WHEN $1::order_status = 'SHIPPED' THEN $4::text ELSE tracking_no END,
+        completed_at    = CASE WHEN $1::order_status = 'COMPLETED' THEN now() ELSE completed_at END,
+        cancelled_at    = CASE WHEN $1::order_status = 'CANCELLED' THEN now() ELSE cancelled_at END,
+        cancel_reason   = CASE WHEN $1::order_status = 'CANCELLED' THEN $5::text ELSE cancel_reason END
+    WHERE orders.id = $6::bigint AND orders.status = $7::order_status
+    RETURNING id, buyer_id, merchant_id, identifier, request_hash, status, total_minor, currency, created_at, expires_at, updated_at, confirmed_at, paid_at, shipped_at, completed_at, cancelled_at, cancel_reason, payment_id, ledger_entry_id, tracking_no
+), locked AS MATERIALIZED (
+    SELECT p.sku, oi.quantity
+    FROM o
+    JOIN order_item oi ON oi.order_id = o.id
+    JOIN product p ON p.sku = oi.sku
+    WHERE $8::boolean
+    ORDER BY p.sku
+    FOR NO KEY UPDATE OF p
+), moved AS (
+    UPDATE product p
+    SET stock_on_hand  = p.stock_on_hand + $9::bigint * l.quantity,
+        stock_reserved = p.stock_reserved + $10::bigint * l.quantity,
+        sold           = p.sold + $11::bigint * l.quantity,
+        updated_at     = now()
+    FROM locked l
+    WHERE p.sku = l.sku
+    RETURNING p.sku
+), ev AS (
+    INSERT INTO order_event (order_id, from_status, to_status, actor, detail)
+    SELECT o.id, $7::order_status, o.status, $12::text, $13::text FROM o
+)
+SELECT o.id, o.buyer_id, o.merchant_id, o.identifier, o.request_hash, o.status, o.total_minor, o.currency,
+       o.created_at, o.expires_at, o.updated_at, o.confirmed_at, o.paid_at, o.shipped_at, o.completed_at,
+       o.cancelled_at, o.cancel_reason, o.payment_id, o.ledger_entry_id, o.tracking_no,
+       (SELECT count(*) FROM moved)::integer AS moved,
+       (SELECT count(*) FROM order_item oi WHERE oi.order_id = o.id)::integer AS items
+FROM o
 `
 
-// Confirmation: the order's reservation becomes sold.
-func (q *Queries) CommitReservedStock(ctx context.Context, orderID int64) (int64, error) {
-	result, err := q.db.Exec(ctx, commitReservedStock, orderID)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+type ApplyTransitionParams struct {
+	ToStatus      OrderStatus
+	PaymentID     *string
+	LedgerEntryID *int64
+	TrackingNo    *string
+	CancelReason  *string
+	OrderID       int64
+	FromStatus    OrderStatus
+	MoveStock     bool
+	DOnHand       int64
+	DReserved     int64
+	DSold         int64
+	Actor         string
+	Detail        *string
+}
+
+type ApplyTransitionRow struct {
+	ID            int64
+	BuyerID       string
+	MerchantID    string
+	Identifier    string
+	RequestHash   string
+	Status        OrderStatus
+	TotalMinor    int64
+	Currency      string
+	CreatedAt     time.Time
+	ExpiresAt     time.Time
+	UpdatedAt     time.Time
+	ConfirmedAt   *time.Time
+	PaidAt        *time.Time
+	ShippedAt     *time.Time
+	CompletedAt   *time.Time
+	CancelledAt   *time.Time
+	CancelReason  *string
+	PaymentID     *string
+	LedgerEntryID *int64
+	TrackingNo    *string
+	Moved         int32
+	Items         int32
+}
+
+// Moves an order from one status to the next in one statement: the status
+// guard and the row lock of the UPDATE (so a concurrent transition of the
+// same order either happened before — no row — or waits), the facts of the
+// transition, the history event, and the stock move the transition implies:
+// with move_stock, the order's product rows are locked in sku order (after
+// the order row, which the UPDATE holds) and each counter moves by its
+// coefficient × the line's quantity (confirm: on_hand -1, reserved -1,
+// sold +1; release a reservation: reserved -1; return sold units: on_hand
+// +1, sold -1). The caller checks moved = items.
+func (q *Queries) ApplyTransition(ctx context.Context, arg ApplyTransitionParams) (ApplyTransitionRow, error) {
+	row := q.db.QueryRow(ctx, applyTransition,
+		arg.ToStatus,
+		arg.PaymentID,
+		arg.LedgerEntryID,
+		arg.TrackingNo,
+		arg.CancelReason,
+		arg.OrderID,
+		arg.FromStatus,
+		arg.MoveStock,
+		arg.DOnHand,
+		arg.DReserved,
+		arg.DSold,
+		arg.Actor,
+		arg.Detail,
+	)
+	var i ApplyTransitionRow
+	err := row.Scan(
+		&i.ID,
+		&i.BuyerID,
+		&i.MerchantID,
+		&i.Identifier,
+		&i.RequestHash,
+		&i.Status,
+		&i.TotalMinor,
+		&i.Currency,
+		&i.CreatedAt,
+		&i.ExpiresAt,
+		&i.UpdatedAt,
+		&i.ConfirmedAt,
+		&i.PaidAt,
+		&i.ShippedAt,
+		&i.CompletedAt,
+		&i.CancelledAt,
+		&i.CancelReason,
+		&i.PaymentID,
+		&i.LedgerEntryID,
+		&i.TrackingNo,
+		&i.Moved,
+		&i.Items,
+	)
+	return i, err
+}
+
+const asyncCommit = `-- name: AsyncCommit :exec
+SELECT set_config('synchronous_commit', 'off', true)
+`
+
+// Lets the current transaction commit without waiting for its WAL flush.
+// Only for job transactions: River records the job completed in a later,
+// synchronous commit, whose flush covers this one, so a crash can lose the
+// effect only together with the completion, and the job then runs again.
+func (q *Queries) AsyncCommit(ctx context.Context) error {
+	_, err := q.db.Exec(ctx, asyncCommit)
+	return err
 }
 
 const countStaleCreatedOrders = `-- name: CountStaleCreatedOrders :one
@@ -508,76 +641,6 @@ func (q *Queries) LockOrder(ctx context.Context, id int64) (Order, error) {
 	return i, err
 }
 
-const lockOrderProducts = `-- name: LockOrderProducts :many
-SELECT p.sku
-FROM product p
-WHERE p.sku IN (SELECT oi.sku FROM order_item oi WHERE oi.order_id = $1)
-ORDER BY p.sku
-FOR NO KEY UPDATE
-`
-
-func (q *Queries) LockOrderProducts(ctx context.Context, orderID int64) ([]string, error) {
-	rows, err := q.db.Query(ctx, lockOrderProducts, orderID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []string{}
-	for rows.Next() {
-		var sku string
-		if err := rows.Scan(&sku); err != nil {
-			return nil, err
-		}
-		items = append(items, sku)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const lockProducts = `-- name: LockProducts :many
-SELECT sku, price_minor, currency, stock_on_hand, stock_reserved
-FROM product
-WHERE sku = ANY($1::text[])
-ORDER BY sku
-FOR NO KEY UPDATE
-`
-
-type LockProductsRow struct {
-	Sku           string
-	PriceMinor    int64
-	Currency      string
-	StockOnHand   int64
-	StockReserved int64
-}
-
-func (q *Queries) LockProducts(ctx context.Context, skus []string) ([]LockProductsRow, error) {
-	rows, err := q.db.Query(ctx, lockProducts, skus)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []LockProductsRow{}
-	for rows.Next() {
-		var i LockProductsRow
-		if err := rows.Scan(
-			&i.Sku,
-			&i.PriceMinor,
-			&i.Currency,
-			&i.StockOnHand,
-			&i.StockReserved,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const orderEvents = `-- name: OrderEvents :many
 SELECT id, order_id, from_status, to_status, actor, detail, created_at FROM order_event
 WHERE order_id = $1 AND id > $2::bigint
@@ -672,6 +735,20 @@ func (q *Queries) OrderItems(ctx context.Context, orderID int64) ([]OrderItem, e
 	return items, nil
 }
 
+const orderStatus = `-- name: OrderStatus :one
+SELECT status FROM orders WHERE id = $1
+`
+
+// An unlocked read for the jobs: a status that no longer needs them
+// (confirmed, paid, cancelled) never changes back, so they can stop here
+// without locking (or writing) anything.
+func (q *Queries) OrderStatus(ctx context.Context, id int64) (OrderStatus, error) {
+	row := q.db.QueryRow(ctx, orderStatus, id)
+	var status OrderStatus
+	err := row.Scan(&status)
+	return status, err
+}
+
 const productsBySKUs = `-- name: ProductsBySKUs :many
 SELECT sku, price_minor, currency, stock_on_hand, stock_reserved
 FROM product
@@ -715,30 +792,27 @@ func (q *Queries) ProductsBySKUs(ctx context.Context, skus []string) ([]Products
 	return items, nil
 }
 
-const releaseReservedStock = `-- name: ReleaseReservedStock :execrows
-UPDATE product p
-SET stock_reserved = p.stock_reserved - oi.quantity,
-    updated_at = now()
-FROM order_item oi
-WHERE oi.order_id = $1 AND p.sku = oi.sku
-`
-
-// Cancelling a CREATED order: its reservation is given back.
-func (q *Queries) ReleaseReservedStock(ctx context.Context, orderID int64) (int64, error) {
-	result, err := q.db.Exec(ctx, releaseReservedStock, orderID)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}
-
-const reserveStock = `-- name: ReserveStock :execrows
-UPDATE product p
-SET stock_reserved = p.stock_reserved + i.quantity,
-    updated_at = now()
-FROM (SELECT unnest($1::text[]) AS sku, unnest($2::bigint[]) AS quantity) AS i
-WHERE p.sku = i.sku
-  AND p.stock_on_hand - p.stock_reserved >= i.quantity
+const reserveStock = `-- name: ReserveStock :many
+WITH locked AS MATERIALIZED (
+    SELECT p.sku, p.price_minor, p.currency, (p.stock_on_hand - p.stock_reserved)::bigint AS available
+    FROM product p
+    WHERE p.sku = ANY($1::text[])
+    ORDER BY p.sku
+    FOR NO KEY UPDATE
+), lines AS (
+    SELECT unnest($1::text[]) AS sku, unnest($2::bigint[]) AS quantity
+), reserved AS (
+    UPDATE product p
+    SET stock_reserved = p.stock_reserved + ln.quantity,
+        updated_at = now()
+    FROM locked l JOIN lines ln ON ln.sku = l.sku
+    WHERE p.sku = l.sku
+      AND p.stock_on_hand - p.stock_reserved >= ln.quantity
+    RETURNING p.sku
+)
+SELECT l.sku, l.price_minor, l.currency, l.available, (r.sku IS NOT NULL)::boolean AS reserved
+FROM locked l LEFT JOIN reserved r ON r.sku = l.sku
+ORDER BY l.sku
 `
 
 type ReserveStockParams struct {
@@ -746,33 +820,46 @@ type ReserveStockParams struct {
 	Quantities []int64
 }
 
-// The conditional update that can never oversell: a line only reserves when
-// the units are available at that instant (and product_reserved_within_on_hand
-// backs it up). The caller compares the row count with its lines.
-func (q *Queries) ReserveStock(ctx context.Context, arg ReserveStockParams) (int64, error) {
-	result, err := q.db.Exec(ctx, reserveStock, arg.Skus, arg.Quantities)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+type ReserveStockRow struct {
+	Sku        string
+	PriceMinor int64
+	Currency   string
+	Available  int64
+	Reserved   bool
 }
 
-const returnSoldStock = `-- name: ReturnSoldStock :execrows
-UPDATE product p
-SET stock_on_hand = p.stock_on_hand + oi.quantity,
-    sold = p.sold - oi.quantity,
-    updated_at = now()
-FROM order_item oi
-WHERE oi.order_id = $1 AND p.sku = oi.sku
-`
-
-// Cancelling a CONFIRMED order: what it took out of on-hand goes back.
-func (q *Queries) ReturnSoldStock(ctx context.Context, orderID int64) (int64, error) {
-	result, err := q.db.Exec(ctx, returnSoldStock, orderID)
+// Reserves every line of a new order in one statement: the product rows are
+// locked in sku order first (the MATERIALIZED CTE; the UPDATE only touches
+// rows it produced), then each line is reserved by the conditional update
+// that can never oversell: only while stock_on_hand - stock_reserved covers
+// the quantity at that instant (and product_reserved_within_on_hand backs it
+// up). Every locked product comes back with the price and availability it
+// had under the lock and whether its line was reserved; the caller rolls
+// back unless all were, at the prices it used.
+func (q *Queries) ReserveStock(ctx context.Context, arg ReserveStockParams) ([]ReserveStockRow, error) {
+	rows, err := q.db.Query(ctx, reserveStock, arg.Skus, arg.Quantities)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return result.RowsAffected(), nil
+	defer rows.Close()
+	items := []ReserveStockRow{}
+	for rows.Next() {
+		var i ReserveStockRow
+		if err := rows.Scan(
+			&i.Sku,
+			&i.PriceMinor,
+			&i.Currency,
+			&i.Available,
+			&i.Reserved,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const staleCreatedOrders = `-- name: StaleCreatedOrders :many
@@ -816,106 +903,6 @@ func (q *Queries) StaleCreatedOrders(ctx context.Context, arg StaleCreatedOrders
 		return nil, err
 	}
 	return items, nil
-}
-
-const transitionOrder = `-- name: TransitionOrder :one
-WITH o AS (
-    UPDATE orders SET
-        status          = $1::order_status,
-        updated_at      = now(),
-        confirmed_at    = CASE WHEN $1::order_status = 'CONFIRMED' THEN now() ELSE confirmed_at END,
-        paid_at         = CASE WHEN $1::order_status = 'PAID' THEN now() ELSE paid_at END,
-        payment_id      = CASE WHEN $1::order_status = 'PAID' THEN $2::text ELSE payment_id END,
-        ledger_entry_id = CASE WHEN $1::order_status = 'PAID' THEN $3::bigint ELSE ledger_entry_id END,
-        shipped_at      = CASE WHEN $1::order_status = 'SHIPPED' THEN now() ELSE shipped_at END,
-        tracking_no     = CASE WHEN $1::order_status = 'SHIPPED' THEN $4::text ELSE tracking_no END,
-        completed_at    = CASE WHEN $1::order_status = 'COMPLETED' THEN now() ELSE completed_at END,
-        cancelled_at    = CASE WHEN $1::order_status = 'CANCELLED' THEN now() ELSE cancelled_at END,
-        cancel_reason   = CASE WHEN $1::order_status = 'CANCELLED' THEN $5::text ELSE cancel_reason END
-    WHERE orders.id = $6::bigint AND orders.status = $7::order_status
-    RETURNING id, buyer_id, merchant_id, identifier, request_hash, status, total_minor, currency, created_at, expires_at, updated_at, confirmed_at, paid_at, shipped_at, completed_at, cancelled_at, cancel_reason, payment_id, ledger_entry_id, tracking_no
-), ev AS (
-    INSERT INTO order_event (order_id, from_status, to_status, actor, detail)
-    SELECT o.id, $7::order_status, o.status, $8::text, $9::text FROM o
-)
-SELECT id, buyer_id, merchant_id, identifier, request_hash, status, total_minor, currency, created_at, expires_at, updated_at, confirmed_at, paid_at, shipped_at, completed_at, cancelled_at, cancel_reason, payment_id, ledger_entry_id, tracking_no FROM o
-`
-
-type TransitionOrderParams struct {
-	ToStatus      OrderStatus
-	PaymentID     *string
-	LedgerEntryID *int64
-	TrackingNo    *string
-	CancelReason  *string
-	OrderID       int64
-	FromStatus    OrderStatus
-	Actor         string
-	Detail        *string
-}
-
-type TransitionOrderRow struct {
-	ID            int64
-	BuyerID       string
-	MerchantID    string
-	Identifier    string
-	RequestHash   string
-	Status        OrderStatus
-	TotalMinor    int64
-	Currency      string
-	CreatedAt     time.Time
-	ExpiresAt     time.Time
-	UpdatedAt     time.Time
-	ConfirmedAt   *time.Time
-	PaidAt        *time.Time
-	ShippedAt     *time.Time
-	CompletedAt   *time.Time
-	CancelledAt   *time.Time
-	CancelReason  *string
-	PaymentID     *string
-	LedgerEntryID *int64
-	TrackingNo    *string
-}
-
-// Moves an order from one status to the next, records the facts of that
-// transition and appends the history event, in one statement. The status
-// guard makes it a no-op (no row) if the order is not in from_status; callers
-// hold the order's row lock, so that only happens on a bug.
-func (q *Queries) TransitionOrder(ctx context.Context, arg TransitionOrderParams) (TransitionOrderRow, error) {
-	row := q.db.QueryRow(ctx, transitionOrder,
-		arg.ToStatus,
-		arg.PaymentID,
-		arg.LedgerEntryID,
-		arg.TrackingNo,
-		arg.CancelReason,
-		arg.OrderID,
-		arg.FromStatus,
-		arg.Actor,
-		arg.Detail,
-	)
-	var i TransitionOrderRow
-	err := row.Scan(
-		&i.ID,
-		&i.BuyerID,
-		&i.MerchantID,
-		&i.Identifier,
-		&i.RequestHash,
-		&i.Status,
-		&i.TotalMinor,
-		&i.Currency,
-		&i.CreatedAt,
-		&i.ExpiresAt,
-		&i.UpdatedAt,
-		&i.ConfirmedAt,
-		&i.PaidAt,
-		&i.ShippedAt,
-		&i.CompletedAt,
-		&i.CancelledAt,
-		&i.CancelReason,
-		&i.PaymentID,
-		&i.LedgerEntryID,
-		&i.TrackingNo,
-	)
-	return i, err
 }
 
 const upsertProduct = `-- name: UpsertProduct :one

@@ -45,7 +45,7 @@ func (s *Service) CreateAccount(ctx context.Context, in AccountInput) (*Account,
 	q := s.store.Queries()
 	row, err := q.InsertAccount(ctx, db.InsertAccountParams{Code: in.Code, Name: in.Name, Type: db.LedgerAccountType(in.Type), Currency: in.Currency})
 	if err == nil {
-		return accountFromRow(row, db.AccountPendingRow{}), true, nil
+		return accountFromRow(row), true, nil
 	}
 	if !db.IsNotFound(err) {
 		return nil, false, fmt.Errorf("insert account: %w", err)
@@ -60,10 +60,10 @@ func (s *Service) CreateAccount(ctx context.Context, in AccountInput) (*Account,
 	return existing, false, nil
 }
 
-func accountFromRow(r db.LedgerAccount, p db.AccountPendingRow) *Account {
+func accountFromRow(r db.LedgerAccount) *Account {
 	return &Account{
 		ID: r.ID, Code: r.Code, Name: r.Name, Type: string(r.Type), Currency: r.Currency, System: r.System,
-		BalanceMinor: r.BalanceMinor, PendingMinor: p.PendingMinor, PendingCount: p.PendingCount,
+		BalanceMinor:    r.BalanceMinor,
 		AppliedPostings: r.AppliedPostings, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 }
@@ -74,19 +74,16 @@ func (s *Service) GetAccount(ctx context.Context, code string) (*Account, error)
 	if !codeRE.MatchString(code) {
 		return nil, riverbank.Errorf(riverbank.ENOTFOUND, "account %q not found", code)
 	}
-	q := s.store.Queries()
-	r, err := q.GetAccountByCode(ctx, code)
+	r, err := s.store.Queries().GetAccountWithPending(ctx, code)
 	if db.IsNotFound(err) {
 		return nil, riverbank.Errorf(riverbank.ENOTFOUND, "account %q not found", code)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get account: %w", err)
 	}
-	p, err := q.AccountPending(ctx, r.ID)
-	if err != nil {
-		return nil, fmt.Errorf("sum pending postings: %w", err)
-	}
-	return accountFromRow(r, p), nil
+	a := accountFromRow(r.LedgerAccount)
+	a.PendingMinor, a.PendingCount = r.PendingMinor, r.PendingCount
+	return a, nil
 }
 
 // ListAccounts returns accounts ordered by code after afterCode. Pending
@@ -99,7 +96,7 @@ func (s *Service) ListAccounts(ctx context.Context, afterCode string, limit int)
 	}
 	out := make([]*Account, len(rows))
 	for i, r := range rows {
-		out[i] = accountFromRow(r, db.AccountPendingRow{})
+		out[i] = accountFromRow(r)
 	}
 	return out, nil
 }

@@ -99,11 +99,11 @@ func insufficientStock(sku string, requested, available int64) error {
 // original order with created=false, even when the stock has run out since;
 // a different request under the same key is idempotency_conflict.
 //
-// The transaction takes its product locks last: prices and availability
-// are read first without locks (a request that cannot fit is turned away
-// there, without a transaction), so a hot sku's row lock is held only for
-// the reservation and the commit. If a price changed in between, the
-// attempt is rolled back and run again.
+// The transaction takes its product locks last, in its final statement:
+// prices and availability are read first without locks (a request that
+// cannot fit is turned away there, without a transaction), so a hot sku's
+// row lock is held only for the reservation and the commit. If a price
+// changed in between, the attempt is rolled back and run again.
 func (s *Service) Create(ctx context.Context, in CreateInput) (*Order, bool, error) {
 	if err := in.Validate(); err != nil {
 		return nil, false, err
@@ -169,10 +169,8 @@ func (s *Service) createOnce(ctx context.Context, in *CreateInput, hash string) 
 		skus[i] = it.SKU
 		qty[it.SKU] = it.Quantity
 	}
-	sorted := slices.Sorted(slices.Values(skus))
-
 	// Price and pre-check against a snapshot, without locks.
-	snap, err := s.store.Queries().ProductsBySKUs(ctx, sorted)
+	snap, err := s.store.Queries().ProductsBySKUs(ctx, skus)
 	if err != nil {
 		return nil, fmt.Errorf("read products: %w", err)
 	}
@@ -224,34 +222,29 @@ func (s *Service) createOnce(ctx context.Context, in *CreateInput, hash string) 
 			return nil, fmt.Errorf("insert order: %w", err)
 		}
 		o := db.Order(row)
-
-		// Lock the products in sku order, then reserve with the conditional
-		// update; the snapshot prices must still hold.
-		locked, err := tx.LockProducts(ctx, sorted)
-		if err != nil {
-			return nil, fmt.Errorf("lock products: %w", err)
-		}
-		for _, p := range locked {
-			if p.PriceMinor != price[p.Sku] || p.Currency != currency {
-				return nil, errRetry
-			}
-			if avail := p.StockOnHand - p.StockReserved; avail < qty[p.Sku] {
-				return nil, insufficientStock(p.Sku, qty[p.Sku], avail)
-			}
-		}
-		n, err := tx.ReserveStock(ctx, db.ReserveStockParams{Skus: skus, Quantities: quantities})
-		if err != nil {
-			return nil, fmt.Errorf("reserve stock: %w", err)
-		}
-		if int(n) != len(skus) {
-			return nil, fmt.Errorf("reserve stock: %d of %d lines reserved under lock", n, len(skus))
-		}
-
 		if _, err := tx.InsertMany(ctx, []river.InsertManyParams{
 			{Args: ConfirmArgs{OrderID: o.ID}},
 			{Args: ExpireArgs{OrderID: o.ID}, InsertOpts: &river.InsertOpts{ScheduledAt: o.ExpiresAt}},
 		}); err != nil {
 			return nil, err
+		}
+
+		// Last, so a hot sku's row lock is held only for this statement and
+		// the commit: lock the products in sku order and reserve every line.
+		locked, err := tx.ReserveStock(ctx, db.ReserveStockParams{Skus: skus, Quantities: quantities})
+		if err != nil {
+			return nil, fmt.Errorf("reserve stock: %w", err)
+		}
+		if len(locked) != len(skus) {
+			return nil, fmt.Errorf("reserve stock: %d of %d products found", len(locked), len(skus))
+		}
+		for _, p := range locked {
+			if p.PriceMinor != price[p.Sku] || p.Currency != currency {
+				return nil, errRetry // priced from a stale snapshot
+			}
+			if !p.Reserved {
+				return nil, insufficientStock(p.Sku, qty[p.Sku], p.Available)
+			}
 		}
 		out := orderFromRow(o, nil)
 		out.Items = make([]Item, len(in.Items))

@@ -54,9 +54,13 @@ type ExpireArgs struct {
 func (ExpireArgs) Kind() string { return KindExpire }
 
 // InsertOpts implements river.JobArgsWithInsertOpts. Unique per order, also
-// after it completed: an order expires once.
+// after it completed: an order expires once. Priority 2 (River fetches
+// priority 1 first): River's scheduler makes expiries available in bursts
+// every few seconds, and a burst must not hold up the confirmations queued
+// behind it on the same queue.
 func (ExpireArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{
+		Priority:    2,
 		MaxAttempts: 25,
 		UniqueOpts:  river.UniqueOpts{ByArgs: true, ByState: append([]rivertype.JobState{rivertype.JobStateCompleted}, liveStates...)},
 	}

@@ -84,17 +84,21 @@ const (
 	MerchantPattern = `^[a-z0-9][a-z0-9_.-]{0,63}$`
 )
 
-// stockMove is what a transition does to the stock of the order's items.
-type stockMove int
+// stockMove is what a transition does to the stock of each of the order's
+// lines: every counter moves by its coefficient × the line's quantity.
+type stockMove struct {
+	onHand, reserved, sold int64
+}
 
-const (
-	stockNone stockMove = iota
+// The stock moves of SPEC §3. None of them changes on_hand + sold.
+var (
+	stockNone = stockMove{}
 	// stockCommit: the reservation becomes sold (on_hand -= q, reserved -= q, sold += q).
-	stockCommit
+	stockCommit = stockMove{onHand: -1, reserved: -1, sold: +1}
 	// stockRelease: the reservation is given back (reserved -= q).
-	stockRelease
+	stockRelease = stockMove{reserved: -1}
 	// stockReturn: sold units go back on hand (on_hand += q, sold -= q).
-	stockReturn
+	stockReturn = stockMove{onHand: +1, sold: -1}
 )
 
 // transitions is the one table of allowed moves and their stock effect.
@@ -269,65 +273,58 @@ type facts struct {
 	cancelReason  *string
 }
 
-// transitionTx moves a locked order to status to: it checks the transition
-// table, moves the stock the transition implies (locking the order's
-// products in sku order first), updates the order and appends the history
-// event, all in tx. The caller must hold the order's row lock (lockOrder).
+// transitionTx moves order o, read in the caller's transaction, to status
+// to: it checks the transition table and then, in one statement
+// (ApplyTransition), updates the order guarded by its status, records the
+// facts, appends the history event and moves the stock the transition
+// implies, locking the order row and then its products in sku order.
+//
+// It returns nil, nil when the order was no longer in o.Status (a
+// concurrent transition won); callers that hold the row lock (lockOrder)
+// never see that.
 func transitionTx(ctx context.Context, tx *db.Tx, o *db.Order, to Status, f facts) (*db.Order, error) {
 	from := Status(o.Status)
 	move, ok := transitions[from][to]
 	if !ok {
 		return nil, invalidTransition(o, to)
 	}
-	if err := moveStock(ctx, tx, o.ID, move); err != nil {
-		return nil, err
-	}
-	row, err := tx.TransitionOrder(ctx, db.TransitionOrderParams{
+	row, err := tx.ApplyTransition(ctx, db.ApplyTransitionParams{
 		OrderID: o.ID, FromStatus: db.OrderStatus(from), ToStatus: db.OrderStatus(to),
+		MoveStock: move != stockNone, DOnHand: move.onHand, DReserved: move.reserved, DSold: move.sold,
 		Actor: f.actor, Detail: f.detail,
 		PaymentID: f.paymentID, LedgerEntryID: f.ledgerEntryID, TrackingNo: f.trackingNo, CancelReason: f.cancelReason,
 	})
 	if db.IsNotFound(err) {
-		return nil, fmt.Errorf("transition order %d %s→%s: order is no longer %s (row lock not held?)", o.ID, from, to, from)
+		return nil, nil
 	}
 	if err != nil {
+		if c, ok := db.ConstraintViolation(err); ok {
+			// A CHECK fired: the stock counters disagree with the order.
+			// Never paper over it.
+			return nil, fmt.Errorf("transition order %d %s→%s: constraint %s violated: %w", o.ID, from, to, c, err)
+		}
 		return nil, fmt.Errorf("transition order %d %s→%s: %w", o.ID, from, to, err)
 	}
-	next := db.Order(row)
+	if move != stockNone && row.Moved != row.Items {
+		return nil, fmt.Errorf("transition order %d %s→%s: moved stock of %d products, order has %d lines", o.ID, from, to, row.Moved, row.Items)
+	}
+	next := db.Order{
+		ID: row.ID, BuyerID: row.BuyerID, MerchantID: row.MerchantID, Identifier: row.Identifier, RequestHash: row.RequestHash,
+		Status: row.Status, TotalMinor: row.TotalMinor, Currency: row.Currency, CreatedAt: row.CreatedAt, ExpiresAt: row.ExpiresAt,
+		UpdatedAt: row.UpdatedAt, ConfirmedAt: row.ConfirmedAt, PaidAt: row.PaidAt, ShippedAt: row.ShippedAt, CompletedAt: row.CompletedAt,
+		CancelledAt: row.CancelledAt, CancelReason: row.CancelReason, PaymentID: row.PaymentID, LedgerEntryID: row.LedgerEntryID, TrackingNo: row.TrackingNo,
+	}
 	return &next, nil
 }
 
-func moveStock(ctx context.Context, tx *db.Tx, orderID int64, move stockMove) error {
-	var apply func(context.Context, int64) (int64, error)
-	switch move {
-	case stockNone:
-		return nil
-	case stockCommit:
-		apply = tx.CommitReservedStock
-	case stockRelease:
-		apply = tx.ReleaseReservedStock
-	case stockReturn:
-		apply = tx.ReturnSoldStock
-	default:
-		return fmt.Errorf("unknown stock move %d", move)
+// lockedTransitionTx is transitionTx for a caller holding o's row lock: the
+// order cannot have moved on, so a missing row is a bug.
+func lockedTransitionTx(ctx context.Context, tx *db.Tx, o *db.Order, to Status, f facts) (*db.Order, error) {
+	next, err := transitionTx(ctx, tx, o, to, f)
+	if err == nil && next == nil {
+		return nil, fmt.Errorf("transition order %d %s→%s: order changed under its row lock", o.ID, o.Status, to)
 	}
-	skus, err := tx.LockOrderProducts(ctx, orderID)
-	if err != nil {
-		return fmt.Errorf("lock products of order %d: %w", orderID, err)
-	}
-	n, err := apply(ctx, orderID)
-	if err != nil {
-		if c, ok := db.ConstraintViolation(err); ok {
-			// A CHECK on product fired: the stock counters disagree with the
-			// order. Never paper over it.
-			return fmt.Errorf("move stock of order %d: constraint %s violated: %w", orderID, c, err)
-		}
-		return fmt.Errorf("move stock of order %d: %w", orderID, err)
-	}
-	if int(n) != len(skus) {
-		return fmt.Errorf("move stock of order %d: updated %d products, order has %d", orderID, n, len(skus))
-	}
-	return nil
+	return next, err
 }
 
 func loadOrder(ctx context.Context, q *db.Queries, r *db.Order) (*Order, error) {

@@ -57,7 +57,7 @@ func (s *Service) Pay(ctx context.Context, id int64, in PayInput) (*Order, bool,
 		}
 		if Status(o.Status) == StatusCreated {
 			detail := "confirmed inline by payment " + in.PaymentID
-			if o, err = transitionTx(ctx, tx, o, StatusConfirmed, facts{actor: ActorAPI, detail: &detail}); err != nil {
+			if o, err = lockedTransitionTx(ctx, tx, o, StatusConfirmed, facts{actor: ActorAPI, detail: &detail}); err != nil {
 				return nil, err
 			}
 		}
@@ -85,7 +85,7 @@ func (s *Service) Pay(ctx context.Context, id int64, in PayInput) (*Order, bool,
 		if err != nil {
 			return nil, fmt.Errorf("post payment entry: %w", err)
 		}
-		o, err = transitionTx(ctx, tx, o, StatusPaid, facts{actor: ActorAPI, detail: &in.PaymentID, paymentID: &in.PaymentID, ledgerEntryID: &entry.ID})
+		o, err = lockedTransitionTx(ctx, tx, o, StatusPaid, facts{actor: ActorAPI, detail: &in.PaymentID, paymentID: &in.PaymentID, ledgerEntryID: &entry.ID})
 		if db.IsUniqueViolation(err, "orders_payment_id_key") {
 			// A concurrent payment of another order with this id won.
 			return nil, riverbank.Errorf(riverbank.EIDEMPOTENCYCONFLICT, "payment_id %q already paid another order", in.PaymentID)
@@ -110,7 +110,7 @@ func (s *Service) apiTransition(ctx context.Context, id int64, to Status, f fact
 		if err != nil {
 			return nil, err
 		}
-		if o, err = transitionTx(ctx, tx, o, to, f); err != nil {
+		if o, err = lockedTransitionTx(ctx, tx, o, to, f); err != nil {
 			return nil, err
 		}
 		return loadOrder(ctx, tx.Queries, o)
@@ -140,50 +140,70 @@ func (s *Service) Cancel(ctx context.Context, id int64, reason string) (*Order, 
 	return s.apiTransition(ctx, id, StatusCancelled, facts{actor: ActorAPI, detail: &reason, cancelReason: &reason})
 }
 
+// jobTransition is how order.confirm and order.expire move an order: a
+// status read without locks first (a status they do not act on never comes
+// back, so most no-op runs write nothing), then the transition in a
+// transaction that commits without waiting for its WAL flush (see
+// AsyncCommit: River's later completion commit flushes it). wanted picks
+// the target from the current status, or "" to do nothing. If a concurrent
+// transition wins between the read and the update, it reads again.
+func (s *Service) jobTransition(ctx context.Context, id int64, wanted func(Status) Status, f facts) (bool, error) {
+	q := s.store.Queries()
+	for range 3 {
+		st, err := q.OrderStatus(ctx, id)
+		if db.IsNotFound(err) {
+			return false, notFound(id)
+		}
+		if err != nil {
+			return false, fmt.Errorf("read order status: %w", err)
+		}
+		from := Status(st)
+		to := wanted(from)
+		if to == "" {
+			return false, nil
+		}
+		var next *db.Order
+		err = s.store.InTx(ctx, func(tx *db.Tx) error {
+			if err := tx.AsyncCommit(ctx); err != nil {
+				return fmt.Errorf("async commit: %w", err)
+			}
+			next, err = transitionTx(ctx, tx, &db.Order{ID: id, Status: st}, to, f)
+			return err
+		})
+		if err != nil {
+			return false, err
+		}
+		if next != nil {
+			return true, nil
+		}
+	}
+	return false, fmt.Errorf("order %d kept changing under job %s", id, f.actor)
+}
+
 // Confirm is the order.confirm job: if the order is still CREATED, its
 // reservation becomes sold and it is CONFIRMED; otherwise (paid inline,
 // cancelled, expired) it does nothing. It reports whether it confirmed.
 // Idempotent, so River may run it any number of times.
 func (s *Service) Confirm(ctx context.Context, id int64) (bool, error) {
-	confirmed := false
-	err := s.store.InTx(ctx, func(tx *db.Tx) error {
-		o, err := lockOrder(ctx, tx, id)
-		if err != nil {
-			return err
+	return s.jobTransition(ctx, id, func(st Status) Status {
+		if st == StatusCreated {
+			return StatusConfirmed
 		}
-		if Status(o.Status) != StatusCreated {
-			return nil
-		}
-		if _, err := transitionTx(ctx, tx, o, StatusConfirmed, facts{actor: ActorConfirm}); err != nil {
-			return err
-		}
-		confirmed = true
-		return nil
-	})
-	return confirmed, err
+		return ""
+	}, facts{actor: ActorConfirm})
 }
 
 // Expire is the order.expire job: an order still unpaid (CREATED or
 // CONFIRMED) is CANCELLED with reason payment_timeout and its stock
 // released; any other order is left alone. It reports whether it cancelled.
-// Because it locks the order and re-reads its status, running it twice, or
+// The transition is guarded by the status it read, so running it twice, or
 // racing it with a payment or a cancel, releases stock at most once.
 func (s *Service) Expire(ctx context.Context, id int64) (bool, error) {
-	expired := false
-	err := s.store.InTx(ctx, func(tx *db.Tx) error {
-		o, err := lockOrder(ctx, tx, id)
-		if err != nil {
-			return err
+	reason := ReasonPaymentTimeout
+	return s.jobTransition(ctx, id, func(st Status) Status {
+		if st.Unpaid() {
+			return StatusCancelled
 		}
-		if !Status(o.Status).Unpaid() {
-			return nil
-		}
-		reason := ReasonPaymentTimeout
-		if _, err := transitionTx(ctx, tx, o, StatusCancelled, facts{actor: ActorExpire, detail: &reason, cancelReason: &reason}); err != nil {
-			return err
-		}
-		expired = true
-		return nil
-	})
-	return expired, err
+		return ""
+	}, facts{actor: ActorExpire, detail: &reason, cancelReason: &reason})
 }
