@@ -64,7 +64,8 @@ WITH o AS (
         sold           = p.sold + $11::bigint * l.quantity,
         updated_at     = now()
     FROM locked l
-    WHERE p.sku = l.sku
+    WHERE p.sku = ANY(ARRAY(SELECT l2.sku FROM locked l2)) -- an index scan, whatever the estimates
+      AND p.sku = l.sku
     RETURNING p.sku
 ), ev AS (
     INSERT INTO order_event (order_id, from_status, to_status, actor, detail)
@@ -806,7 +807,8 @@ WITH locked AS MATERIALIZED (
     SET stock_reserved = p.stock_reserved + ln.quantity,
         updated_at = now()
     FROM locked l JOIN lines ln ON ln.sku = l.sku
-    WHERE p.sku = l.sku
+    WHERE p.sku = ANY($1::text[]) -- an index scan, whatever the estimates
+      AND p.sku = l.sku
       AND p.stock_on_hand - p.stock_reserved >= ln.quantity
     RETURNING p.sku
 )
