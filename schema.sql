@@ -219,7 +219,6 @@ CREATE TABLE orders (
     ledger_entry_id bigint REFERENCES ledger_entry (id),
     tracking_no     text CHECK (length(tracking_no) BETWEEN 1 AND 128),
     CONSTRAINT orders_buyer_identifier_key UNIQUE (buyer_id, identifier),
-    CONSTRAINT orders_payment_id_key UNIQUE (payment_id),
     -- Every status carries exactly the facts of the transitions that led to
     -- it; a path that skipped a step (or a stray UPDATE) cannot commit.
     CONSTRAINT orders_facts_match_status CHECK (
@@ -236,32 +235,112 @@ CREATE TABLE orders (
         AND (cancel_reason IS NOT NULL) = (status = 'CANCELLED')
     )
 );
-CREATE INDEX orders_buyer_idx ON orders (buyer_id, id);
+-- Every transition rewrites the order row with a new status, so it is
+-- never a HOT update and adds an entry to every index on orders: they are
+-- kept few. A buyer's orders are found through orders_buyer_identifier_key
+-- (a buyer has few orders); the payment_id index holds paid orders only.
+CREATE UNIQUE INDEX orders_payment_id_key ON orders (payment_id) WHERE payment_id IS NOT NULL;
 CREATE INDEX orders_status_idx ON orders (status, id);
 -- The confirmation sweeper reads only orders still waiting in CREATED.
 CREATE INDEX orders_created_waiting_idx ON orders (created_at, id) WHERE status = 'CREATED';
 
+-- One line per sku (the primary key); line_no keeps the request's order.
 CREATE TABLE order_item (
     order_id         bigint NOT NULL REFERENCES orders (id),
-    line_no          integer NOT NULL CHECK (line_no >= 1),
     sku              text NOT NULL REFERENCES product (sku),
+    line_no          integer NOT NULL CHECK (line_no >= 1),
     quantity         bigint NOT NULL CHECK (quantity > 0),
     unit_price_minor bigint NOT NULL CHECK (unit_price_minor > 0),
     amount_minor     bigint NOT NULL,
-    PRIMARY KEY (order_id, line_no),
-    CONSTRAINT order_item_one_line_per_sku UNIQUE (order_id, sku),
+    CONSTRAINT order_item_pkey PRIMARY KEY (order_id, sku),
     CONSTRAINT order_item_amount CHECK (amount_minor = quantity * unit_price_minor)
 );
 
 -- An order's history: one row per transition, written in the transition's
 -- transaction. from_status is NULL on the creation event.
 CREATE TABLE order_event (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          bigint GENERATED ALWAYS AS IDENTITY,
     order_id    bigint NOT NULL REFERENCES orders (id),
     from_status order_status,
     to_status   order_status NOT NULL,
     actor       text NOT NULL,
     detail      text,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- one index serves both identity and an order's history in order
+    CONSTRAINT order_event_pkey PRIMARY KEY (order_id, id)
 );
-CREATE INDEX order_event_order_idx ON order_event (order_id, id);
+
+-- Stock moves lock first and update second, as two statements. The lock
+-- (ORDER BY sku ... FOR NO KEY UPDATE) is what makes concurrent
+-- multi-item orders deadlock-free; it follows a row's update chain to its
+-- newest version. The update must then read that version, which only a
+-- statement with a newer snapshot can: a single statement that locks in a
+-- CTE and updates in the same snapshot reaches the row through its old
+-- version, and two such statements deadlock on the old version's tuple
+-- lock. Functions run each statement with a fresh snapshot, so these keep
+-- lock-then-update to one round trip for the caller.
+
+-- orders_reserve reserves the lines of a new order (skus[i] × quantities[i];
+-- skus are distinct): lock the products in sku order, then reserve every
+-- line whose quantity is available at that instant (the conditional update
+-- can never oversell; product_reserved_within_on_hand backs it up). Returns
+-- every product found, with its price and availability before this call
+-- and whether its line was reserved; the caller rolls back unless all were.
+CREATE FUNCTION orders_reserve(p_skus text[], p_quantities bigint[])
+RETURNS TABLE (sku text, price_minor bigint, currency text, available bigint, reserved boolean)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM 1 FROM product p WHERE p.sku = ANY(p_skus) ORDER BY p.sku FOR NO KEY UPDATE;
+    RETURN QUERY
+    WITH upd AS (
+        UPDATE product p
+        SET stock_reserved = p.stock_reserved + l.quantity,
+            updated_at = now()
+        FROM unnest(p_skus, p_quantities) AS l(sku, quantity)
+        WHERE p.sku = ANY(p_skus)
+          AND p.sku = l.sku
+          AND p.stock_on_hand - p.stock_reserved >= l.quantity
+        RETURNING p.sku
+    )
+    SELECT p.sku, p.price_minor, p.currency, p.stock_on_hand - p.stock_reserved,
+           EXISTS (SELECT 1 FROM upd WHERE upd.sku = p.sku)
+    FROM product p
+    WHERE p.sku = ANY(p_skus)
+    ORDER BY p.sku;
+END
+$$;
+
+-- orders_move_stock moves the stock of every line of an order: each
+-- counter by its coefficient × the line's quantity (confirm: -1, -1, +1;
+-- release a reservation: 0, -1, 0; return sold units: +1, 0, -1). It locks
+-- the products in sku order first, fails unless every line moved, and
+-- returns the number of lines.
+CREATE FUNCTION orders_move_stock(p_order_id bigint, d_on_hand bigint, d_reserved bigint, d_sold bigint)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    locked integer;
+    moved  integer;
+BEGIN
+    PERFORM 1 FROM product p JOIN order_item oi ON oi.sku = p.sku
+     WHERE oi.order_id = p_order_id
+     ORDER BY p.sku
+       FOR NO KEY UPDATE OF p;
+    GET DIAGNOSTICS locked = ROW_COUNT;
+    UPDATE product p
+    SET stock_on_hand  = p.stock_on_hand + d_on_hand * oi.quantity,
+        stock_reserved = p.stock_reserved + d_reserved * oi.quantity,
+        sold           = p.sold + d_sold * oi.quantity,
+        updated_at     = now()
+    FROM order_item oi
+    WHERE oi.order_id = p_order_id
+      AND p.sku = oi.sku
+      AND p.sku = ANY(ARRAY(SELECT i.sku FROM order_item i WHERE i.order_id = p_order_id));
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    IF moved = 0 OR moved <> locked THEN
+        RAISE EXCEPTION 'order %: stock moved for % of % lines', p_order_id, moved, locked
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_move_stock';
+    END IF;
+    RETURN moved;
+END
+$$;

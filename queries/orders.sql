@@ -4,7 +4,8 @@
 --   * an order row is locked before any product row;
 --   * product rows are locked in sku order (ORDER BY sku FOR ... in one
 --     statement), so two multi-item orders never wait on each other in a
---     cycle;
+--     cycle, and updated by a later statement (orders_reserve and
+--     orders_move_stock in schema.sql say why);
 --   * row locks are FOR NO KEY UPDATE: they do not conflict with the KEY
 --     SHARE locks that order_item's and order_event's foreign-key checks take
 --     on product and orders rows, so inserting items never queues behind (or
@@ -41,35 +42,11 @@ WHERE sku = ANY(sqlc.arg(skus)::text[])
 ORDER BY sku;
 
 -- name: ReserveStock :many
--- Reserves every line of a new order in one statement: the product rows are
--- locked in sku order first (the MATERIALIZED CTE; the UPDATE only touches
--- rows it produced), then each line is reserved by the conditional update
--- that can never oversell: only while stock_on_hand - stock_reserved covers
--- the quantity at that instant (and product_reserved_within_on_hand backs it
--- up). Every locked product comes back with the price and availability it
--- had under the lock and whether its line was reserved; the caller rolls
--- back unless all were, at the prices it used.
-WITH locked AS MATERIALIZED (
-    SELECT p.sku, p.price_minor, p.currency, (p.stock_on_hand - p.stock_reserved)::bigint AS available
-    FROM product p
-    WHERE p.sku = ANY(sqlc.arg(skus)::text[])
-    ORDER BY p.sku
-    FOR NO KEY UPDATE
-), lines AS (
-    SELECT unnest(sqlc.arg(skus)::text[]) AS sku, unnest(sqlc.arg(quantities)::bigint[]) AS quantity
-), reserved AS (
-    UPDATE product p
-    SET stock_reserved = p.stock_reserved + ln.quantity,
-        updated_at = now()
-    FROM locked l JOIN lines ln ON ln.sku = l.sku
-    WHERE p.sku = ANY(sqlc.arg(skus)::text[]) -- an index scan, whatever the estimates
-      AND p.sku = l.sku
-      AND p.stock_on_hand - p.stock_reserved >= ln.quantity
-    RETURNING p.sku
-)
-SELECT l.sku, l.price_minor, l.currency, l.available, (r.sku IS NOT NULL)::boolean AS reserved
-FROM locked l LEFT JOIN reserved r ON r.sku = l.sku
-ORDER BY l.sku;
+-- See orders_reserve in schema.sql: locks in sku order, then reserves with
+-- the conditional update that can never oversell.
+SELECT r.sku::text AS sku, r.price_minor::bigint AS price_minor, r.currency::text AS currency,
+       r.available::bigint AS available, r.reserved::boolean AS reserved
+FROM orders_reserve(sqlc.arg(skus)::text[], sqlc.arg(quantities)::bigint[]) AS r;
 
 -- name: InsertOrder :one
 -- Inserts an order, its items and its CREATED event in one statement.
@@ -127,7 +104,8 @@ ORDER BY id DESC
 LIMIT sqlc.arg(lim);
 
 -- name: ListOrdersByBuyer :many
--- A buyer has few orders: walk orders_buyer_idx and filter the status there.
+-- A buyer has few orders: find them through orders_buyer_identifier_key,
+-- filter the status there and sort.
 SELECT * FROM orders
 WHERE buyer_id = sqlc.arg(buyer_id)
   AND (sqlc.narg(status)::order_status IS NULL OR status = sqlc.narg(status)::order_status)
@@ -137,14 +115,18 @@ LIMIT sqlc.arg(lim);
 
 -- name: ApplyTransition :one
 -- Moves an order from one status to the next in one statement: the status
--- guard and the row lock of the UPDATE (so a concurrent transition of the
--- same order either happened before — no row — or waits), the facts of the
--- transition, the history event, and the stock move the transition implies:
--- with move_stock, the order's product rows are locked in sku order (after
--- the order row, which the UPDATE holds) and each counter moves by its
--- coefficient × the line's quantity (confirm: on_hand -1, reserved -1,
--- sold +1; release a reservation: reserved -1; return sold units: on_hand
--- +1, sold -1). The caller checks moved = items.
+-- guard and the row lock of the UPDATE (a concurrent transition of the same
+-- order either happened before — no row — or waits), the facts of the
+-- transition, the history event, and with move_stock the stock move the
+-- transition implies (orders_move_stock: the order's products locked in
+-- sku order after the order row, each counter moved by its coefficient ×
+-- the line's quantity, failing unless every line moved).
+--
+-- async_commit is for job transitions run as a statement of their own
+-- (autocommit): the statement then commits without waiting for its WAL
+-- flush. River records the job completed in a later, synchronous commit
+-- whose flush covers this one, so a crash loses the effect only together
+-- with the completion, and the job runs again.
 WITH o AS (
     UPDATE orders SET
         status          = sqlc.arg(to_status)::order_status,
@@ -160,24 +142,6 @@ WITH o AS (
         cancel_reason   = CASE WHEN sqlc.arg(to_status)::order_status = 'CANCELLED' THEN sqlc.narg(cancel_reason)::text ELSE cancel_reason END
     WHERE orders.id = sqlc.arg(order_id)::bigint AND orders.status = sqlc.arg(from_status)::order_status
     RETURNING *
-), locked AS MATERIALIZED (
-    SELECT p.sku, oi.quantity
-    FROM o
-    JOIN order_item oi ON oi.order_id = o.id
-    JOIN product p ON p.sku = oi.sku
-    WHERE sqlc.arg(move_stock)::boolean
-    ORDER BY p.sku
-    FOR NO KEY UPDATE OF p
-), moved AS (
-    UPDATE product p
-    SET stock_on_hand  = p.stock_on_hand + sqlc.arg(d_on_hand)::bigint * l.quantity,
-        stock_reserved = p.stock_reserved + sqlc.arg(d_reserved)::bigint * l.quantity,
-        sold           = p.sold + sqlc.arg(d_sold)::bigint * l.quantity,
-        updated_at     = now()
-    FROM locked l
-    WHERE p.sku = ANY(ARRAY(SELECT l2.sku FROM locked l2)) -- an index scan, whatever the estimates
-      AND p.sku = l.sku
-    RETURNING p.sku
 ), ev AS (
     INSERT INTO order_event (order_id, from_status, to_status, actor, detail)
     SELECT o.id, sqlc.arg(from_status)::order_status, o.status, sqlc.arg(actor)::text, sqlc.narg(detail)::text FROM o
@@ -185,8 +149,10 @@ WITH o AS (
 SELECT o.id, o.buyer_id, o.merchant_id, o.identifier, o.request_hash, o.status, o.total_minor, o.currency,
        o.created_at, o.expires_at, o.updated_at, o.confirmed_at, o.paid_at, o.shipped_at, o.completed_at,
        o.cancelled_at, o.cancel_reason, o.payment_id, o.ledger_entry_id, o.tracking_no,
-       (SELECT count(*) FROM moved)::integer AS moved,
-       (SELECT count(*) FROM order_item oi WHERE oi.order_id = o.id)::integer AS items
+       (CASE WHEN sqlc.arg(move_stock)::boolean
+             THEN orders_move_stock(o.id, sqlc.arg(d_on_hand)::bigint, sqlc.arg(d_reserved)::bigint, sqlc.arg(d_sold)::bigint)
+             ELSE 0 END)::integer AS lines_moved,
+       (CASE WHEN sqlc.arg(async_commit)::boolean THEN set_config('synchronous_commit', 'off', true) ELSE 'unchanged' END)::text AS commit_mode
 FROM o;
 
 -- name: OrderStatus :one
@@ -194,13 +160,6 @@ FROM o;
 -- (confirmed, paid, cancelled) never changes back, so they can stop here
 -- without locking (or writing) anything.
 SELECT status FROM orders WHERE id = $1;
-
--- name: AsyncCommit :exec
--- Lets the current transaction commit without waiting for its WAL flush.
--- Only for job transactions: River records the job completed in a later,
--- synchronous commit, whose flush covers this one, so a crash can lose the
--- effect only together with the completion, and the job then runs again.
-SELECT set_config('synchronous_commit', 'off', true);
 
 -- name: OrderExists :one
 SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1);

@@ -44,7 +44,9 @@ RSS covers server and load generator together).
   catalogue: --clients place orders of 1..--max-lines random lines over
              --skus products for --duration as fast as they can, then (with
              --half-load) again paced at half the rate reached. Nobody pays,
-             so every order expires after --payment-timeout. Prints orders/s
+             so every order expires after --payment-timeout (by default
+             after both phases, so expiries do not overlap the load phases
+             but arrive at the rate orders were created). Prints orders/s
              created, create→CONFIRMED latency (confirmed_at − created_at of
              every order) per phase, and expiry lateness (cancelled_at −
              expires_at) over all orders.
@@ -63,7 +65,7 @@ and buyer ids, so it can be re-run.`, stderr)
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each load phase (and of pgbench)")
 	fs.IntVar(&o.skus, "skus", 200, "catalogue size")
 	fs.IntVar(&o.maxLines, "max-lines", 3, "lines per catalogue order: 1..max-lines")
-	fs.DurationVar(&o.paymentTimeout, "payment-timeout", 5*time.Second, "RIVERBANK_ORDER_PAYMENT_TIMEOUT of the catalogue server")
+	fs.DurationVar(&o.paymentTimeout, "payment-timeout", 0, "RIVERBANK_ORDER_PAYMENT_TIMEOUT of the catalogue server (0: 2 × duration + 10s, after both phases)")
 	fs.Int64Var(&o.flashStock, "flash-stock", 100, "stock S of the flash-sale sku")
 	fs.BoolVar(&o.halfLoad, "half-load", true, "catalogue: also run a phase paced at half the maximum rate")
 	fs.BoolVar(&o.pgbench, "pgbench", true, "also run pgbench tpcb-like for the ratio")
@@ -77,6 +79,9 @@ and buyer ids, so it can be re-run.`, stderr)
 	}
 	if err := cfg.RequireDatabase(); err != nil {
 		return err
+	}
+	if o.paymentTimeout == 0 {
+		o.paymentTimeout = 2*o.duration + 10*time.Second
 	}
 	if o.clients < 1 || o.duration <= 0 || o.skus < 1 || o.maxLines < 1 || o.maxLines > 100 || o.flashStock < 1 || o.paymentTimeout < time.Second {
 		return errors.New("--clients, --duration, --skus, --flash-stock must be positive, --max-lines 1..100, --payment-timeout at least 1s")

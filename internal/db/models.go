@@ -358,8 +358,8 @@ type OrderEvent struct {
 
 type OrderItem struct {
 	OrderID        int64
-	LineNo         int32
 	Sku            string
+	LineNo         int32
 	Quantity       int64
 	UnitPriceMinor int64
 	AmountMinor    int64

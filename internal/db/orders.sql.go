@@ -21,7 +21,8 @@ SELECT currency FROM ledger_account WHERE code = $1
 //   - an order row is locked before any product row;
 //   - product rows are locked in sku order (ORDER BY sku FOR ... in one
 //     statement), so two multi-item orders never wait on each other in a
-//     cycle;
+//     cycle, and updated by a later statement (orders_reserve and
+//     orders_move_stock in schema.sql say why);
 //   - row locks are FOR NO KEY UPDATE: they do not conflict with the KEY
 //     SHARE locks that order_item's and order_event's foreign-key checks take
 //     on product and orders rows, so inserting items never queues behind (or
@@ -36,50 +37,39 @@ func (q *Queries) AccountCurrency(ctx context.Context, code string) (string, err
 const applyTransition = `-- name: ApplyTransition :one
 WITH o AS (
     UPDATE orders SET
-        status          = $1::order_status,
+        status          = $6::order_status,
         updated_at      = now(),
-        confirmed_at    = CASE WHEN $1::order_status = 'CONFIRMED' THEN now() ELSE confirmed_at END,
-        paid_at         = CASE WHEN $1::order_status = 'PAID' THEN now() ELSE paid_at END,
-        payment_id      = CASE WHEN $1::order_status = 'PAID' THEN $2::text ELSE payment_id END,
-        ledger_entry_id = CASE WHEN $1::order_status = 'PAID' THEN $3::bigint ELSE ledger_entry_id END,
-        shipped_at      = CASE WHEN $1::order_status = 'SHIPPED' THEN now() ELSE shipped_at END,
-        tracking_no     = CASE WHEN $1::order_status = 'SHIPPED' THEN $4::text ELSE tracking_no END,
-        completed_at    = CASE WHEN $1::order_status = 'COMPLETED' THEN now() ELSE completed_at END,
-        cancelled_at    = CASE WHEN $1::order_status = 'CANCELLED' THEN now() ELSE cancelled_at END,
-        cancel_reason   = CASE WHEN $1::order_status = 'CANCELLED' THEN $5::text ELSE cancel_reason END
-    WHERE orders.id = $6::bigint AND orders.status = $7::order_status
+        confirmed_at    = CASE WHEN $6::order_status = 'CONFIRMED' THEN now() ELSE confirmed_at END,
+        paid_at         = CASE WHEN $6::order_status = 'PAID' THEN now() ELSE paid_at END,
+        payment_id      = CASE WHEN $6::order_status = 'PAID' THEN $7::text ELSE payment_id END,
+        ledger_entry_id = CASE WHEN $6::order_status = 'PAID' THEN $8::bigint ELSE ledger_entry_id END,
+        shipped_at      = CASE WHEN $6::order_status = 'SHIPPED' THEN now() ELSE shipped_at END,
+        tracking_no     = CASE WHEN $6::order_status = 'SHIPPED' THEN $9::text ELSE tracking_no END,
+        completed_at    = CASE WHEN $6::order_status = 'COMPLETED' THEN now() ELSE completed_at END,
+        cancelled_at    = CASE WHEN $6::order_status = 'CANCELLED' THEN now() ELSE cancelled_at END,
+        cancel_reason   = CASE WHEN $6::order_status = 'CANCELLED' THEN $10::text ELSE cancel_reason END
+    WHERE orders.id = $11::bigint AND orders.status = $12::order_status
     RETURNING id, buyer_id, merchant_id, identifier, request_hash, status, total_minor, currency, created_at, expires_at, updated_at, confirmed_at, paid_at, shipped_at, completed_at, cancelled_at, cancel_reason, payment_id, ledger_entry_id, tracking_no
-), locked AS MATERIALIZED (
-    SELECT p.sku, oi.quantity
-    FROM o
-    JOIN order_item oi ON oi.order_id = o.id
-    JOIN product p ON p.sku = oi.sku
-    WHERE $8::boolean
-    ORDER BY p.sku
-    FOR NO KEY UPDATE OF p
-), moved AS (
-    UPDATE product p
-    SET stock_on_hand  = p.stock_on_hand + $9::bigint * l.quantity,
-        stock_reserved = p.stock_reserved + $10::bigint * l.quantity,
-        sold           = p.sold + $11::bigint * l.quantity,
-        updated_at     = now()
-    FROM locked l
-    WHERE p.sku = ANY(ARRAY(SELECT l2.sku FROM locked l2)) -- an index scan, whatever the estimates
-      AND p.sku = l.sku
-    RETURNING p.sku
 ), ev AS (
     INSERT INTO order_event (order_id, from_status, to_status, actor, detail)
-    SELECT o.id, $7::order_status, o.status, $12::text, $13::text FROM o
+    SELECT o.id, $12::order_status, o.status, $13::text, $14::text FROM o
 )
 SELECT o.id, o.buyer_id, o.merchant_id, o.identifier, o.request_hash, o.status, o.total_minor, o.currency,
        o.created_at, o.expires_at, o.updated_at, o.confirmed_at, o.paid_at, o.shipped_at, o.completed_at,
        o.cancelled_at, o.cancel_reason, o.payment_id, o.ledger_entry_id, o.tracking_no,
-       (SELECT count(*) FROM moved)::integer AS moved,
-       (SELECT count(*) FROM order_item oi WHERE oi.order_id = o.id)::integer AS items
+       (CASE WHEN $1::boolean
+             THEN orders_move_stock(o.id, $2::bigint, $3::bigint, $4::bigint)
+             ELSE 0 END)::integer AS lines_moved,
+       (CASE WHEN $5::boolean THEN set_config('synchronous_commit', 'off', true) ELSE 'unchanged' END)::text AS commit_mode
 FROM o
 `
 
 type ApplyTransitionParams struct {
+	MoveStock     bool
+	DOnHand       int64
+	DReserved     int64
+	DSold         int64
+	AsyncCommit   bool
 	ToStatus      OrderStatus
 	PaymentID     *string
 	LedgerEntryID *int64
@@ -87,10 +77,6 @@ type ApplyTransitionParams struct {
 	CancelReason  *string
 	OrderID       int64
 	FromStatus    OrderStatus
-	MoveStock     bool
-	DOnHand       int64
-	DReserved     int64
-	DSold         int64
 	Actor         string
 	Detail        *string
 }
@@ -116,21 +102,30 @@ type ApplyTransitionRow struct {
 	PaymentID     *string
 	LedgerEntryID *int64
 	TrackingNo    *string
-	Moved         int32
-	Items         int32
+	LinesMoved    int32
+	CommitMode    string
 }
 
 // Moves an order from one status to the next in one statement: the status
-// guard and the row lock of the UPDATE (so a concurrent transition of the
-// same order either happened before — no row — or waits), the facts of the
-// transition, the history event, and the stock move the transition implies:
-// with move_stock, the order's product rows are locked in sku order (after
-// the order row, which the UPDATE holds) and each counter moves by its
-// coefficient × the line's quantity (confirm: on_hand -1, reserved -1,
-// sold +1; release a reservation: reserved -1; return sold units: on_hand
-// +1, sold -1). The caller checks moved = items.
+// guard and the row lock of the UPDATE (a concurrent transition of the same
+// order either happened before — no row — or waits), the facts of the
+// transition, the history event, and with move_stock the stock move the
+// transition implies (orders_move_stock: the order's products locked in
+// sku order after the order row, each counter moved by its coefficient ×
+// the line's quantity, failing unless every line moved).
+//
+// async_commit is for job transitions run as a statement of their own
+// (autocommit): the statement then commits without waiting for its WAL
+// flush. River records the job completed in a later, synchronous commit
+// whose flush covers this one, so a crash loses the effect only together
+// with the completion, and the job runs again.
 func (q *Queries) ApplyTransition(ctx context.Context, arg ApplyTransitionParams) (ApplyTransitionRow, error) {
 	row := q.db.QueryRow(ctx, applyTransition,
+		arg.MoveStock,
+		arg.DOnHand,
+		arg.DReserved,
+		arg.DSold,
+		arg.AsyncCommit,
 		arg.ToStatus,
 		arg.PaymentID,
 		arg.LedgerEntryID,
@@ -138,10 +133,6 @@ func (q *Queries) ApplyTransition(ctx context.Context, arg ApplyTransitionParams
 		arg.CancelReason,
 		arg.OrderID,
 		arg.FromStatus,
-		arg.MoveStock,
-		arg.DOnHand,
-		arg.DReserved,
-		arg.DSold,
 		arg.Actor,
 		arg.Detail,
 	)
@@ -167,23 +158,10 @@ func (q *Queries) ApplyTransition(ctx context.Context, arg ApplyTransitionParams
 		&i.PaymentID,
 		&i.LedgerEntryID,
 		&i.TrackingNo,
-		&i.Moved,
-		&i.Items,
+		&i.LinesMoved,
+		&i.CommitMode,
 	)
 	return i, err
-}
-
-const asyncCommit = `-- name: AsyncCommit :exec
-SELECT set_config('synchronous_commit', 'off', true)
-`
-
-// Lets the current transaction commit without waiting for its WAL flush.
-// Only for job transactions: River records the job completed in a later,
-// synchronous commit, whose flush covers this one, so a crash can lose the
-// effect only together with the completion, and the job then runs again.
-func (q *Queries) AsyncCommit(ctx context.Context) error {
-	_, err := q.db.Exec(ctx, asyncCommit)
-	return err
 }
 
 const countStaleCreatedOrders = `-- name: CountStaleCreatedOrders :one
@@ -410,7 +388,7 @@ func (q *Queries) InsertOrder(ctx context.Context, arg InsertOrderParams) (Inser
 }
 
 const itemsOfOrders = `-- name: ItemsOfOrders :many
-SELECT order_id, line_no, sku, quantity, unit_price_minor, amount_minor FROM order_item WHERE order_id = ANY($1::bigint[]) ORDER BY order_id, line_no
+SELECT order_id, sku, line_no, quantity, unit_price_minor, amount_minor FROM order_item WHERE order_id = ANY($1::bigint[]) ORDER BY order_id, line_no
 `
 
 func (q *Queries) ItemsOfOrders(ctx context.Context, orderIds []int64) ([]OrderItem, error) {
@@ -424,8 +402,8 @@ func (q *Queries) ItemsOfOrders(ctx context.Context, orderIds []int64) ([]OrderI
 		var i OrderItem
 		if err := rows.Scan(
 			&i.OrderID,
-			&i.LineNo,
 			&i.Sku,
+			&i.LineNo,
 			&i.Quantity,
 			&i.UnitPriceMinor,
 			&i.AmountMinor,
@@ -509,7 +487,8 @@ type ListOrdersByBuyerParams struct {
 	Lim      int32
 }
 
-// A buyer has few orders: walk orders_buyer_idx and filter the status there.
+// A buyer has few orders: find them through orders_buyer_identifier_key,
+// filter the status there and sort.
 func (q *Queries) ListOrdersByBuyer(ctx context.Context, arg ListOrdersByBuyerParams) ([]Order, error) {
 	rows, err := q.db.Query(ctx, listOrdersByBuyer,
 		arg.BuyerID,
@@ -706,7 +685,7 @@ func (q *Queries) OrderIDByPaymentID(ctx context.Context, paymentID *string) (in
 }
 
 const orderItems = `-- name: OrderItems :many
-SELECT order_id, line_no, sku, quantity, unit_price_minor, amount_minor FROM order_item WHERE order_id = $1 ORDER BY line_no
+SELECT order_id, sku, line_no, quantity, unit_price_minor, amount_minor FROM order_item WHERE order_id = $1 ORDER BY line_no
 `
 
 func (q *Queries) OrderItems(ctx context.Context, orderID int64) ([]OrderItem, error) {
@@ -720,8 +699,8 @@ func (q *Queries) OrderItems(ctx context.Context, orderID int64) ([]OrderItem, e
 		var i OrderItem
 		if err := rows.Scan(
 			&i.OrderID,
-			&i.LineNo,
 			&i.Sku,
+			&i.LineNo,
 			&i.Quantity,
 			&i.UnitPriceMinor,
 			&i.AmountMinor,
@@ -794,27 +773,9 @@ func (q *Queries) ProductsBySKUs(ctx context.Context, skus []string) ([]Products
 }
 
 const reserveStock = `-- name: ReserveStock :many
-WITH locked AS MATERIALIZED (
-    SELECT p.sku, p.price_minor, p.currency, (p.stock_on_hand - p.stock_reserved)::bigint AS available
-    FROM product p
-    WHERE p.sku = ANY($1::text[])
-    ORDER BY p.sku
-    FOR NO KEY UPDATE
-), lines AS (
-    SELECT unnest($1::text[]) AS sku, unnest($2::bigint[]) AS quantity
-), reserved AS (
-    UPDATE product p
-    SET stock_reserved = p.stock_reserved + ln.quantity,
-        updated_at = now()
-    FROM locked l JOIN lines ln ON ln.sku = l.sku
-    WHERE p.sku = ANY($1::text[]) -- an index scan, whatever the estimates
-      AND p.sku = l.sku
-      AND p.stock_on_hand - p.stock_reserved >= ln.quantity
-    RETURNING p.sku
-)
-SELECT l.sku, l.price_minor, l.currency, l.available, (r.sku IS NOT NULL)::boolean AS reserved
-FROM locked l LEFT JOIN reserved r ON r.sku = l.sku
-ORDER BY l.sku
+SELECT r.sku::text AS sku, r.price_minor::bigint AS price_minor, r.currency::text AS currency,
+       r.available::bigint AS available, r.reserved::boolean AS reserved
+FROM orders_reserve($1::text[], $2::bigint[]) AS r
 `
 
 type ReserveStockParams struct {
@@ -830,14 +791,8 @@ type ReserveStockRow struct {
 	Reserved   bool
 }
 
-// Reserves every line of a new order in one statement: the product rows are
-// locked in sku order first (the MATERIALIZED CTE; the UPDATE only touches
-// rows it produced), then each line is reserved by the conditional update
-// that can never oversell: only while stock_on_hand - stock_reserved covers
-// the quantity at that instant (and product_reserved_within_on_hand backs it
-// up). Every locked product comes back with the price and availability it
-// had under the lock and whether its line was reserved; the caller rolls
-// back unless all were, at the prices it used.
+// See orders_reserve in schema.sql: locks in sku order, then reserves with
+// the conditional update that can never oversell.
 func (q *Queries) ReserveStock(ctx context.Context, arg ReserveStockParams) ([]ReserveStockRow, error) {
 	rows, err := q.db.Query(ctx, reserveStock, arg.Skus, arg.Quantities)
 	if err != nil {

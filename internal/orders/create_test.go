@@ -256,12 +256,13 @@ func TestCreate(t *testing.T) {
 		t.Parallel()
 		b := setupDB(t)
 		skus := []string{b.sku("P"), b.sku("Q"), b.sku("R"), b.sku("S")}
-		const initial = 60
+		const initial = 400
 		for _, s := range skus {
 			b.product(t, s, 100, initial)
 		}
 		// Overlapping multi-item orders with lines in random orders, racing
-		// with confirmations and cancellations of the orders already placed.
+		// with confirmations and cancellations of the orders already placed
+		// (Postgres reports a deadlock as an error, which fails the test).
 		var (
 			wg   sync.WaitGroup
 			mu   sync.Mutex
@@ -276,27 +277,33 @@ func TestCreate(t *testing.T) {
 		for i := range 40 {
 			wg.Go(func() {
 				<-start
-				perm := rand.Perm(len(skus))
-				var items []orders.ItemInput
-				for _, p := range perm[:2+i%3] {
-					items = append(items, orders.ItemInput{SKU: skus[p], Quantity: int64(1 + i%2)})
-				}
-				o, _, err := b.svc.Create(b.ctx, orders.CreateInput{BuyerID: b.buyer(i), MerchantID: "m", Identifier: "multi", Items: items})
-				if riverbank.ErrorCode(err) == riverbank.EINSUFFICIENTSTOCK {
-					return
-				}
-				if err != nil {
-					fail(err)
-					return
-				}
-				if i%2 == 0 {
-					if _, err := b.svc.Confirm(b.ctx, o.ID); err != nil {
-						fail(err)
+				for round := range 5 {
+					perm := rand.Perm(len(skus))
+					var items []orders.ItemInput
+					for _, p := range perm[:2+i%3] {
+						items = append(items, orders.ItemInput{SKU: skus[p], Quantity: int64(1 + i%2)})
 					}
-				}
-				if i%3 == 0 {
-					if _, err := b.svc.Cancel(b.ctx, o.ID, "changed mind"); err != nil {
+					o, _, err := b.svc.Create(b.ctx, orders.CreateInput{BuyerID: b.buyer(i), MerchantID: "m", Identifier: fmt.Sprint("multi-", round), Items: items})
+					if riverbank.ErrorCode(err) == riverbank.EINSUFFICIENTSTOCK {
+						continue
+					}
+					if err != nil {
 						fail(err)
+						return
+					}
+					if (i+round)%2 == 0 {
+						if _, err := b.svc.Confirm(b.ctx, o.ID); err != nil {
+							fail(err)
+						}
+					}
+					if (i+round)%3 == 0 {
+						if _, err := b.svc.Cancel(b.ctx, o.ID, "changed mind"); err != nil {
+							fail(err)
+						}
+					} else if (i+round)%3 == 1 {
+						if _, err := b.svc.Expire(b.ctx, o.ID); err != nil {
+							fail(err)
+						}
 					}
 				}
 			})

@@ -274,24 +274,30 @@ type facts struct {
 }
 
 // transitionTx moves order o, read in the caller's transaction, to status
-// to: it checks the transition table and then, in one statement
-// (ApplyTransition), updates the order guarded by its status, records the
-// facts, appends the history event and moves the stock the transition
-// implies, locking the order row and then its products in sku order.
-//
-// It returns nil, nil when the order was no longer in o.Status (a
-// concurrent transition won); callers that hold the row lock (lockOrder)
-// never see that.
+// to (see applyTransition). It returns nil, nil when the order was no
+// longer in o.Status (a concurrent transition won); callers that hold the
+// row lock (lockOrder) never see that.
 func transitionTx(ctx context.Context, tx *db.Tx, o *db.Order, to Status, f facts) (*db.Order, error) {
+	return applyTransition(ctx, tx.Queries, o, to, f, false)
+}
+
+// applyTransition checks the transition table and then, in one statement
+// (ApplyTransition), updates the order guarded by its status o.Status,
+// records the facts, appends the history event and moves the stock the
+// transition implies, locking the order row and then its products in sku
+// order; the statement fails unless every line's stock moved. asyncCommit
+// is only for a statement run on its own (see the query). It returns nil,
+// nil when the order was no longer in o.Status.
+func applyTransition(ctx context.Context, q *db.Queries, o *db.Order, to Status, f facts, asyncCommit bool) (*db.Order, error) {
 	from := Status(o.Status)
 	move, ok := transitions[from][to]
 	if !ok {
 		return nil, invalidTransition(o, to)
 	}
-	row, err := tx.ApplyTransition(ctx, db.ApplyTransitionParams{
+	row, err := q.ApplyTransition(ctx, db.ApplyTransitionParams{
 		OrderID: o.ID, FromStatus: db.OrderStatus(from), ToStatus: db.OrderStatus(to),
 		MoveStock: move != stockNone, DOnHand: move.onHand, DReserved: move.reserved, DSold: move.sold,
-		Actor: f.actor, Detail: f.detail,
+		Actor: f.actor, Detail: f.detail, AsyncCommit: asyncCommit,
 		PaymentID: f.paymentID, LedgerEntryID: f.ledgerEntryID, TrackingNo: f.trackingNo, CancelReason: f.cancelReason,
 	})
 	if db.IsNotFound(err) {
@@ -301,12 +307,9 @@ func transitionTx(ctx context.Context, tx *db.Tx, o *db.Order, to Status, f fact
 		if c, ok := db.ConstraintViolation(err); ok {
 			// A CHECK fired: the stock counters disagree with the order.
 			// Never paper over it.
-			return nil, fmt.Errorf("transition order %d %s→%s: constraint %s violated: %w", o.ID, from, to, c, err)
+			return nil, fmt.Errorf("transition order %d %s→%s: constraint %q violated: %w", o.ID, from, to, c, err)
 		}
 		return nil, fmt.Errorf("transition order %d %s→%s: %w", o.ID, from, to, err)
-	}
-	if move != stockNone && row.Moved != row.Items {
-		return nil, fmt.Errorf("transition order %d %s→%s: moved stock of %d products, order has %d lines", o.ID, from, to, row.Moved, row.Items)
 	}
 	next := db.Order{
 		ID: row.ID, BuyerID: row.BuyerID, MerchantID: row.MerchantID, Identifier: row.Identifier, RequestHash: row.RequestHash,

@@ -140,36 +140,36 @@ func (s *Service) Cancel(ctx context.Context, id int64, reason string) (*Order, 
 	return s.apiTransition(ctx, id, StatusCancelled, facts{actor: ActorAPI, detail: &reason, cancelReason: &reason})
 }
 
-// jobTransition is how order.confirm and order.expire move an order: a
-// status read without locks first (a status they do not act on never comes
-// back, so most no-op runs write nothing), then the transition in a
-// transaction that commits without waiting for its WAL flush (see
-// AsyncCommit: River's later completion commit flushes it). wanted picks
-// the target from the current status, or "" to do nothing. If a concurrent
-// transition wins between the read and the update, it reads again.
-func (s *Service) jobTransition(ctx context.Context, id int64, wanted func(Status) Status, f facts) (bool, error) {
+// jobTransition is how order.confirm and order.expire move an order: one
+// ApplyTransition statement on its own (an implicit transaction) that
+// commits without waiting for its WAL flush — River's later, synchronous
+// completion commit flushes it, see the query. wanted picks the target
+// from the current status, or "" to do nothing. The transition is guarded
+// by the status it starts from: guess when given (the usual case for
+// confirm, which then needs no read), otherwise a status read without
+// locks — a status a job does not act on never comes back, so a no-op run
+// writes nothing. If a concurrent transition wins in between, it reads the
+// status again.
+func (s *Service) jobTransition(ctx context.Context, id int64, guess Status, wanted func(Status) Status, f facts) (bool, error) {
 	q := s.store.Queries()
 	for range 3 {
-		st, err := q.OrderStatus(ctx, id)
-		if db.IsNotFound(err) {
-			return false, notFound(id)
+		from := guess
+		guess = ""
+		if from == "" {
+			st, err := q.OrderStatus(ctx, id)
+			if db.IsNotFound(err) {
+				return false, notFound(id)
+			}
+			if err != nil {
+				return false, fmt.Errorf("read order status: %w", err)
+			}
+			from = Status(st)
 		}
-		if err != nil {
-			return false, fmt.Errorf("read order status: %w", err)
-		}
-		from := Status(st)
 		to := wanted(from)
 		if to == "" {
 			return false, nil
 		}
-		var next *db.Order
-		err = s.store.InTx(ctx, func(tx *db.Tx) error {
-			if err := tx.AsyncCommit(ctx); err != nil {
-				return fmt.Errorf("async commit: %w", err)
-			}
-			next, err = transitionTx(ctx, tx, &db.Order{ID: id, Status: st}, to, f)
-			return err
-		})
+		next, err := applyTransition(ctx, q, &db.Order{ID: id, Status: db.OrderStatus(from)}, to, f, true)
 		if err != nil {
 			return false, err
 		}
@@ -185,7 +185,7 @@ func (s *Service) jobTransition(ctx context.Context, id int64, wanted func(Statu
 // cancelled, expired) it does nothing. It reports whether it confirmed.
 // Idempotent, so River may run it any number of times.
 func (s *Service) Confirm(ctx context.Context, id int64) (bool, error) {
-	return s.jobTransition(ctx, id, func(st Status) Status {
+	return s.jobTransition(ctx, id, StatusCreated, func(st Status) Status {
 		if st == StatusCreated {
 			return StatusConfirmed
 		}
@@ -200,7 +200,7 @@ func (s *Service) Confirm(ctx context.Context, id int64) (bool, error) {
 // racing it with a payment or a cancel, releases stock at most once.
 func (s *Service) Expire(ctx context.Context, id int64) (bool, error) {
 	reason := ReasonPaymentTimeout
-	return s.jobTransition(ctx, id, func(st Status) Status {
+	return s.jobTransition(ctx, id, "", func(st Status) Status {
 		if st.Unpaid() {
 			return StatusCancelled
 		}
