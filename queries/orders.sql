@@ -41,19 +41,23 @@ FROM product
 WHERE sku = ANY(sqlc.arg(skus)::text[])
 ORDER BY sku;
 
--- name: ReserveStock :many
--- See orders_reserve in schema.sql: locks in sku order, then reserves with
--- the conditional update that can never oversell.
-SELECT r.sku::text AS sku, r.price_minor::bigint AS price_minor, r.currency::text AS currency,
-       r.available::bigint AS available, r.reserved::boolean AS reserved
-FROM orders_reserve(sqlc.arg(skus)::text[], sqlc.arg(quantities)::bigint[]) AS r;
-
 -- name: InsertOrder :one
--- Inserts an order, its items and its CREATED event in one statement.
--- ON CONFLICT DO NOTHING on (buyer_id, identifier) claims the idempotency key:
--- a concurrent creator of the same key waits here until the first commits,
--- then gets no row (and nothing is written).
-WITH o AS (
+-- Places an order in one statement: inserts the order, its items and its
+-- CREATED event, then reserves every line with orders_reserve (schema.sql:
+-- the products locked in sku order, then the conditional update that can
+-- never oversell), and reports the reservation: whether every line was
+-- reserved, the first sku that was not (with what was available), and
+-- whether the locked prices are the unit prices the order was priced with.
+-- The caller rolls back unless all lines were reserved at those prices.
+-- ON CONFLICT DO NOTHING on (buyer_id, identifier) claims the idempotency
+-- key: a concurrent creator of the same key waits here until the first
+-- commits, then gets no row, and nothing is written or locked.
+WITH lines AS (
+    SELECT unnest(sqlc.arg(skus)::text[]) AS sku,
+           unnest(sqlc.arg(quantities)::bigint[]) AS quantity,
+           unnest(sqlc.arg(unit_prices)::bigint[]) AS unit_price_minor,
+           generate_subscripts(sqlc.arg(skus)::text[], 1) AS line_no
+), o AS (
     INSERT INTO orders (buyer_id, merchant_id, identifier, request_hash, total_minor, currency, expires_at)
     VALUES (sqlc.arg(buyer_id), sqlc.arg(merchant_id), sqlc.arg(identifier), sqlc.arg(request_hash),
             sqlc.arg(total_minor), sqlc.arg(currency),
@@ -63,15 +67,25 @@ WITH o AS (
 ), items AS (
     INSERT INTO order_item (order_id, line_no, sku, quantity, unit_price_minor, amount_minor)
     SELECT o.id, l.line_no, l.sku, l.quantity, l.unit_price_minor, l.quantity * l.unit_price_minor
-    FROM o, (SELECT unnest(sqlc.arg(skus)::text[]) AS sku,
-                    unnest(sqlc.arg(quantities)::bigint[]) AS quantity,
-                    unnest(sqlc.arg(unit_prices)::bigint[]) AS unit_price_minor,
-                    generate_subscripts(sqlc.arg(skus)::text[], 1) AS line_no) AS l
+    FROM o, lines l
 ), ev AS (
     INSERT INTO order_event (order_id, from_status, to_status, actor, created_at)
     SELECT o.id, NULL, o.status, sqlc.arg(actor)::text, o.created_at FROM o
+), res AS (
+    SELECT r.sku, r.price_minor, r.currency, r.available, r.reserved
+    FROM o, LATERAL orders_reserve(sqlc.arg(skus)::text[], sqlc.arg(quantities)::bigint[]) AS r(sku, price_minor, currency, available, reserved)
+), short AS (
+    SELECT res.sku, res.available FROM res WHERE NOT res.reserved ORDER BY res.sku LIMIT 1
 )
-SELECT * FROM o;
+SELECT o.id, o.buyer_id, o.merchant_id, o.identifier, o.request_hash, o.status, o.total_minor, o.currency,
+       o.created_at, o.expires_at, o.updated_at, o.confirmed_at, o.paid_at, o.shipped_at, o.completed_at,
+       o.cancelled_at, o.cancel_reason, o.payment_id, o.ledger_entry_id, o.tracking_no,
+       (SELECT count(*) FROM res WHERE res.reserved)::integer AS lines_reserved,
+       coalesce((SELECT short.sku FROM short), '')::text AS short_sku,
+       coalesce((SELECT short.available FROM short), 0)::bigint AS short_available,
+       NOT EXISTS (SELECT 1 FROM res JOIN lines l ON l.sku = res.sku
+                   WHERE res.price_minor <> l.unit_price_minor OR res.currency <> sqlc.arg(currency)::text) AS prices_held
+FROM o;
 
 -- name: GetOrder :one
 SELECT * FROM orders WHERE id = $1;

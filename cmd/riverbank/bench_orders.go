@@ -348,6 +348,7 @@ func benchOrdersCatalogue(ctx context.Context, dsn string, o ordersBenchOpts, st
 	}
 	var lateness bench.Latencies
 	var expiredUnconfirmed int
+	var firstDue, lastCancel time.Time
 	for _, p := range phases {
 		var confirm bench.Latencies
 		for _, b := range p.buyers {
@@ -363,6 +364,12 @@ func benchOrdersCatalogue(ctx context.Context, dsn string, o ordersBenchOpts, st
 				}
 				if od.CancelledAt != nil {
 					lateness.Add(od.CancelledAt.Sub(od.ExpiresAt))
+					if firstDue.IsZero() || od.ExpiresAt.Before(firstDue) {
+						firstDue = od.ExpiresAt
+					}
+					if od.CancelledAt.After(lastCancel) {
+						lastCancel = *od.CancelledAt
+					}
 				}
 			}
 		}
@@ -373,6 +380,10 @@ func benchOrdersCatalogue(ctx context.Context, dsn string, o ordersBenchOpts, st
 	fmt.Fprintf(stdout, "  expiry lateness (cancelled_at − expires_at, %d orders): p50 %s, p99 %s, max %s; expired before confirmation: %d\n",
 		lateness.Count(), lateness.Percentile(50).Round(time.Millisecond), lateness.Percentile(99).Round(time.Millisecond),
 		lateness.Percentile(100).Round(time.Millisecond), expiredUnconfirmed)
+	if span := lastCancel.Sub(firstDue); span > 0 {
+		fmt.Fprintf(stdout, "  expiries: %d orders from the first expires_at to the last cancelled_at in %s = %.0f/s (they fell due at the rates they were created)\n",
+			lateness.Count(), span.Round(time.Millisecond), float64(lateness.Count())/span.Seconds())
+	}
 
 	// Everything expired: all stock is back, nothing is held.
 	var bad int

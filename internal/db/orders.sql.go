@@ -285,80 +285,105 @@ func (q *Queries) GetProduct(ctx context.Context, sku string) (Product, error) {
 }
 
 const insertOrder = `-- name: InsertOrder :one
-WITH o AS (
+WITH lines AS (
+    SELECT unnest($2::text[]) AS sku,
+           unnest($3::bigint[]) AS quantity,
+           unnest($4::bigint[]) AS unit_price_minor,
+           generate_subscripts($2::text[], 1) AS line_no
+), o AS (
     INSERT INTO orders (buyer_id, merchant_id, identifier, request_hash, total_minor, currency, expires_at)
-    VALUES ($1, $2, $3, $4,
-            $5, $6,
-            now() + $7::bigint * interval '1 microsecond')
+    VALUES ($5, $6, $7, $8,
+            $9, $1,
+            now() + $10::bigint * interval '1 microsecond')
     ON CONFLICT (buyer_id, identifier) DO NOTHING
     RETURNING id, buyer_id, merchant_id, identifier, request_hash, status, total_minor, currency, created_at, expires_at, updated_at, confirmed_at, paid_at, shipped_at, completed_at, cancelled_at, cancel_reason, payment_id, ledger_entry_id, tracking_no
 ), items AS (
     INSERT INTO order_item (order_id, line_no, sku, quantity, unit_price_minor, amount_minor)
     SELECT o.id, l.line_no, l.sku, l.quantity, l.unit_price_minor, l.quantity * l.unit_price_minor
-    FROM o, (SELECT unnest($8::text[]) AS sku,
-                    unnest($9::bigint[]) AS quantity,
-                    unnest($10::bigint[]) AS unit_price_minor,
-                    generate_subscripts($8::text[], 1) AS line_no) AS l
+    FROM o, lines l
 ), ev AS (
     INSERT INTO order_event (order_id, from_status, to_status, actor, created_at)
     SELECT o.id, NULL, o.status, $11::text, o.created_at FROM o
+), res AS (
+    SELECT r.sku, r.price_minor, r.currency, r.available, r.reserved
+    FROM o, LATERAL orders_reserve($2::text[], $3::bigint[]) AS r(sku, price_minor, currency, available, reserved)
+), short AS (
+    SELECT res.sku, res.available FROM res WHERE NOT res.reserved ORDER BY res.sku LIMIT 1
 )
-SELECT id, buyer_id, merchant_id, identifier, request_hash, status, total_minor, currency, created_at, expires_at, updated_at, confirmed_at, paid_at, shipped_at, completed_at, cancelled_at, cancel_reason, payment_id, ledger_entry_id, tracking_no FROM o
+SELECT o.id, o.buyer_id, o.merchant_id, o.identifier, o.request_hash, o.status, o.total_minor, o.currency,
+       o.created_at, o.expires_at, o.updated_at, o.confirmed_at, o.paid_at, o.shipped_at, o.completed_at,
+       o.cancelled_at, o.cancel_reason, o.payment_id, o.ledger_entry_id, o.tracking_no,
+       (SELECT count(*) FROM res WHERE res.reserved)::integer AS lines_reserved,
+       coalesce((SELECT short.sku FROM short), '')::text AS short_sku,
+       coalesce((SELECT short.available FROM short), 0)::bigint AS short_available,
+       NOT EXISTS (SELECT 1 FROM res JOIN lines l ON l.sku = res.sku
+                   WHERE res.price_minor <> l.unit_price_minor OR res.currency <> $1::text) AS prices_held
+FROM o
 `
 
 type InsertOrderParams struct {
+	Currency         string
+	Skus             []string
+	Quantities       []int64
+	UnitPrices       []int64
 	BuyerID          string
 	MerchantID       string
 	Identifier       string
 	RequestHash      string
 	TotalMinor       int64
-	Currency         string
 	PaymentTimeoutUs int64
-	Skus             []string
-	Quantities       []int64
-	UnitPrices       []int64
 	Actor            string
 }
 
 type InsertOrderRow struct {
-	ID            int64
-	BuyerID       string
-	MerchantID    string
-	Identifier    string
-	RequestHash   string
-	Status        OrderStatus
-	TotalMinor    int64
-	Currency      string
-	CreatedAt     time.Time
-	ExpiresAt     time.Time
-	UpdatedAt     time.Time
-	ConfirmedAt   *time.Time
-	PaidAt        *time.Time
-	ShippedAt     *time.Time
-	CompletedAt   *time.Time
-	CancelledAt   *time.Time
-	CancelReason  *string
-	PaymentID     *string
-	LedgerEntryID *int64
-	TrackingNo    *string
+	ID             int64
+	BuyerID        string
+	MerchantID     string
+	Identifier     string
+	RequestHash    string
+	Status         OrderStatus
+	TotalMinor     int64
+	Currency       string
+	CreatedAt      time.Time
+	ExpiresAt      time.Time
+	UpdatedAt      time.Time
+	ConfirmedAt    *time.Time
+	PaidAt         *time.Time
+	ShippedAt      *time.Time
+	CompletedAt    *time.Time
+	CancelledAt    *time.Time
+	CancelReason   *string
+	PaymentID      *string
+	LedgerEntryID  *int64
+	TrackingNo     *string
+	LinesReserved  int32
+	ShortSku       string
+	ShortAvailable int64
+	PricesHeld     bool
 }
 
-// Inserts an order, its items and its CREATED event in one statement.
-// ON CONFLICT DO NOTHING on (buyer_id, identifier) claims the idempotency key:
-// a concurrent creator of the same key waits here until the first commits,
-// then gets no row (and nothing is written).
+// Places an order in one statement: inserts the order, its items and its
+// CREATED event, then reserves every line with orders_reserve (schema.sql:
+// the products locked in sku order, then the conditional update that can
+// never oversell), and reports the reservation: whether every line was
+// reserved, the first sku that was not (with what was available), and
+// whether the locked prices are the unit prices the order was priced with.
+// The caller rolls back unless all lines were reserved at those prices.
+// ON CONFLICT DO NOTHING on (buyer_id, identifier) claims the idempotency
+// key: a concurrent creator of the same key waits here until the first
+// commits, then gets no row, and nothing is written or locked.
 func (q *Queries) InsertOrder(ctx context.Context, arg InsertOrderParams) (InsertOrderRow, error) {
 	row := q.db.QueryRow(ctx, insertOrder,
+		arg.Currency,
+		arg.Skus,
+		arg.Quantities,
+		arg.UnitPrices,
 		arg.BuyerID,
 		arg.MerchantID,
 		arg.Identifier,
 		arg.RequestHash,
 		arg.TotalMinor,
-		arg.Currency,
 		arg.PaymentTimeoutUs,
-		arg.Skus,
-		arg.Quantities,
-		arg.UnitPrices,
 		arg.Actor,
 	)
 	var i InsertOrderRow
@@ -383,6 +408,10 @@ func (q *Queries) InsertOrder(ctx context.Context, arg InsertOrderParams) (Inser
 		&i.PaymentID,
 		&i.LedgerEntryID,
 		&i.TrackingNo,
+		&i.LinesReserved,
+		&i.ShortSku,
+		&i.ShortAvailable,
+		&i.PricesHeld,
 	)
 	return i, err
 }
@@ -761,53 +790,6 @@ func (q *Queries) ProductsBySKUs(ctx context.Context, skus []string) ([]Products
 			&i.Currency,
 			&i.StockOnHand,
 			&i.StockReserved,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const reserveStock = `-- name: ReserveStock :many
-SELECT r.sku::text AS sku, r.price_minor::bigint AS price_minor, r.currency::text AS currency,
-       r.available::bigint AS available, r.reserved::boolean AS reserved
-FROM orders_reserve($1::text[], $2::bigint[]) AS r
-`
-
-type ReserveStockParams struct {
-	Skus       []string
-	Quantities []int64
-}
-
-type ReserveStockRow struct {
-	Sku        string
-	PriceMinor int64
-	Currency   string
-	Available  int64
-	Reserved   bool
-}
-
-// See orders_reserve in schema.sql: locks in sku order, then reserves with
-// the conditional update that can never oversell.
-func (q *Queries) ReserveStock(ctx context.Context, arg ReserveStockParams) ([]ReserveStockRow, error) {
-	rows, err := q.db.Query(ctx, reserveStock, arg.Skus, arg.Quantities)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []ReserveStockRow{}
-	for rows.Next() {
-		var i ReserveStockRow
-		if err := rows.Scan(
-			&i.Sku,
-			&i.PriceMinor,
-			&i.Currency,
-			&i.Available,
-			&i.Reserved,
 		); err != nil {
 			return nil, err
 		}

@@ -89,21 +89,22 @@ func insufficientStock(sku string, requested, available int64) error {
 
 // Create places an order (SPEC §3). In one transaction it claims the
 // (buyer_id, identifier) key, inserts the order, its items and its CREATED
-// event, reserves stock for every line with a conditional update on product
-// rows locked in sku order, and inserts the order.confirm job (unique per
-// order) and the order.expire job scheduled at expires_at. A shortage on any
-// line rolls all of it back and returns insufficient_stock naming the sku.
+// event and reserves stock for every line with a conditional update on
+// product rows locked in sku order (one statement, InsertOrder), then
+// inserts the order.confirm job (unique per order) and the order.expire job
+// scheduled at expires_at. A shortage on any line rolls all of it back and
+// returns insufficient_stock naming the sku.
 //
 // It returns the order and whether it was created now: a repeat of the same
 // request (same buyer_id, identifier, merchant_id and lines) returns the
 // original order with created=false, even when the stock has run out since;
 // a different request under the same key is idempotency_conflict.
 //
-// The transaction takes its product locks last, in its final statement:
-// prices and availability are read first without locks (a request that
-// cannot fit is turned away there, without a transaction), so a hot sku's
-// row lock is held only for the reservation and the commit. If a price
-// changed in between, the attempt is rolled back and run again.
+// Prices and availability are read first without locks, so a request that
+// cannot fit (a sold-out flash sale) is turned away without a transaction
+// or a lock; a hot sku's row lock is held from the reservation through the
+// job insert and the commit. If a price changed in between, the attempt is
+// rolled back and run again.
 func (s *Service) Create(ctx context.Context, in CreateInput) (*Order, bool, error) {
 	if err := in.Validate(); err != nil {
 		return nil, false, err
@@ -221,30 +222,24 @@ func (s *Service) createOnce(ctx context.Context, in *CreateInput, hash string) 
 		if err != nil {
 			return nil, fmt.Errorf("insert order: %w", err)
 		}
-		o := db.Order(row)
+		switch {
+		case !row.PricesHeld:
+			return nil, errRetry // priced from a stale snapshot
+		case row.ShortSku != "":
+			return nil, insufficientStock(row.ShortSku, qty[row.ShortSku], row.ShortAvailable)
+		case int(row.LinesReserved) != len(skus):
+			return nil, fmt.Errorf("reserve stock: %d of %d lines reserved", row.LinesReserved, len(skus))
+		}
+		o := db.Order{
+			ID: row.ID, BuyerID: row.BuyerID, MerchantID: row.MerchantID, Identifier: row.Identifier, RequestHash: row.RequestHash,
+			Status: row.Status, TotalMinor: row.TotalMinor, Currency: row.Currency, CreatedAt: row.CreatedAt, ExpiresAt: row.ExpiresAt,
+			UpdatedAt: row.UpdatedAt,
+		}
 		if _, err := tx.InsertMany(ctx, []river.InsertManyParams{
 			{Args: ConfirmArgs{OrderID: o.ID}},
 			{Args: ExpireArgs{OrderID: o.ID}, InsertOpts: &river.InsertOpts{ScheduledAt: o.ExpiresAt}},
 		}); err != nil {
 			return nil, err
-		}
-
-		// Last, so a hot sku's row lock is held only for this statement and
-		// the commit: lock the products in sku order and reserve every line.
-		locked, err := tx.ReserveStock(ctx, db.ReserveStockParams{Skus: skus, Quantities: quantities})
-		if err != nil {
-			return nil, fmt.Errorf("reserve stock: %w", err)
-		}
-		if len(locked) != len(skus) {
-			return nil, fmt.Errorf("reserve stock: %d of %d products found", len(locked), len(skus))
-		}
-		for _, p := range locked {
-			if p.PriceMinor != price[p.Sku] || p.Currency != currency {
-				return nil, errRetry // priced from a stale snapshot
-			}
-			if !p.Reserved {
-				return nil, insufficientStock(p.Sku, qty[p.Sku], p.Available)
-			}
 		}
 		out := orderFromRow(o, nil)
 		out.Items = make([]Item, len(in.Items))

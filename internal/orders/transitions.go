@@ -145,11 +145,11 @@ func (s *Service) Cancel(ctx context.Context, id int64, reason string) (*Order, 
 // commits without waiting for its WAL flush — River's later, synchronous
 // completion commit flushes it, see the query. wanted picks the target
 // from the current status, or "" to do nothing. The transition is guarded
-// by the status it starts from: guess when given (the usual case for
-// confirm, which then needs no read), otherwise a status read without
-// locks — a status a job does not act on never comes back, so a no-op run
-// writes nothing. If a concurrent transition wins in between, it reads the
-// status again.
+// by the status it starts from: first the guess (CREATED for confirm,
+// CONFIRMED for expiry: usually right, and then no read is needed), then
+// a status read without locks — a status a job does not act on never comes
+// back, so a no-op run writes nothing. If a concurrent transition wins in
+// between, it reads the status again.
 func (s *Service) jobTransition(ctx context.Context, id int64, guess Status, wanted func(Status) Status, f facts) (bool, error) {
 	q := s.store.Queries()
 	for range 3 {
@@ -200,7 +200,9 @@ func (s *Service) Confirm(ctx context.Context, id int64) (bool, error) {
 // racing it with a payment or a cancel, releases stock at most once.
 func (s *Service) Expire(ctx context.Context, id int64) (bool, error) {
 	reason := ReasonPaymentTimeout
-	return s.jobTransition(ctx, id, "", func(st Status) Status {
+	// By expires_at an order is almost always CONFIRMED (or paid), so that
+	// is the guess; a paid order then costs one more cheap read.
+	return s.jobTransition(ctx, id, StatusConfirmed, func(st Status) Status {
 		if st.Unpaid() {
 			return StatusCancelled
 		}
