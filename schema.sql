@@ -237,9 +237,11 @@ CREATE TABLE orders (
 );
 -- Every transition rewrites the order row with a new status, so it is
 -- never a HOT update and adds an entry to every index on orders: they are
--- kept few. A buyer's orders are found through orders_buyer_identifier_key
--- (a buyer has few orders); the payment_id index holds paid orders only.
+-- kept to what the API needs (pages of a buyer's or a status's orders,
+-- newest first, as index range scans); the payment_id index holds paid
+-- orders only.
 CREATE UNIQUE INDEX orders_payment_id_key ON orders (payment_id) WHERE payment_id IS NOT NULL;
+CREATE INDEX orders_buyer_idx ON orders (buyer_id, id);
 CREATE INDEX orders_status_idx ON orders (status, id);
 -- The confirmation sweeper reads only orders still waiting in CREATED.
 CREATE INDEX orders_created_waiting_idx ON orders (created_at, id) WHERE status = 'CREATED';

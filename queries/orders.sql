@@ -118,8 +118,7 @@ ORDER BY id DESC
 LIMIT sqlc.arg(lim);
 
 -- name: ListOrdersByBuyer :many
--- A buyer has few orders: find them through orders_buyer_identifier_key,
--- filter the status there and sort.
+-- Walks orders_buyer_idx newest first, filtering the status on the way.
 SELECT * FROM orders
 WHERE buyer_id = sqlc.arg(buyer_id)
   AND (sqlc.narg(status)::order_status IS NULL OR status = sqlc.narg(status)::order_status)

@@ -516,8 +516,7 @@ type ListOrdersByBuyerParams struct {
 	Lim      int32
 }
 
-// A buyer has few orders: find them through orders_buyer_identifier_key,
-// filter the status there and sort.
+// Walks orders_buyer_idx newest first, filtering the status on the way.
 func (q *Queries) ListOrdersByBuyer(ctx context.Context, arg ListOrdersByBuyerParams) ([]Order, error) {
 	rows, err := q.db.Query(ctx, listOrdersByBuyer,
 		arg.BuyerID,

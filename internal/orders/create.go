@@ -115,8 +115,8 @@ func (s *Service) Create(ctx context.Context, in CreateInput) (*Order, bool, err
 		if err == nil {
 			return o, true, nil
 		}
-		var keyTaken *errKeyTaken
-		if errors.As(err, &keyTaken) || riverbank.ErrorCode(err) == riverbank.EINSUFFICIENTSTOCK {
+		keyTaken := errors.Is(err, errKeyTaken)
+		if keyTaken || riverbank.ErrorCode(err) == riverbank.EINSUFFICIENTSTOCK {
 			// The key may have been taken by an earlier (or concurrent, now
 			// committed) identical request: that is a replay, whatever the
 			// stock is now.
@@ -127,10 +127,10 @@ func (s *Service) Create(ctx context.Context, in CreateInput) (*Order, bool, err
 			if existing != nil {
 				return existing, false, nil
 			}
-			if keyTaken == nil {
+			if !keyTaken {
 				return nil, false, err
 			}
-			continue // the key holder rolled back after all; try again
+			continue // cannot happen (orders are never deleted); try again
 		}
 		if errors.Is(err, errRetry) {
 			continue
@@ -140,10 +140,9 @@ func (s *Service) Create(ctx context.Context, in CreateInput) (*Order, bool, err
 	return nil, false, riverbank.Errorf(riverbank.ECONFLICT, "product prices kept changing while the order was placed; retry the request")
 }
 
-// errKeyTaken: the (buyer_id, identifier) row already exists.
-type errKeyTaken struct{}
-
-func (*errKeyTaken) Error() string { return "order key taken" }
+// errKeyTaken: an order with the same (buyer_id, identifier) committed
+// first; InsertOrder wrote nothing.
+var errKeyTaken = errors.New("order key taken")
 
 // existing returns the order already stored under in's key: nil if there is
 // none, idempotency_conflict if it was created from a different request.
@@ -217,7 +216,7 @@ func (s *Service) createOnce(ctx context.Context, in *CreateInput, hash string) 
 			Skus: skus, Quantities: quantities, UnitPrices: prices, Actor: ActorAPI,
 		})
 		if db.IsNotFound(err) {
-			return nil, &errKeyTaken{}
+			return nil, errKeyTaken
 		}
 		if err != nil {
 			return nil, fmt.Errorf("insert order: %w", err)

@@ -1,6 +1,7 @@
 package orders_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"riverbank"
+	"riverbank/internal/db"
 	"riverbank/internal/orders"
 )
 
@@ -316,4 +318,32 @@ func TestCreate(t *testing.T) {
 			b.requireStockMatchesOrders(t, s, initial)
 		}
 	})
+}
+
+// TestInsertOrderDetectsStalePrices: the create statement reports when the
+// prices it locked differ from the unit prices the order was priced with
+// (a PUT between Create's unlocked read and its transaction), so Create
+// rolls back and prices again instead of selling at a stale price.
+func TestInsertOrderDetectsStalePrices(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	sku := b.sku("P")
+	b.product(t, sku, 500, 10)
+	err := b.store.InTx(b.ctx, func(tx *db.Tx) error {
+		row, err := tx.InsertOrder(b.ctx, db.InsertOrderParams{
+			BuyerID: b.buyer(1), MerchantID: "m", Identifier: "stale", RequestHash: "h", TotalMinor: 400, Currency: "CNY",
+			PaymentTimeoutUs: time.Minute.Microseconds(), Skus: []string{sku}, Quantities: []int64{1}, UnitPrices: []int64{400}, Actor: orders.ActorAPI,
+		})
+		require.NoError(t, err)
+		require.False(t, row.PricesHeld)
+		require.EqualValues(t, 1, row.LinesReserved)
+		require.Empty(t, row.ShortSku)
+		return errors.New("roll back")
+	})
+	require.EqualError(t, err, "roll back")
+	require.Equal(t, stock{OnHand: 10}, b.stock(t, sku))
+
+	// Create itself prices from the current price.
+	o := b.order(t, b.buyer(2), sku, 2)
+	require.EqualValues(t, 1000, o.TotalMinor)
 }

@@ -8,7 +8,12 @@
 // must cover the quantity at that instant) on product rows locked in sku
 // order, backed by CHECK constraints; every transition that moves stock
 // (confirm, cancel, expire) locks the order row first and then the order's
-// product rows in sku order, so concurrent multi-item orders cannot deadlock.
+// product rows in sku order, so concurrent multi-item orders cannot
+// deadlock. The stock moves live in two SQL functions (orders_reserve,
+// orders_move_stock in schema.sql) because locking and updating must be
+// separate statements; each business step is still one round trip.
+//
+// See docs/orders.md for the design notes.
 package orders
 
 import (
@@ -75,13 +80,6 @@ var (
 	buyerRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$`)
 	merchantRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
 	currencyRE = regexp.MustCompile(`^[A-Z]{3}$`)
-)
-
-// Patterns as strings, for API schemas that must agree with the domain.
-const (
-	SKUPattern      = `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`
-	BuyerPattern    = `^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$`
-	MerchantPattern = `^[a-z0-9][a-z0-9_.-]{0,63}$`
 )
 
 // stockMove is what a transition does to the stock of each of the order's
@@ -160,9 +158,6 @@ func NewService(store *db.Store, opts Options) *Service {
 	}
 	return s
 }
-
-// PaymentTimeout is how long orders created by this service may stay unpaid.
-func (s *Service) PaymentTimeout() time.Duration { return s.paymentTimeout }
 
 // Item is one line of an order, priced when the order was created.
 type Item struct {

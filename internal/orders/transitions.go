@@ -184,6 +184,11 @@ func (s *Service) jobTransition(ctx context.Context, id int64, guess Status, wan
 // reservation becomes sold and it is CONFIRMED; otherwise (paid inline,
 // cancelled, expired) it does nothing. It reports whether it confirmed.
 // Idempotent, so River may run it any number of times.
+//
+// Confirm and Expire are job entry points: their statement is a
+// transaction of its own on the store's pool and commits asynchronously
+// (see jobTransition). On a store built on a caller's transaction (tests)
+// that would make the caller's commit asynchronous.
 func (s *Service) Confirm(ctx context.Context, id int64) (bool, error) {
 	return s.jobTransition(ctx, id, StatusCreated, func(st Status) Status {
 		if st == StatusCreated {
