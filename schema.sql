@@ -81,6 +81,33 @@ CREATE TABLE ledger_apply_signal (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- ledger_request_apply is an urgent writer's half of the apply protocol in
+-- one round trip: take a shared transaction-level advisory lock per account
+-- (in id order; the apply job's final transaction takes it exclusively, and
+-- the lock manager queues new shared requests behind a waiting exclusive
+-- one, so writers cannot starve the job), then create the apply signal of
+-- every account that has none. It returns the accounts whose signal it
+-- created: the caller enqueues ledger.apply for exactly those. In READ
+-- COMMITTED each statement of a volatile function takes a new snapshot, so
+-- the signal lookup sees every job that finished before the lock was
+-- granted.
+CREATE FUNCTION ledger_request_apply(ids bigint[]) RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+    created bigint[];
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(1919251317, (id % 2147483647)::integer)
+       FROM (SELECT DISTINCT unnest(ids) AS id ORDER BY 1) s;
+    WITH ins AS (
+        INSERT INTO ledger_apply_signal (account_id)
+        SELECT DISTINCT unnest(ids)
+        ON CONFLICT (account_id) DO NOTHING
+        RETURNING account_id
+    )
+    SELECT coalesce(array_agg(account_id ORDER BY account_id), '{}') INTO created FROM ins;
+    RETURN created;
+END
+$$;
+
 -- No code path can commit an unbalanced entry: at commit, every new entry
 -- must have at least two postings, all in the entry's currency, summing to 0.
 CREATE FUNCTION ledger_entry_check_balanced_row(e ledger_entry) RETURNS void LANGUAGE plpgsql AS $$
@@ -122,7 +149,17 @@ CREATE CONSTRAINT TRIGGER ledger_entry_balanced
 CREATE FUNCTION ledger_posting_check_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     e ledger_entry;
+    same_writer boolean;
 BEGIN
+    -- A posting written by the same (sub)transaction as its entry (the
+    -- normal case: one statement writes both) is already covered by
+    -- ledger_entry_balanced, which sees all of the entry's postings.
+    SELECT e2.xmin = p.xmin INTO same_writer
+      FROM ledger_entry e2, ledger_posting p
+     WHERE e2.id = NEW.entry_id AND p.id = NEW.id;
+    IF same_writer THEN
+        RETURN NULL;
+    END IF;
     SELECT * INTO e FROM ledger_entry WHERE id = NEW.entry_id;
     PERFORM ledger_entry_check_balanced_row(e);
     RETURN NULL;
@@ -149,10 +186,8 @@ CREATE TRIGGER ledger_posting_guard
 
 -- Postings are checked at commit too, which catches a posting slipped into
 -- an entry committed earlier (ledger_entry_balanced fires only for new
--- entries). For a new entry this repeats that check once per posting (each
--- reads the entry's postings through ledger_posting_entry_idx): for the
--- usual two-posting entry, two extra small lookups at commit, the price of
--- no code path being able to unbalance an entry.
+-- entries). For a posting written together with its entry it only
+-- compares the two rows' xmin (two primary-key lookups) and stops.
 CREATE CONSTRAINT TRIGGER ledger_posting_balanced
     AFTER INSERT ON ledger_posting
     DEFERRABLE INITIALLY DEFERRED

@@ -39,7 +39,7 @@ type ApplyWorker struct {
 func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ledger.ApplyArgs]) error {
 	batch := cmp.Or(w.BatchSize, ledger.ApplyBatchSize)
 	deadline := time.Now().Add(cmp.Or(w.Budget, 20*time.Second))
-	linger := cmp.Or(w.Linger, 20*time.Millisecond)
+	linger := cmp.Or(w.Linger, 250*time.Millisecond)
 	accountID := job.Args.AccountID
 	for time.Now().Before(deadline) {
 		var res ledger.ApplyResult

@@ -154,27 +154,13 @@ LEFT JOIN (
 WHERE a.balance_minor <> coalesce(s.applied, 0)
 ORDER BY a.code;
 
--- name: LockApplySignalsShared :exec
--- Urgent writers hold a shared transaction-level advisory lock per account
--- (ids sorted by the caller); the apply job's final transaction takes it
--- exclusively. The lock manager queues a new shared request behind a
--- waiting exclusive one, so a stream of writers cannot starve the job (a
--- row share lock would let them overtake a waiting DELETE forever).
-SELECT count(pg_advisory_xact_lock_shared(1919251317, (id % 2147483647)::integer))::bigint
-FROM (SELECT unnest(sqlc.arg(ids)::bigint[]) AS id ORDER BY 1) AS s;
-
--- name: ApplySignalsPresent :many
--- Run after LockApplySignalsShared, as its own statement, so it sees every
--- job that finished before the lock was granted.
-SELECT account_id FROM ledger_apply_signal WHERE account_id = ANY(sqlc.arg(ids)::bigint[]);
+-- name: RequestApply :one
+-- See ledger_request_apply in schema.sql: locks, creates missing signals,
+-- returns the accounts that need a job.
+SELECT ledger_request_apply(sqlc.arg(ids)::bigint[])::bigint[] AS created;
 
 -- name: LockApplySignalExclusive :exec
 SELECT pg_advisory_xact_lock(1919251317, (sqlc.arg(account_id)::bigint % 2147483647)::integer);
-
--- name: InsertApplySignal :one
-INSERT INTO ledger_apply_signal (account_id) VALUES ($1)
-ON CONFLICT (account_id) DO NOTHING
-RETURNING account_id;
 
 -- name: DeleteApplySignal :exec
 DELETE FROM ledger_apply_signal WHERE account_id = $1;

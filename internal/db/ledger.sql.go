@@ -182,32 +182,6 @@ func (q *Queries) AddToBalance(ctx context.Context, arg AddToBalanceParams) erro
 	return err
 }
 
-const applySignalsPresent = `-- name: ApplySignalsPresent :many
-SELECT account_id FROM ledger_apply_signal WHERE account_id = ANY($1::bigint[])
-`
-
-// Run after LockApplySignalsShared, as its own statement, so it sees every
-// job that finished before the lock was granted.
-func (q *Queries) ApplySignalsPresent(ctx context.Context, ids []int64) ([]int64, error) {
-	rows, err := q.db.Query(ctx, applySignalsPresent, ids)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []int64{}
-	for rows.Next() {
-		var account_id int64
-		if err := rows.Scan(&account_id); err != nil {
-			return nil, err
-		}
-		items = append(items, account_id)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const claimAndMarkPostings = `-- name: ClaimAndMarkPostings :one
 WITH claimed AS (
     SELECT lp.id FROM ledger_posting lp
@@ -471,19 +445,6 @@ func (q *Queries) InsertAccount(ctx context.Context, arg InsertAccountParams) (L
 	return i, err
 }
 
-const insertApplySignal = `-- name: InsertApplySignal :one
-INSERT INTO ledger_apply_signal (account_id) VALUES ($1)
-ON CONFLICT (account_id) DO NOTHING
-RETURNING account_id
-`
-
-func (q *Queries) InsertApplySignal(ctx context.Context, accountID int64) (int64, error) {
-	row := q.db.QueryRow(ctx, insertApplySignal, accountID)
-	var account_id int64
-	err := row.Scan(&account_id)
-	return account_id, err
-}
-
 const insertEntryWithPostings = `-- name: InsertEntryWithPostings :one
 WITH e AS (
     INSERT INTO ledger_entry (idempotency_key, description, currency, urgent, payload_hash, pending_postings)
@@ -589,21 +550,6 @@ func (q *Queries) LockApplySignalExclusive(ctx context.Context, accountID int64)
 	return err
 }
 
-const lockApplySignalsShared = `-- name: LockApplySignalsShared :exec
-SELECT count(pg_advisory_xact_lock_shared(1919251317, (id % 2147483647)::integer))::bigint
-FROM (SELECT unnest($1::bigint[]) AS id ORDER BY 1) AS s
-`
-
-// Urgent writers hold a shared transaction-level advisory lock per account
-// (ids sorted by the caller); the apply job's final transaction takes it
-// exclusively. The lock manager queues a new shared request behind a
-// waiting exclusive one, so a stream of writers cannot starve the job (a
-// row share lock would let them overtake a waiting DELETE forever).
-func (q *Queries) LockApplySignalsShared(ctx context.Context, ids []int64) error {
-	_, err := q.db.Exec(ctx, lockApplySignalsShared, ids)
-	return err
-}
-
 const lockEntries = `-- name: LockEntries :exec
 SELECT id FROM ledger_entry WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
 `
@@ -613,6 +559,19 @@ SELECT id FROM ledger_entry WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
 func (q *Queries) LockEntries(ctx context.Context, ids []int64) error {
 	_, err := q.db.Exec(ctx, lockEntries, ids)
 	return err
+}
+
+const requestApply = `-- name: RequestApply :one
+SELECT ledger_request_apply($1::bigint[])::bigint[] AS created
+`
+
+// See ledger_request_apply in schema.sql: locks, creates missing signals,
+// returns the accounts that need a job.
+func (q *Queries) RequestApply(ctx context.Context, ids []int64) ([]int64, error) {
+	row := q.db.QueryRow(ctx, requestApply, ids)
+	var created []int64
+	err := row.Scan(&created)
+	return created, err
 }
 
 const trialBalanceByCurrency = `-- name: TrialBalanceByCurrency :many

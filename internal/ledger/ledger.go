@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -438,34 +437,22 @@ func (s *Service) GetEntry(ctx context.Context, id int64) (*Entry, error) {
 }
 
 // requestApplyTx makes sure a ledger.apply job will see this transaction's
-// postings on each account. It takes a shared advisory lock per account
-// (held to commit), then, where the account has no apply signal row,
-// creates it and enqueues the job. A job that exists cannot finish before
-// this transaction commits: its final transaction takes the same lock
-// exclusively. Unlike River's unique insert for every writer, which upserts
-// the job row and so serialises every writer of a hot account until
-// commit, shared locks do not block one another.
+// postings on each account: in one statement (ledger_request_apply) it takes
+// a shared advisory lock per account, held to commit, and creates the apply
+// signal of accounts that have none; it enqueues the job for exactly those.
+// A job that already exists cannot finish before this transaction commits:
+// its final transaction takes the same lock exclusively. Unlike River's
+// unique insert for every writer, which upserts the job row and so
+// serialises every writer of a hot account until commit, shared locks do not
+// block one another.
 func requestApplyTx(ctx context.Context, tx *db.Tx, accountIDs []int64) error {
-	slices.Sort(accountIDs) // one lock order for every writer
-	if err := tx.LockApplySignalsShared(ctx, accountIDs); err != nil {
-		return fmt.Errorf("lock apply signals: %w", err)
-	}
-	present, err := tx.ApplySignalsPresent(ctx, accountIDs)
+	created, err := tx.RequestApply(ctx, accountIDs)
 	if err != nil {
-		return fmt.Errorf("read apply signals: %w", err)
+		return fmt.Errorf("request apply: %w", err)
 	}
-	var params []river.InsertManyParams
-	for _, id := range accountIDs {
-		if slices.Contains(present, id) {
-			continue
-		}
-		// ON CONFLICT DO NOTHING: a concurrent writer that created the row
-		// also enqueued the job, which cannot finish before we commit.
-		if _, err := tx.InsertApplySignal(ctx, id); err == nil {
-			params = append(params, river.InsertManyParams{Args: ApplyArgs{AccountID: id}})
-		} else if !db.IsNotFound(err) {
-			return fmt.Errorf("insert apply signal: %w", err)
-		}
+	params := make([]river.InsertManyParams, len(created))
+	for i, id := range created {
+		params[i] = river.InsertManyParams{Args: ApplyArgs{AccountID: id}}
 	}
 	_, err = tx.InsertMany(ctx, params)
 	return err
