@@ -70,12 +70,11 @@ CREATE INDEX ledger_posting_pending_idx ON ledger_posting (account_id, id) WHERE
 CREATE INDEX ledger_posting_account_idx ON ledger_posting (account_id, id);
 CREATE INDEX ledger_posting_entry_idx ON ledger_posting (entry_id);
 
--- One row per account whose urgent postings await a ledger.apply job. An
--- urgent writer share-locks the row (or creates it and enqueues the job);
--- the job deletes it in its final transaction, which waits for every writer
--- holding the share lock, so no urgent posting can slip past the job's last
--- look. Share locks do not block each other: writers to a hot account do
--- not queue behind one another, unlike an upsert on the unique job row.
+-- One row per account whose urgent postings await a ledger.apply job: a
+-- writer that finds none creates it and enqueues the job; the job deletes
+-- it in its final transaction, after taking the account's apply lock
+-- exclusively (see ledger_request_apply), so no urgent posting can slip past
+-- the job's last look.
 CREATE TABLE ledger_apply_signal (
     account_id  bigint PRIMARY KEY REFERENCES ledger_account (id),
     created_at  timestamptz NOT NULL DEFAULT now()

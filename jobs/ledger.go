@@ -31,7 +31,10 @@ type ApplyWorker struct {
 	// to a fresh job rather than holding a worker forever. Default 20s.
 	Budget time.Duration
 	// Linger is the pause between batches while postings keep arriving.
-	// Default 20ms.
+	// Default 250ms: measured on the 2-core machine, 20 ms gave 0.26-0.29 ×
+	// pgbench -N through the API (busy accounts' jobs spent the database on
+	// small batches), 100 ms 0.34, 250 ms 0.37; a posting waits at most
+	// about that long to be applied under load.
 	Linger time.Duration
 }
 

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -121,50 +119,6 @@ count, run on the same database server right after.`, stderr)
 	return nil
 }
 
-type apiClient struct {
-	base, token string
-	http        *http.Client
-}
-
-func (c *apiClient) do(ctx context.Context, method, path string, body, out any) (int, error) {
-	var r io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, err
-		}
-		r = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if out != nil && resp.StatusCode < 300 {
-		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-			return resp.StatusCode, err
-		}
-	} else {
-		_, _ = io.Copy(io.Discard, resp.Body)
-	}
-	return resp.StatusCode, nil
-}
-
-func newAPIClient(s *bench.Server, clients int) *apiClient {
-	return &apiClient{base: s.BaseURL, token: s.Token, http: &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{MaxIdleConns: clients * 2, MaxIdleConnsPerHost: clients * 2},
-	}}
-}
-
 type accountView struct {
 	BalanceMinor    int64 `json:"balance_minor"`
 	PendingPostings int64 `json:"pending_postings"`
@@ -177,7 +131,7 @@ func benchLedgerAPI(ctx context.Context, dsn string, o ledgerBenchOpts, stdout, 
 		return 0, err
 	}
 	defer srv.Stop() //nolint:errcheck
-	c := newAPIClient(srv, o.clients)
+	c := bench.NewClient(srv, o.clients)
 	run := time.Now().Format("150405.000")
 	hot := "bench:hot:" + run
 	accounts := []string{hot}
@@ -189,7 +143,7 @@ func benchLedgerAPI(ctx context.Context, dsn string, o ledgerBenchOpts, stdout, 
 		if i == 0 {
 			typ = "LIABILITY"
 		}
-		st, err := c.do(ctx, http.MethodPost, "/v1/accounts", map[string]string{"code": code, "name": code, "type": typ, "currency": "CNY"}, nil)
+		st, err := c.Do(ctx, http.MethodPost, "/v1/accounts", map[string]string{"code": code, "name": code, "type": typ, "currency": "CNY"}, nil, nil)
 		if err != nil || st != http.StatusCreated {
 			return 0, fmt.Errorf("create account %s: status %d: %v", code, st, err)
 		}
@@ -214,7 +168,7 @@ func benchLedgerAPI(ctx context.Context, dsn string, o ledgerBenchOpts, stdout, 
 					"postings":        []map[string]any{{"account": src, "amount_minor": amt}, {"account": hot, "amount_minor": -amt}},
 				}
 				t0 := time.Now()
-				st, err := c.do(ctx, http.MethodPost, "/v1/journal-entries", body, nil)
+				st, err := c.Do(ctx, http.MethodPost, "/v1/journal-entries", body, nil, nil)
 				lat.Add(time.Since(t0))
 				if err != nil || st != http.StatusCreated {
 					failed.Add(1)
@@ -231,7 +185,7 @@ func benchLedgerAPI(ctx context.Context, dsn string, o ledgerBenchOpts, stdout, 
 	drainStart := time.Now()
 	var hv accountView
 	for {
-		if _, err := c.do(ctx, http.MethodGet, "/v1/accounts/"+hot, nil, &hv); err != nil {
+		if _, err := c.Do(ctx, http.MethodGet, "/v1/accounts/"+hot, nil, &hv, nil); err != nil {
 			return 0, err
 		}
 		if hv.PendingPostings == 0 || !o.urgent || time.Since(drainStart) > 5*time.Minute {

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -115,61 +113,6 @@ and buyer ids, so it can be re-run.`, stderr)
 	return nil
 }
 
-// ordersClient talks to the in-process server.
-type ordersClient struct {
-	base, token string
-	http        *http.Client
-}
-
-func newOrdersClient(s *bench.Server, clients int) *ordersClient {
-	return &ordersClient{base: s.BaseURL, token: s.Token, http: &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{MaxIdleConns: clients * 2, MaxIdleConnsPerHost: clients * 2},
-	}}
-}
-
-// benchProblem is the part of a problem+json body the bench reads.
-type benchProblem struct {
-	Code string `json:"code"`
-}
-
-// do sends a request; out receives a 2xx body, prob a problem body.
-func (c *ordersClient) do(ctx context.Context, method, path string, body, out any, prob *benchProblem) (int, error) {
-	var r io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, err
-		}
-		r = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var dst any
-	switch {
-	case resp.StatusCode < 300 && out != nil:
-		dst = out
-	case resp.StatusCode >= 400 && prob != nil:
-		dst = prob
-	}
-	if dst == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return resp.StatusCode, nil
-	}
-	return resp.StatusCode, json.NewDecoder(resp.Body).Decode(dst)
-}
-
 // benchOrder is the part of an order the bench reads.
 type benchOrder struct {
 	ID          int64      `json:"id"`
@@ -192,7 +135,7 @@ type benchProduct struct {
 
 // listBuyerOrders pages through every order of a buyer (optionally in one
 // status) with the public list endpoint.
-func (c *ordersClient) listBuyerOrders(ctx context.Context, buyer, status string, max int) ([]benchOrder, error) {
+func listBuyerOrders(ctx context.Context, c *bench.Client, buyer, status string, max int) ([]benchOrder, error) {
 	var out []benchOrder
 	cursor := ""
 	for {
@@ -207,7 +150,7 @@ func (c *ordersClient) listBuyerOrders(ctx context.Context, buyer, status string
 			Orders     []benchOrder `json:"orders"`
 			NextCursor string       `json:"next_cursor"`
 		}
-		st, err := c.do(ctx, http.MethodGet, "/v1/orders?"+q.Encode(), nil, &page, nil)
+		st, err := c.Do(ctx, http.MethodGet, "/v1/orders?"+q.Encode(), nil, &page, nil)
 		if err != nil || st != http.StatusOK {
 			return nil, fmt.Errorf("list orders of %s: status %d: %v", buyer, st, err)
 		}
@@ -220,13 +163,13 @@ func (c *ordersClient) listBuyerOrders(ctx context.Context, buyer, status string
 }
 
 // waitNoneIn polls until no order of the buyers is in one of statuses.
-func (c *ordersClient) waitNoneIn(ctx context.Context, buyers []string, statuses []string, timeout time.Duration) error {
+func waitNoneIn(ctx context.Context, c *bench.Client, buyers []string, statuses []string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		left := 0
 		for _, b := range buyers {
 			for _, s := range statuses {
-				os, err := c.listBuyerOrders(ctx, b, s, 1)
+				os, err := listBuyerOrders(ctx, c, b, s, 1)
 				if err != nil {
 					return err
 				}
@@ -254,7 +197,7 @@ type phaseResult struct {
 
 // runCataloguePhase has every client place orders for d; with rate > 0 the
 // clients together are paced to rate orders/s.
-func runCataloguePhase(ctx context.Context, c *ordersClient, name, run string, skus []string, o ordersBenchOpts, rate float64) *phaseResult {
+func runCataloguePhase(ctx context.Context, c *bench.Client, name, run string, skus []string, o ordersBenchOpts, rate float64) *phaseResult {
 	res := &phaseResult{name: name}
 	for i := range o.clients {
 		res.buyers = append(res.buyers, fmt.Sprintf("bench-%s-%s-%d", run, name, i))
@@ -287,8 +230,8 @@ func runCataloguePhase(ctx context.Context, c *ordersClient, name, run string, s
 				}
 				body := map[string]any{"buyer_id": res.buyers[i], "merchant_id": "bench-shop", "identifier": fmt.Sprintf("o-%d", n), "items": items}
 				t0 := time.Now()
-				var prob benchProblem
-				st, err := c.do(ctx, http.MethodPost, "/v1/orders", body, nil, &prob)
+				var prob bench.Problem
+				st, err := c.Do(ctx, http.MethodPost, "/v1/orders", body, nil, &prob)
 				res.request.Add(time.Since(t0))
 				if err != nil || st != http.StatusCreated {
 					failed.Add(1)
@@ -315,12 +258,12 @@ func benchOrdersCatalogue(ctx context.Context, dsn string, o ordersBenchOpts, st
 		return 0, err
 	}
 	defer srv.Stop() //nolint:errcheck
-	c := newOrdersClient(srv, o.clients)
+	c := bench.NewClient(srv, o.clients)
 	run := time.Now().Format("150405.000")
 	skus := make([]string, o.skus)
 	for i := range skus {
 		skus[i] = fmt.Sprintf("BENCH-%s-%d", run, i)
-		st, err := c.do(ctx, http.MethodPut, "/v1/products/"+skus[i], map[string]any{"name": skus[i], "price_minor": 100 + i, "currency": "CNY", "stock": 1_000_000_000}, nil, nil)
+		st, err := c.Do(ctx, http.MethodPut, "/v1/products/"+skus[i], map[string]any{"name": skus[i], "price_minor": 100 + i, "currency": "CNY", "stock": 1_000_000_000}, nil, nil)
 		if err != nil || st != http.StatusCreated {
 			return 0, fmt.Errorf("create product %s: status %d: %v", skus[i], st, err)
 		}
@@ -343,7 +286,7 @@ func benchOrdersCatalogue(ctx context.Context, dsn string, o ordersBenchOpts, st
 		buyers = append(buyers, p.buyers...)
 	}
 	// Every order is confirmed by its job (or expired first), then expires.
-	if err := c.waitNoneIn(ctx, buyers, []string{"CREATED", "CONFIRMED"}, o.paymentTimeout+2*time.Minute); err != nil {
+	if err := waitNoneIn(ctx, c, buyers, []string{"CREATED", "CONFIRMED"}, o.paymentTimeout+2*time.Minute); err != nil {
 		return 0, err
 	}
 	var lateness bench.Latencies
@@ -352,7 +295,7 @@ func benchOrdersCatalogue(ctx context.Context, dsn string, o ordersBenchOpts, st
 	for _, p := range phases {
 		var confirm bench.Latencies
 		for _, b := range p.buyers {
-			os, err := c.listBuyerOrders(ctx, b, "", 0)
+			os, err := listBuyerOrders(ctx, c, b, "", 0)
 			if err != nil {
 				return 0, err
 			}
@@ -389,7 +332,7 @@ func benchOrdersCatalogue(ctx context.Context, dsn string, o ordersBenchOpts, st
 	var bad int
 	for _, s := range skus {
 		var p benchProduct
-		if st, err := c.do(ctx, http.MethodGet, "/v1/products/"+s, nil, &p, nil); err != nil || st != http.StatusOK {
+		if st, err := c.Do(ctx, http.MethodGet, "/v1/products/"+s, nil, &p, nil); err != nil || st != http.StatusOK {
 			return 0, fmt.Errorf("get product %s: status %d: %v", s, st, err)
 		}
 		if p.StockOnHand != 1_000_000_000 || p.StockReserved != 0 || p.Sold != 0 {
@@ -415,10 +358,10 @@ func benchOrdersFlash(ctx context.Context, dsn string, o ordersBenchOpts, stdout
 		return err
 	}
 	defer srv.Stop() //nolint:errcheck
-	c := newOrdersClient(srv, o.clients)
+	c := bench.NewClient(srv, o.clients)
 	run := time.Now().Format("150405.000")
 	sku := "FLASH-" + run
-	if st, err := c.do(ctx, http.MethodPut, "/v1/products/"+sku, map[string]any{"name": "flash sale", "price_minor": 9900, "currency": "CNY", "stock": o.flashStock}, nil, nil); err != nil || st != http.StatusCreated {
+	if st, err := c.Do(ctx, http.MethodPut, "/v1/products/"+sku, map[string]any{"name": "flash sale", "price_minor": 9900, "currency": "CNY", "stock": o.flashStock}, nil, nil); err != nil || st != http.StatusCreated {
 		return fmt.Errorf("create product %s: status %d: %v", sku, st, err)
 	}
 
@@ -438,9 +381,9 @@ func benchOrdersFlash(ctx context.Context, dsn string, o ordersBenchOpts, stdout
 				buyer := fmt.Sprintf("flash-%s-%d-%d", run, i, n)
 				body := map[string]any{"buyer_id": buyer, "merchant_id": "bench-shop", "identifier": "sale", "items": []map[string]any{{"sku": sku, "quantity": 1}}}
 				var od benchOrder
-				var prob benchProblem
+				var prob bench.Problem
 				t0 := time.Now()
-				st, err := c.do(ctx, http.MethodPost, "/v1/orders", body, &od, &prob)
+				st, err := c.Do(ctx, http.MethodPost, "/v1/orders", body, &od, &prob)
 				lat.Add(time.Since(t0))
 				switch {
 				case err == nil && st == http.StatusCreated:
@@ -464,7 +407,7 @@ func benchOrdersFlash(ctx context.Context, dsn string, o ordersBenchOpts, stdout
 	var p benchProduct
 	deadlineConfirm := time.Now().Add(time.Minute)
 	for {
-		if st, err := c.do(ctx, http.MethodGet, "/v1/products/"+sku, nil, &p, nil); err != nil || st != http.StatusOK {
+		if st, err := c.Do(ctx, http.MethodGet, "/v1/products/"+sku, nil, &p, nil); err != nil || st != http.StatusOK {
 			return fmt.Errorf("get product %s: status %d: %v", sku, st, err)
 		}
 		if p.StockReserved == 0 || time.Now().After(deadlineConfirm) {
