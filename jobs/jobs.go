@@ -88,7 +88,7 @@ func NewRegistration(deps *Deps) (*Registration, error) {
 func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *Deps) error {
 	// Ledger: per-account batched application, and the sweep that picks up
 	// non-urgent entries.
-	river.AddWorker(workers, &ApplyWorker{Store: deps.Store})
+	river.AddWorker(workers, &ApplyWorker{Store: deps.Store, Budget: min(20*time.Second, deps.Config.JobTimeout/3)})
 	river.AddWorker(workers, &SweepWorker{Store: deps.Store})
 	*periodic = append(*periodic, river.NewPeriodicJob(
 		river.PeriodicInterval(time.Minute),
@@ -120,8 +120,11 @@ func NewClient(pool *pgxpool.Pool, cfg *config.Config, logger *slog.Logger, reg 
 		Logger:               logger,
 		FetchCooldown:        FetchCooldown,
 		FetchPollInterval:    FetchPollInterval,
-		JobTimeout:           5 * time.Minute,
-		RescueStuckJobsAfter: 15 * time.Minute,
+		// Every job is short (long work is split into chunks), so a short
+		// timeout lets River rescue the jobs a killed process left
+		// `running` within about 2×JobTimeout (+ the rescuer's 30 s period).
+		JobTimeout:           cfg.JobTimeout,
+		RescueStuckJobsAfter: 2 * cfg.JobTimeout,
 	}
 	if reg != nil {
 		rc.Queues = Queues(cfg.Workers)

@@ -49,6 +49,10 @@ type Config struct {
 	LogLevel slog.Level
 	// Migrate makes `serve` apply migrations before starting.
 	Migrate bool
+	// JobTimeout bounds one job attempt; River rescues a job still
+	// `running` after twice this (a process killed mid-job), so it is also
+	// how fast work resumes after a crash.
+	JobTimeout time.Duration
 	// ShutdownTimeout bounds graceful shutdown (HTTP drain + River soft stop)
 	// before running jobs are cancelled.
 	ShutdownTimeout time.Duration
@@ -164,6 +168,14 @@ var settings = []setting{
 			return errors.New("must be 1, true, 0 or false")
 		}
 		c.Migrate = b
+		return nil
+	}},
+	{"RIVERBANK_JOB_TIMEOUT", "job-timeout", "1m", "longest a job attempt may run; jobs left running by a killed process are rescued after twice this", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second || d > time.Hour {
+			return errors.New("must be a duration between 1s and 1h")
+		}
+		c.JobTimeout = d
 		return nil
 	}},
 	{"RIVERBANK_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "graceful shutdown budget before running jobs are cancelled", func(c *Config, v string) error {

@@ -82,6 +82,7 @@ func TestLoadFromEnv(t *testing.T) {
 		"RIVERBANK_LOG_LEVEL":                   "debug",
 		"RIVERBANK_MIGRATE":                     "true",
 		"RIVERBANK_SHUTDOWN_TIMEOUT":            "5s",
+		"RIVERBANK_JOB_TIMEOUT":                 "45s",
 	})
 	c, err := b.load(t, config.All)
 	require.NoError(t, err)
@@ -93,6 +94,7 @@ func TestLoadFromEnv(t *testing.T) {
 	require.Equal(t, 90*time.Second, c.OrderPaymentTimeout)
 	require.Equal(t, 28, c.LateFeeDay)
 	require.Equal(t, 3, c.CreditRestoreMaxAttempts)
+	require.Equal(t, 45*time.Second, c.JobTimeout)
 	require.Equal(t, 7, c.Workers)
 	require.Equal(t, "30 1 * * 1-5", c.COBSchedule)
 	// Saturday 2025-03-01 → next weekday run is Monday 01:30.
@@ -249,6 +251,7 @@ func TestLoadInvalid(t *testing.T) {
 		{"RIVERBANK_LOG_LEVEL", []string{"loud", "verbose"}, "debug, info, warn or error"},
 		{"RIVERBANK_MIGRATE", []string{"yes", "on", "2"}, "1, true, 0 or false"},
 		{"RIVERBANK_SHUTDOWN_TIMEOUT", []string{"soon", "-1s", "2h", "30"}, "between 0s and 1h"},
+		{"RIVERBANK_JOB_TIMEOUT", []string{"soon", "0s", "500ms", "2h", "30"}, "between 1s and 1h"},
 	}
 	for _, tt := range tests {
 		for _, v := range tt.values {
@@ -333,6 +336,7 @@ func TestUsageNamesEnvironmentVariables(t *testing.T) {
 		"DATABASE_URL", "RIVERBANK_ADDR", "RIVERBANK_API_TOKENS", "RIVERBANK_AUTH", "RIVERBANK_BUSINESS_TZ",
 		"RIVERBANK_ORDER_PAYMENT_TIMEOUT", "RIVERBANK_LATE_FEE_DAY", "RIVERBANK_CREDIT_RESTORE_MAX_ATTEMPTS",
 		"RIVERBANK_WORKERS", "RIVERBANK_COB_SCHEDULE", "RIVERBANK_LOG_LEVEL", "RIVERBANK_MIGRATE", "RIVERBANK_SHUTDOWN_TIMEOUT",
+		"RIVERBANK_JOB_TIMEOUT",
 	} {
 		require.Contains(t, out.String(), "(env "+env+",", "--help shows %s", env)
 	}
