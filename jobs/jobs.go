@@ -117,9 +117,9 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 // insert-only client (no workers, cannot be started), as tools and tests use.
 func NewClient(pool *pgxpool.Pool, cfg *config.Config, logger *slog.Logger, reg *Registration) (*river.Client[pgx.Tx], error) {
 	rc := &river.Config{
-		Logger:               logger,
-		FetchCooldown:        FetchCooldown,
-		FetchPollInterval:    FetchPollInterval,
+		Logger:            logger,
+		FetchCooldown:     FetchCooldown,
+		FetchPollInterval: FetchPollInterval,
 		// Every job is short (long work is split into chunks), so a short
 		// timeout lets River rescue the jobs a killed process left
 		// `running` within about 2×JobTimeout (+ the rescuer's 30 s period).
