@@ -835,6 +835,18 @@ func TestServeHTTP(t *testing.T) {
 		requireProblem(t, resp, body, http.StatusUnauthorized, "unauthorized")
 	})
 
+	t.Run("WrongMethodIs405", func(t *testing.T) {
+		t.Parallel()
+		resp, body := b.do(t, http.MethodDelete, "/v1/system/info", nil, withBearer(testToken))
+		p := requireProblem(t, resp, body, http.StatusMethodNotAllowed, "method_not_allowed")
+		require.Equal(t, "GET", resp.Header.Get("Allow"))
+		require.Contains(t, p.Detail, "DELETE")
+
+		resp, body = b.do(t, http.MethodPut, "/v1/accounts", nil, withBearer(testToken))
+		requireProblem(t, resp, body, http.StatusMethodNotAllowed, "method_not_allowed")
+		require.Equal(t, "GET, POST", resp.Header.Get("Allow"))
+	})
+
 	t.Run("BodyOverOneMiB", func(t *testing.T) {
 		t.Parallel()
 		big := bytes.Repeat([]byte("x"), 1<<20+1)
