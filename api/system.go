@@ -25,7 +25,7 @@ type SchemaInfo struct {
 type QueueInfo struct {
 	Name        string           `json:"name"`
 	Paused      bool             `json:"paused"`
-	JobsByState map[string]int64 `json:"jobs_by_state" doc:"Job counts by River state (available, scheduled, running, retryable, completed, cancelled, discarded, pending)."`
+	JobsByState map[string]int64 `json:"jobs_by_state" doc:"Job counts by River state: available, pending, retryable, running, scheduled and discarded (the dead letters). Completed and cancelled jobs are not counted (River retains them for a day; counting them would scan the job table)."`
 }
 
 // SystemInfo is the body of GET /v1/system/info.
@@ -34,7 +34,7 @@ type SystemInfo struct {
 	GoVersion   string           `json:"go_version"`
 	SchemaInfo  SchemaInfo       `json:"schema"`
 	Queues      []QueueInfo      `json:"queues"`
-	JobsByState map[string]int64 `json:"jobs_by_state" doc:"Job counts by state over all queues."`
+	JobsByState map[string]int64 `json:"jobs_by_state" doc:"Job counts by state over all queues (completed and cancelled not counted)."`
 }
 
 type systemInfoOutput struct {

@@ -128,7 +128,7 @@ type dbCollector struct {
 }
 
 var (
-	jobsDesc      = prometheus.NewDesc("riverbank_jobs", "River jobs in the database by kind and state.", []string{"kind", "state"}, nil)
+	jobsDesc      = prometheus.NewDesc("riverbank_jobs", "River jobs in the database by kind and state (live states and discarded; completed and cancelled are not counted).", []string{"kind", "state"}, nil)
 	depthDesc     = prometheus.NewDesc("riverbank_queue_depth", "River jobs available to work now (state available, scheduled_at <= now) by queue.", []string{"queue"}, nil)
 	scrapeErrDesc = prometheus.NewDesc("riverbank_metrics_db_scrape_errors", "1 when the database gauges could not be read on this scrape.", nil, nil)
 )
