@@ -135,11 +135,10 @@ LIMIT sqlc.arg(lim);
 -- sku order after the order row, each counter moved by its coefficient ×
 -- the line's quantity, failing unless every line moved).
 --
--- async_commit is for job transitions run as a statement of their own
--- (autocommit): the statement then commits without waiting for its WAL
--- flush. River records the job completed in a later, synchronous commit
--- whose flush covers this one, so a crash loses the effect only together
--- with the completion, and the job runs again.
+-- Every commit of it is synchronous: an asynchronous commit of a job's
+-- transition could be lost in a database crash while River's completion
+-- (retried after the restart) survives, leaving e.g. an expired order
+-- CONFIRMED for good with its expire job completed.
 WITH o AS (
     UPDATE orders SET
         status          = sqlc.arg(to_status)::order_status,
@@ -164,8 +163,7 @@ SELECT o.id, o.buyer_id, o.merchant_id, o.identifier, o.request_hash, o.status, 
        o.cancelled_at, o.cancel_reason, o.payment_id, o.ledger_entry_id, o.tracking_no,
        (CASE WHEN sqlc.arg(move_stock)::boolean
              THEN orders_move_stock(o.id, sqlc.arg(d_on_hand)::bigint, sqlc.arg(d_reserved)::bigint, sqlc.arg(d_sold)::bigint)
-             ELSE 0 END)::integer AS lines_moved,
-       (CASE WHEN sqlc.arg(async_commit)::boolean THEN set_config('synchronous_commit', 'off', true) ELSE 'unchanged' END)::text AS commit_mode
+             ELSE 0 END)::integer AS lines_moved
 FROM o;
 
 -- name: OrderStatus :one

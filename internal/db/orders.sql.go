@@ -37,30 +37,29 @@ func (q *Queries) AccountCurrency(ctx context.Context, code string) (string, err
 const applyTransition = `-- name: ApplyTransition :one
 WITH o AS (
     UPDATE orders SET
-        status          = $6::order_status,
+        status          = $5::order_status,
         updated_at      = now(),
-        confirmed_at    = CASE WHEN $6::order_status = 'CONFIRMED' THEN now() ELSE confirmed_at END,
-        paid_at         = CASE WHEN $6::order_status = 'PAID' THEN now() ELSE paid_at END,
-        payment_id      = CASE WHEN $6::order_status = 'PAID' THEN $7::text ELSE payment_id END,
-        ledger_entry_id = CASE WHEN $6::order_status = 'PAID' THEN $8::bigint ELSE ledger_entry_id END,
-        shipped_at      = CASE WHEN $6::order_status = 'SHIPPED' THEN now() ELSE shipped_at END,
-        tracking_no     = CASE WHEN $6::order_status = 'SHIPPED' THEN $9::text ELSE tracking_no END,
-        completed_at    = CASE WHEN $6::order_status = 'COMPLETED' THEN now() ELSE completed_at END,
-        cancelled_at    = CASE WHEN $6::order_status = 'CANCELLED' THEN now() ELSE cancelled_at END,
-        cancel_reason   = CASE WHEN $6::order_status = 'CANCELLED' THEN $10::text ELSE cancel_reason END
-    WHERE orders.id = $11::bigint AND orders.status = $12::order_status
+        confirmed_at    = CASE WHEN $5::order_status = 'CONFIRMED' THEN now() ELSE confirmed_at END,
+        paid_at         = CASE WHEN $5::order_status = 'PAID' THEN now() ELSE paid_at END,
+        payment_id      = CASE WHEN $5::order_status = 'PAID' THEN $6::text ELSE payment_id END,
+        ledger_entry_id = CASE WHEN $5::order_status = 'PAID' THEN $7::bigint ELSE ledger_entry_id END,
+        shipped_at      = CASE WHEN $5::order_status = 'SHIPPED' THEN now() ELSE shipped_at END,
+        tracking_no     = CASE WHEN $5::order_status = 'SHIPPED' THEN $8::text ELSE tracking_no END,
+        completed_at    = CASE WHEN $5::order_status = 'COMPLETED' THEN now() ELSE completed_at END,
+        cancelled_at    = CASE WHEN $5::order_status = 'CANCELLED' THEN now() ELSE cancelled_at END,
+        cancel_reason   = CASE WHEN $5::order_status = 'CANCELLED' THEN $9::text ELSE cancel_reason END
+    WHERE orders.id = $10::bigint AND orders.status = $11::order_status
     RETURNING id, buyer_id, merchant_id, identifier, request_hash, status, total_minor, currency, created_at, expires_at, updated_at, confirmed_at, paid_at, shipped_at, completed_at, cancelled_at, cancel_reason, payment_id, ledger_entry_id, tracking_no
 ), ev AS (
     INSERT INTO order_event (order_id, from_status, to_status, actor, detail)
-    SELECT o.id, $12::order_status, o.status, $13::text, $14::text FROM o
+    SELECT o.id, $11::order_status, o.status, $12::text, $13::text FROM o
 )
 SELECT o.id, o.buyer_id, o.merchant_id, o.identifier, o.request_hash, o.status, o.total_minor, o.currency,
        o.created_at, o.expires_at, o.updated_at, o.confirmed_at, o.paid_at, o.shipped_at, o.completed_at,
        o.cancelled_at, o.cancel_reason, o.payment_id, o.ledger_entry_id, o.tracking_no,
        (CASE WHEN $1::boolean
              THEN orders_move_stock(o.id, $2::bigint, $3::bigint, $4::bigint)
-             ELSE 0 END)::integer AS lines_moved,
-       (CASE WHEN $5::boolean THEN set_config('synchronous_commit', 'off', true) ELSE 'unchanged' END)::text AS commit_mode
+             ELSE 0 END)::integer AS lines_moved
 FROM o
 `
 
@@ -69,7 +68,6 @@ type ApplyTransitionParams struct {
 	DOnHand       int64
 	DReserved     int64
 	DSold         int64
-	AsyncCommit   bool
 	ToStatus      OrderStatus
 	PaymentID     *string
 	LedgerEntryID *int64
@@ -103,7 +101,6 @@ type ApplyTransitionRow struct {
 	LedgerEntryID *int64
 	TrackingNo    *string
 	LinesMoved    int32
-	CommitMode    string
 }
 
 // Moves an order from one status to the next in one statement: the status
@@ -114,18 +111,16 @@ type ApplyTransitionRow struct {
 // sku order after the order row, each counter moved by its coefficient ×
 // the line's quantity, failing unless every line moved).
 //
-// async_commit is for job transitions run as a statement of their own
-// (autocommit): the statement then commits without waiting for its WAL
-// flush. River records the job completed in a later, synchronous commit
-// whose flush covers this one, so a crash loses the effect only together
-// with the completion, and the job runs again.
+// Every commit of it is synchronous: an asynchronous commit of a job's
+// transition could be lost in a database crash while River's completion
+// (retried after the restart) survives, leaving e.g. an expired order
+// CONFIRMED for good with its expire job completed.
 func (q *Queries) ApplyTransition(ctx context.Context, arg ApplyTransitionParams) (ApplyTransitionRow, error) {
 	row := q.db.QueryRow(ctx, applyTransition,
 		arg.MoveStock,
 		arg.DOnHand,
 		arg.DReserved,
 		arg.DSold,
-		arg.AsyncCommit,
 		arg.ToStatus,
 		arg.PaymentID,
 		arg.LedgerEntryID,
@@ -159,7 +154,6 @@ func (q *Queries) ApplyTransition(ctx context.Context, arg ApplyTransitionParams
 		&i.LedgerEntryID,
 		&i.TrackingNo,
 		&i.LinesMoved,
-		&i.CommitMode,
 	)
 	return i, err
 }

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -49,6 +50,12 @@ const (
 	// MaxAmountMinor bounds one posting (10^15 minor units).
 	MaxAmountMinor = 1_000_000_000_000_000
 )
+
+// SystemKeyPrefix starts the idempotency key of every entry an internal
+// writer posts (order payments, later disbursements and accruals). The API
+// refuses it, so a client can neither block nor forge an internal entry by
+// taking its key first.
+const SystemKeyPrefix = "sys:"
 
 // MerchantPayable is the code of a merchant's payable account, created on
 // first use by internal writers.
@@ -214,7 +221,9 @@ func (in *EntryInput) Validate() error {
 	if in.IdempotencyKey == "" || utf8.RuneCountInString(in.IdempotencyKey) > MaxKeyLen {
 		return invalid("idempotency_key is required (1..%d characters)", MaxKeyLen)
 	}
-	if !riverbank.ValidText(in.IdempotencyKey) || !riverbank.ValidText(in.Description) {
+	// U+FFFD is what a JSON decoder makes of invalid UTF-8: two different
+	// malformed keys would otherwise collapse into one.
+	if !riverbank.ValidText(in.IdempotencyKey) || !riverbank.ValidText(in.Description) || strings.ContainsRune(in.IdempotencyKey, utf8.RuneError) {
 		return invalid("idempotency_key and description must be valid UTF-8 without NUL characters")
 	}
 	if utf8.RuneCountInString(in.Description) > MaxDescriptionLen {
@@ -264,6 +273,9 @@ func (in *EntryInput) payloadHash() string {
 
 // Post writes an entry in its own transaction (the API path).
 func (s *Service) Post(ctx context.Context, in EntryInput) (*Entry, bool, error) {
+	if strings.HasPrefix(in.IdempotencyKey, SystemKeyPrefix) {
+		return nil, false, invalid("idempotency_key must not start with %q: that prefix is reserved for riverbank's own entries", SystemKeyPrefix)
+	}
 	var (
 		entry   *Entry
 		created bool

@@ -238,6 +238,27 @@ func TestPostReplaysSameKey(t *testing.T) {
 	require.EqualValues(t, 2, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'ledger.apply'"))
 }
 
+func TestPostRefusesSystemKeys(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.createAccount(t, b.code("a"), "ASSET", "CNY")
+	b.createAccount(t, b.code("b"), "LIABILITY", "CNY")
+
+	// A client must not be able to take an internal writer's key first.
+	in := transfer(ledger.SystemKeyPrefix+"order-payment:p1", b.code("a"), b.code("b"), 42)
+	_, _, err := b.svc.Post(b.ctx, in)
+	require.Equal(t, riverbank.EINVALID, riverbank.ErrorCode(err))
+	require.EqualValues(t, 0, b.count(t, "SELECT count(*) FROM ledger_entry WHERE idempotency_key = $1", in.IdempotencyKey))
+
+	// Internal writers post with it through PostTx.
+	err = b.store.InTx(b.ctx, func(tx *db.Tx) error {
+		_, _, err := ledger.PostTx(b.ctx, tx, in)
+		return err
+	})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, b.count(t, "SELECT count(*) FROM ledger_entry WHERE idempotency_key = $1", in.IdempotencyKey))
+}
+
 func TestPostSameKeyConcurrently(t *testing.T) {
 	t.Parallel()
 	b := setupDB(t)

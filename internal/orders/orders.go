@@ -22,12 +22,14 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"riverbank"
 	"riverbank/internal/db"
+	"riverbank/internal/ledger"
 )
 
 // Status is an order's state.
@@ -59,13 +61,13 @@ const (
 )
 
 // Limits of one order and one product. MaxTotalMinor is the ledger's
-// largest posting amount (2^53), so every order total can be paid.
+// largest posting amount, so every order total can be paid.
 const (
 	MaxItems       = 100
 	MaxQuantity    = 1_000_000
 	MaxPriceMinor  = 1_000_000_000_000_000 // 10^15
 	MaxStock       = 1_000_000_000_000     // 10^12
-	MaxTotalMinor  = 1 << 53
+	MaxTotalMinor  = ledger.MaxAmountMinor
 	MaxIdentLen    = 128
 	MaxNameLen     = 200
 	MaxReasonLen   = 200
@@ -231,7 +233,9 @@ func text(field, v string, max int) error {
 	if n < 1 || n > max {
 		return invalid("%s is required (1..%d characters)", field, max).WithDetail("field", field)
 	}
-	if !utf8.ValidString(v) {
+	// U+FFFD is what the JSON decoder makes of invalid UTF-8: two
+	// different malformed keys would otherwise collapse into one.
+	if !utf8.ValidString(v) || strings.ContainsRune(v, utf8.RuneError) {
 		return invalid("%s is not valid UTF-8", field).WithDetail("field", field)
 	}
 	for _, r := range v {
@@ -273,17 +277,16 @@ type facts struct {
 // longer in o.Status (a concurrent transition won); callers that hold the
 // row lock (lockOrder) never see that.
 func transitionTx(ctx context.Context, tx *db.Tx, o *db.Order, to Status, f facts) (*db.Order, error) {
-	return applyTransition(ctx, tx.Queries, o, to, f, false)
+	return applyTransition(ctx, tx.Queries, o, to, f)
 }
 
 // applyTransition checks the transition table and then, in one statement
 // (ApplyTransition), updates the order guarded by its status o.Status,
 // records the facts, appends the history event and moves the stock the
 // transition implies, locking the order row and then its products in sku
-// order; the statement fails unless every line's stock moved. asyncCommit
-// is only for a statement run on its own (see the query). It returns nil,
-// nil when the order was no longer in o.Status.
-func applyTransition(ctx context.Context, q *db.Queries, o *db.Order, to Status, f facts, asyncCommit bool) (*db.Order, error) {
+// order; the statement fails unless every line's stock moved. It returns
+// nil, nil when the order was no longer in o.Status.
+func applyTransition(ctx context.Context, q *db.Queries, o *db.Order, to Status, f facts) (*db.Order, error) {
 	from := Status(o.Status)
 	move, ok := transitions[from][to]
 	if !ok {
@@ -292,7 +295,7 @@ func applyTransition(ctx context.Context, q *db.Queries, o *db.Order, to Status,
 	row, err := q.ApplyTransition(ctx, db.ApplyTransitionParams{
 		OrderID: o.ID, FromStatus: db.OrderStatus(from), ToStatus: db.OrderStatus(to),
 		MoveStock: move != stockNone, DOnHand: move.onHand, DReserved: move.reserved, DSold: move.sold,
-		Actor: f.actor, Detail: f.detail, AsyncCommit: asyncCommit,
+		Actor: f.actor, Detail: f.detail,
 		PaymentID: f.paymentID, LedgerEntryID: f.ledgerEntryID, TrackingNo: f.trackingNo, CancelReason: f.cancelReason,
 	})
 	if db.IsNotFound(err) {

@@ -19,7 +19,9 @@ type PayInput struct {
 
 // PaymentEntryKey is the ledger idempotency key of a payment's journal
 // entry.
-func PaymentEntryKey(paymentID string) string { return "order-payment:" + paymentID }
+func PaymentEntryKey(paymentID string) string {
+	return ledger.SystemKeyPrefix + "order-payment:" + paymentID
+}
 
 // Pay records a payment (SPEC §3). From CREATED the order is confirmed inline
 // (its reservation becomes sold) and then paid, in one transaction; from
@@ -141,9 +143,8 @@ func (s *Service) Cancel(ctx context.Context, id int64, reason string) (*Order, 
 }
 
 // jobTransition is how order.confirm and order.expire move an order: one
-// ApplyTransition statement on its own (an implicit transaction) that
-// commits without waiting for its WAL flush — River's later, synchronous
-// completion commit flushes it, see the query. wanted picks the target
+// ApplyTransition statement on its own (an implicit transaction, committed
+// synchronously like every other write). wanted picks the target
 // from the current status, or "" to do nothing. The transition is guarded
 // by the status it starts from: first the guess (CREATED for confirm,
 // CONFIRMED for expiry: usually right, and then no read is needed), then
@@ -169,7 +170,7 @@ func (s *Service) jobTransition(ctx context.Context, id int64, guess Status, wan
 		if to == "" {
 			return false, nil
 		}
-		next, err := applyTransition(ctx, q, &db.Order{ID: id, Status: db.OrderStatus(from)}, to, f, true)
+		next, err := applyTransition(ctx, q, &db.Order{ID: id, Status: db.OrderStatus(from)}, to, f)
 		if err != nil {
 			return false, err
 		}
@@ -186,9 +187,7 @@ func (s *Service) jobTransition(ctx context.Context, id int64, guess Status, wan
 // Idempotent, so River may run it any number of times.
 //
 // Confirm and Expire are job entry points: their statement is a
-// transaction of its own on the store's pool and commits asynchronously
-// (see jobTransition). On a store built on a caller's transaction (tests)
-// that would make the caller's commit asynchronous.
+// transaction of its own on the store's pool (see jobTransition).
 func (s *Service) Confirm(ctx context.Context, id int64) (bool, error) {
 	return s.jobTransition(ctx, id, StatusCreated, func(st Status) Status {
 		if st == StatusCreated {

@@ -380,9 +380,9 @@ func TestPayVersusExpire(t *testing.T) {
 	require.Equal(t, stock{OnHand: n - paid, Reserved: 0, Sold: paid}, b.stock(t, sku))
 	b.requireStockMatchesOrders(t, sku, n)
 	// One payment entry per paid order, referenced by it, none for the others.
-	require.Equal(t, paid, b.count(t, "SELECT count(*) FROM ledger_entry WHERE idempotency_key LIKE 'order-payment:%'"))
+	require.Equal(t, paid, b.count(t, "SELECT count(*) FROM ledger_entry WHERE idempotency_key LIKE 'sys:order-payment:%'"))
 	require.Equal(t, paid, b.count(t, `SELECT count(*) FROM orders o JOIN ledger_entry e ON e.id = o.ledger_entry_id
-		WHERE o.status = 'PAID' AND e.idempotency_key = 'order-payment:' || o.payment_id`))
+		WHERE o.status = 'PAID' AND e.idempotency_key = 'sys:order-payment:' || o.payment_id`))
 	require.Equal(t, -paid*price, b.count(t, `SELECT coalesce(sum(p.amount_minor), 0)::bigint FROM ledger_posting p
 		JOIN ledger_account a ON a.id = p.account_id WHERE a.code = $1`, ledger.MerchantPayable(b.merchant("m"))))
 	require.Equal(t, paid*price, b.count(t, `SELECT coalesce(sum(p.amount_minor), 0)::bigint FROM ledger_posting p
