@@ -30,12 +30,12 @@ func PaymentEntryKey(paymentID string) string {
 // is applied at once) through ledger.PostTx, the path every ledger writer
 // uses.
 //
-// The amount must equal the order total (else 422 unprocessable; checked
-// first, so a wrong amount is reported whatever the state). A repeat with
-// the payment_id the order was paid with returns the order unchanged
-// (paid=false), whatever its state now; another payment of a paid order is
-// invalid_transition, and a payment_id that already paid another order is
-// idempotency_conflict.
+// Idempotency is checked first: a repeat with the payment_id the order was
+// paid with returns the order unchanged (paid=false), whatever its state
+// now, or idempotency_conflict when its amount differs; another payment of
+// a paid order is invalid_transition, and a payment_id that already paid
+// another order is idempotency_conflict. Only then must the amount equal
+// the order total (else 422 unprocessable).
 func (s *Service) Pay(ctx context.Context, id int64, in PayInput) (*Order, bool, error) {
 	if err := text("payment_id", in.PaymentID, MaxPaymentLen); err != nil {
 		return nil, false, err
@@ -46,16 +46,29 @@ func (s *Service) Pay(ctx context.Context, id int64, in PayInput) (*Order, bool,
 		if err != nil {
 			return nil, err
 		}
-		if in.AmountMinor != o.TotalMinor {
-			return nil, riverbank.Errorf(riverbank.EUNPROCESSABLE, "amount_minor %d does not equal the order total %d %s", in.AmountMinor, o.TotalMinor, o.Currency).
-				WithDetail("amount_minor", in.AmountMinor).WithDetail("total_minor", o.TotalMinor)
-		}
+		// Idempotency first (SPEC §2): a repeat of this order's payment_id
+		// returns the order, or is a conflict when its amount differs.
 		if o.PaymentID != nil && *o.PaymentID == in.PaymentID {
+			if in.AmountMinor != o.TotalMinor {
+				return nil, riverbank.Errorf(riverbank.EIDEMPOTENCYCONFLICT, "payment_id %q paid order %d with amount_minor %d, not %d", in.PaymentID, o.ID, o.TotalMinor, in.AmountMinor).
+					WithDetail("order_id", o.ID)
+			}
 			return loadOrder(ctx, tx.Queries, o)
 		}
 		if o.PaymentID != nil {
 			return nil, riverbank.Errorf(riverbank.EINVALIDTRANSITION, "order %d was already paid with another payment_id", o.ID).
 				WithDetail("order_id", o.ID).WithDetail("status", string(o.Status)).WithDetail("to", string(StatusPaid))
+		}
+		other, err := tx.OrderIDByPaymentID(ctx, &in.PaymentID)
+		switch {
+		case err == nil:
+			return nil, riverbank.Errorf(riverbank.EIDEMPOTENCYCONFLICT, "payment_id %q already paid order %d", in.PaymentID, other).WithDetail("order_id", other)
+		case !db.IsNotFound(err):
+			return nil, fmt.Errorf("find order by payment: %w", err)
+		}
+		if in.AmountMinor != o.TotalMinor {
+			return nil, riverbank.Errorf(riverbank.EUNPROCESSABLE, "amount_minor %d does not equal the order total %d %s", in.AmountMinor, o.TotalMinor, o.Currency).
+				WithDetail("amount_minor", in.AmountMinor).WithDetail("total_minor", o.TotalMinor)
 		}
 		if Status(o.Status) == StatusCreated {
 			detail := "confirmed inline by payment " + in.PaymentID
@@ -65,13 +78,6 @@ func (s *Service) Pay(ctx context.Context, id int64, in PayInput) (*Order, bool,
 		}
 		if !CanTransition(Status(o.Status), StatusPaid) {
 			return nil, invalidTransition(o, StatusPaid)
-		}
-		other, err := tx.OrderIDByPaymentID(ctx, &in.PaymentID)
-		switch {
-		case err == nil:
-			return nil, riverbank.Errorf(riverbank.EIDEMPOTENCYCONFLICT, "payment_id %q already paid order %d", in.PaymentID, other).WithDetail("order_id", other)
-		case !db.IsNotFound(err):
-			return nil, fmt.Errorf("find order by payment: %w", err)
 		}
 		entry, _, err := ledger.PostTx(ctx, tx, ledger.EntryInput{
 			IdempotencyKey: PaymentEntryKey(in.PaymentID),

@@ -197,6 +197,12 @@ func TestPay(t *testing.T) {
 		// Another payment of a paid order is not a transition.
 		_, _, err = b.svc.Pay(b.ctx, o.ID, orders.PayInput{PaymentID: pid + "-2", AmountMinor: 2500})
 		requireCode(t, err, riverbank.EINVALIDTRANSITION)
+
+		// The same payment_id with another amount is a different payload
+		// for the same key (SPEC §2), not a validation error.
+		_, _, err = b.svc.Pay(b.ctx, o.ID, orders.PayInput{PaymentID: pid, AmountMinor: 2501})
+		requireCode(t, err, riverbank.EIDEMPOTENCYCONFLICT)
+		require.EqualValues(t, 1, b.count(t, "SELECT count(*) FROM ledger_entry WHERE idempotency_key = $1", orders.PaymentEntryKey(pid)))
 	})
 
 	t.Run("WrongAmountWritesNothing", func(t *testing.T) {
