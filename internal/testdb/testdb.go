@@ -35,6 +35,7 @@ var (
 		template   string // migrated template database
 		skipReason string
 		cluster    *pgcluster.Cluster
+		clusterDir string // temp directory of the private cluster, removed at teardown
 	}
 	sharedOnce sync.Once
 	sharedPool *pgxpool.Pool
@@ -64,6 +65,7 @@ func setup(ctx context.Context) {
 			return
 		}
 		_ = os.Chmod(dir, 0o755)
+		state.clusterDir = dir
 		c, err := pgcluster.StartAny(ctx, pgcluster.Options{DataDir: filepath.Join(dir, "pgdata"), Database: "postgres"})
 		if err != nil {
 			state.skipReason = "no test database: set TEST_DATABASE_URL, or install Postgres or Docker: " + err.Error()
@@ -87,6 +89,9 @@ func teardown() {
 	}
 	if state.cluster != nil {
 		_ = state.cluster.Stop(context.Background())
+	}
+	if state.clusterDir != "" {
+		_ = os.RemoveAll(state.clusterDir)
 	} else if state.serverURL != "" && sharedName != "" {
 		dropDatabase(context.Background(), state.serverURL, sharedName)
 	}
