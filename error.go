@@ -17,7 +17,9 @@ func ValidText(s string) bool {
 // Error codes are machine-readable and stable: clients switch on them. The
 // HTTP layer owns the mapping from code to status (api/errors.go).
 const (
+	EBALANCEOUTOFRANGE   = "balance_out_of_range"
 	ECONFLICT            = "conflict"
+	ECURRENCYREQUIRED    = "currency_required"
 	EDATENOTOPEN         = "date_not_open"
 	EIDEMPOTENCYCONFLICT = "idempotency_conflict"
 	EINSUFFICIENTCREDIT  = "insufficient_credit"
@@ -26,6 +28,9 @@ const (
 	EINVALID             = "validation_failed"
 	EINVALIDTRANSITION   = "invalid_transition"
 	ENOTFOUND            = "not_found"
+	ENOTDISCARDED        = "not_discarded"
+	EOVERPAYMENT         = "overpayment"
+	ERESERVEDCODE        = "reserved_code"
 	EUNAUTHORIZED        = "unauthorized"
 	EUNPROCESSABLE       = "unprocessable"
 )

@@ -17,28 +17,25 @@ import (
 	"github.com/riverqueue/river"
 
 	"riverbank"
-	"riverbank/internal/config"
 	"riverbank/internal/db"
-	"riverbank/internal/ledger"
-	"riverbank/internal/orders"
+	"riverbank/internal/domains"
 )
 
-// Services is everything the operations call. Domain services are added
-// here as they arrive.
+// Services is everything the operations call: the domain services (one
+// list, internal/domains) plus the River client and the migrator for the
+// operator endpoints.
 type Services struct {
-	Config   *config.Config
-	Logger   *slog.Logger
-	Store    *db.Store
-	River    *river.Client[pgx.Tx]
+	*domains.Services
+	// River is the process's River client (system info, dead letters).
+	River *river.Client[pgx.Tx]
+	// Migrator reports the schema version (system info).
 	Migrator *db.Migrator
-	Ledger   *ledger.Service
-	Orders   *orders.Service
 }
 
-// handlers carries Services plus the error responder into operations.
+// handlers carries Services into operations. Operations return domain
+// errors as they are; problemFrom (errors.go) maps them.
 type handlers struct {
 	*Services
-	errorResponder
 }
 
 // NewAPI creates the huma API on mux with riverbank's OpenAPI metadata. The
@@ -62,7 +59,14 @@ func NewAPI(mux *http.ServeMux) huma.API {
 // Register adds every operation to api (see routes.go). It takes a huma.API
 // so humatest can exercise operations without a socket.
 func Register(api huma.API, s *Services) {
-	h := &handlers{Services: s, errorResponder: errorResponder{logger: s.Logger}}
+	h := &handlers{Services: s}
+	logger := s.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	api.UseMiddleware(func(ctx huma.Context, next func(huma.Context)) {
+		next(huma.WithValue(ctx, loggerKey{}, logger))
+	})
 	registerRoutes(api, h)
 }
 

@@ -21,7 +21,7 @@ type Problem struct {
 	Status   int                 `json:"status" doc:"HTTP status code." example:"409"`
 	Detail   string              `json:"detail,omitempty" doc:"Human-readable explanation of this occurrence." example:"not enough stock for sku A-1"`
 	Instance string              `json:"instance,omitempty" doc:"URI of this occurrence."`
-	Code     string              `json:"code" doc:"Machine-readable error code." example:"insufficient_stock" enum:"not_found,validation_failed,unprocessable,insufficient_stock,insufficient_credit,invalid_transition,idempotency_conflict,date_not_open,conflict,unauthorized,request_too_large,method_not_allowed,unsupported_media_type,not_acceptable,unavailable,internal"`
+	Code     string              `json:"code" doc:"Machine-readable error code." example:"insufficient_stock" enum:"not_found,validation_failed,unprocessable,insufficient_stock,insufficient_credit,invalid_transition,idempotency_conflict,date_not_open,conflict,unauthorized,request_too_large,method_not_allowed,unsupported_media_type,not_acceptable,unavailable,database_unavailable,internal,balance_out_of_range,currency_required,reserved_code,overpayment,not_discarded"`
 	Errors   []*huma.ErrorDetail `json:"errors,omitempty" doc:"Per-field validation errors."`
 	Details  map[string]any      `json:"details,omitempty" doc:"Structured facts about the error, e.g. the SKU that ran out or the first open date."`
 }
@@ -93,6 +93,19 @@ func newProblem(status int, code, detail string) *Problem {
 }
 
 func init() {
+	// A handler's error that is not already a huma.StatusError reaches
+	// huma as a 500 "unexpected error occurred" carrying the error: turn
+	// it into the problem its code calls for.
+	huma.NewErrorWithContext = func(hctx huma.Context, status int, msg string, errs ...error) huma.StatusError {
+		if status == http.StatusInternalServerError && len(errs) == 1 && errs[0] != nil && hctx != nil {
+			op := ""
+			if o := hctx.Operation(); o != nil {
+				op = o.OperationID
+			}
+			return problemFrom(hctx.Context(), op, errs[0])
+		}
+		return huma.NewError(status, msg, errs...)
+	}
 	// Errors huma produces itself (malformed JSON, schema validation, body
 	// too large) get the same shape and a code derived from the status.
 	huma.NewError = func(status int, msg string, errs ...error) huma.StatusError {
@@ -117,16 +130,29 @@ func init() {
 	}
 }
 
-// errorResponder turns errors from the domain into problems, logging the
-// ones a client must not see.
-type errorResponder struct {
-	logger *slog.Logger
+// loggerKey carries the API's logger in a request's context, for the error
+// hook (huma builds errors outside any handler).
+type loggerKey struct{}
+
+func loggerFrom(ctx context.Context) *slog.Logger {
+	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok {
+		return l
+	}
+	return slog.Default()
 }
 
-// fail converts err to a *Problem. Domain errors keep their code and
-// message; anything else is logged with its full text and answered with a
-// generic 500 so internal detail (SQL, stack) never reaches a client.
-func (r errorResponder) fail(ctx context.Context, op string, err error) error {
+// problemFrom converts an error a handler returned to a *Problem; it is
+// the one place that does (see the huma.NewErrorWithContext hook in init),
+// so a handler simply returns the domain's error and cannot forget the
+// mapping. Domain errors keep their code and message; a database that
+// cannot be reached is 503 database_unavailable; anything else is logged
+// with its full text and answered with a generic 500 so internal detail
+// (SQL, stack) never reaches a client.
+func problemFrom(ctx context.Context, op string, err error) *Problem {
+	var p *Problem
+	if errors.As(err, &p) {
+		return p
+	}
 	var de *riverbank.Error
 	if errors.As(err, &de) {
 		status, ok := codeStatus[de.Code]
@@ -134,7 +160,7 @@ func (r errorResponder) fail(ctx context.Context, op string, err error) error {
 			status = http.StatusBadRequest
 		}
 		if status >= 500 {
-			r.logger.ErrorContext(ctx, "request failed", "op", op, "error", err)
+			loggerFrom(ctx).ErrorContext(ctx, "request failed", "op", op, "error", err)
 			return newProblem(status, de.Code, "internal error")
 		}
 		p := newProblem(status, de.Code, de.Message)
@@ -146,13 +172,21 @@ func (r errorResponder) fail(ctx context.Context, op string, err error) error {
 		// what a text column accepts (NUL, invalid UTF-8).
 		return newProblem(http.StatusUnprocessableEntity, riverbank.EINVALID, "input contains characters that cannot be stored (NUL or invalid UTF-8)")
 	}
-	if errors.Is(err, context.Canceled) {
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		// The client went away; nothing useful to send.
 		return newProblem(499, riverbank.EINTERNAL, "request cancelled")
 	}
-	r.logger.ErrorContext(ctx, "request failed", "op", op, "error", err)
+	if db.IsUnavailable(err) {
+		loggerFrom(ctx).WarnContext(ctx, "database unavailable", "op", op, "error", err)
+		return newProblem(http.StatusServiceUnavailable, EDATABASEUNAVAILABLE, "the database is unavailable; retry later")
+	}
+	loggerFrom(ctx).ErrorContext(ctx, "request failed", "op", op, "error", err)
 	return newProblem(http.StatusInternalServerError, riverbank.EINTERNAL, "internal error")
 }
+
+// EDATABASEUNAVAILABLE is the code of a 503 answered while Postgres cannot
+// be reached. It is the HTTP layer's own: no domain chooses it.
+const EDATABASEUNAVAILABLE = "database_unavailable"
 
 // writeProblem writes a problem from plain net/http handlers (auth, health).
 func writeProblem(w http.ResponseWriter, p *Problem) {

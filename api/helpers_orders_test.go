@@ -2,30 +2,21 @@ package api_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
-	"log/slog"
 	"net/http/httptest"
 	"testing"
 
 	"github.com/danielgtaylor/huma/v2/humatest"
 	"github.com/jackc/pgx/v5"
-	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/stretchr/testify/require"
 
 	"riverbank/api"
-	"riverbank/internal/config"
-	"riverbank/internal/db"
-	"riverbank/internal/ledger"
 	"riverbank/internal/orders"
-	"riverbank/internal/testdb"
+	"riverbank/internal/testkit"
 )
 
 // ordersAPIBundle is the API on a transaction of the package's shared test
-// database, rolled back when the test ends; each request runs in a
-// savepoint of it, so a test can count rows before and after a request.
+// database, rolled back when the test ends (testkit.Tx); each request runs
+// in a savepoint of it, so a test can count rows before and after a request.
 type ordersAPIBundle struct {
 	ctx    context.Context
 	tx     pgx.Tx
@@ -36,25 +27,8 @@ type ordersAPIBundle struct {
 
 func setupOrdersAPI(t *testing.T) *ordersAPIBundle {
 	t.Helper()
-	tx := testdb.Tx(t)
-	// A nil pool is enough for a client that only inserts in a caller's
-	// transaction.
-	client, err := river.NewClient(riverpgxv5.New(nil), &river.Config{})
-	require.NoError(t, err)
-	store := db.NewStore(tx, client)
-	svc := orders.NewService(store, orders.Options{})
-	_, tapi := humatest.New(t)
-	api.Register(tapi, &api.Services{
-		Config: &config.Config{},
-		Logger: slog.New(slog.DiscardHandler),
-		Store:  store,
-		River:  client,
-		Ledger: ledger.NewService(store),
-		Orders: svc,
-	})
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return &ordersAPIBundle{ctx: context.Background(), tx: tx, api: tapi, svc: svc, suffix: hex.EncodeToString(b)}
+	k := testkit.Tx(t)
+	return &ordersAPIBundle{ctx: k.Ctx, tx: k.Tx, api: k.API(t), svc: k.Services.Orders, suffix: k.Suffix}
 }
 
 func (b *ordersAPIBundle) sku(name string) string { return name + "-" + b.suffix }
@@ -96,24 +70,13 @@ func (b *ordersAPIBundle) writes(t *testing.T) orderWrites {
 	return w
 }
 
-// requireOrdersProblem checks rec is a problem+json response with the
-// status and machine-readable code, leaking nothing internal.
+// requireOrdersProblem checks a problem+json answer (testkit.RequireProblem).
 func requireOrdersProblem(t *testing.T, rec *httptest.ResponseRecorder, status int, code string) *api.Problem {
 	t.Helper()
-	require.Equal(t, status, rec.Code, "body: %s", rec.Body.String())
-	require.Equal(t, "application/problem+json", rec.Header().Get("Content-Type"))
-	p := decodeOrdersJSON[api.Problem](t, rec)
-	require.Equal(t, status, p.Status)
-	require.Equal(t, code, p.Code, "body: %s", rec.Body.String())
-	for _, leak := range []string{"SQLSTATE", "pgx", "pgconn", "riverbank error", "goroutine", ".go:"} {
-		require.NotContains(t, rec.Body.String(), leak)
-	}
-	return &p
+	return testkit.RequireProblem(t, rec, code, status)
 }
 
 func decodeOrdersJSON[T any](t *testing.T, rec *httptest.ResponseRecorder) T {
 	t.Helper()
-	var v T
-	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &v), "body: %s", rec.Body.String())
-	return v
+	return testkit.DecodeJSON[T](t, rec)
 }

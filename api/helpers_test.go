@@ -2,66 +2,37 @@ package api_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
-	"log/slog"
 	"net/http/httptest"
-	"strings"
 	"testing"
 
 	"github.com/danielgtaylor/huma/v2/humatest"
 	"github.com/jackc/pgx/v5"
-	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/stretchr/testify/require"
 
 	"riverbank/api"
-	"riverbank/internal/config"
 	"riverbank/internal/db"
 	"riverbank/internal/ledger"
-	"riverbank/internal/testdb"
+	"riverbank/internal/testkit"
 )
 
 // ledgerAPIBundle is the API on a transaction of the package's shared test
-// database that is rolled back when the test ends: every request of the
-// test runs in a savepoint of it (db.Store.InTx on a pgx.Tx), so the test
-// can count rows before and after a request and never sees other tests'
-// writes.
+// database that is rolled back when the test ends (testkit.Tx): every
+// request of the test runs in a savepoint of it, so the test can count
+// rows before and after a request and never sees other tests' writes.
 type ledgerAPIBundle struct {
 	ctx    context.Context
 	tx     pgx.Tx
 	api    humatest.TestAPI
 	store  *db.Store
 	ledger *ledger.Service
-	// suffix makes account codes and idempotency keys unique to the test:
-	// parallel tests share one database, and an uncommitted duplicate key
-	// would make one test wait for the other's rollback.
+	// suffix makes account codes and idempotency keys unique to the test.
 	suffix string
 }
 
-// setupLedgerAPI registers every operation on a humatest API backed by a
-// rolled-back transaction and an insert-only River client.
 func setupLedgerAPI(t *testing.T) *ledgerAPIBundle {
 	t.Helper()
-	tx := testdb.Tx(t)
-	// A nil pool is enough for a client that only inserts in a caller's
-	// transaction.
-	client, err := river.NewClient(riverpgxv5.New(nil), &river.Config{})
-	require.NoError(t, err)
-	store := db.NewStore(tx, client)
-	svc := ledger.NewService(store)
-	_, tapi := humatest.New(t)
-	api.Register(tapi, &api.Services{
-		Config: &config.Config{},
-		Logger: slog.New(slog.DiscardHandler),
-		Store:  store,
-		River:  client,
-		Ledger: svc,
-	})
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return &ledgerAPIBundle{ctx: context.Background(), tx: tx, api: tapi, store: store, ledger: svc, suffix: hex.EncodeToString(b)}
+	k := testkit.Tx(t)
+	return &ledgerAPIBundle{ctx: k.Ctx, tx: k.Tx, api: k.API(t), store: k.Store, ledger: k.Services.Ledger, suffix: k.Suffix}
 }
 
 // code returns an account code (or key) unique to this test.
@@ -88,26 +59,13 @@ func (b *ledgerAPIBundle) writes(t *testing.T) ledgerWrites {
 	return w
 }
 
-// requireProblem checks that rec is a problem+json response with one of
-// statuses and the machine-readable code, leaking nothing internal.
+// requireProblem checks a problem+json answer (testkit.RequireProblem).
 func (b *ledgerAPIBundle) requireProblem(t *testing.T, rec *httptest.ResponseRecorder, code string, statuses ...int) *api.Problem {
 	t.Helper()
-	require.Contains(t, statuses, rec.Code, "body: %s", rec.Body.String())
-	require.Equal(t, "application/problem+json", rec.Header().Get("Content-Type"))
-	p := decodeLedgerJSON[api.Problem](t, rec)
-	require.Equal(t, rec.Code, p.Status)
-	require.Equal(t, code, p.Code, "body: %s", rec.Body.String())
-	require.NotEmpty(t, p.Title)
-	for _, leak := range []string{"SQLSTATE", "pgx", "pgconn", "riverbank error", "goroutine", ".go:"} {
-		require.NotContains(t, rec.Body.String(), leak)
-	}
-	return &p
+	return testkit.RequireProblem(t, rec, code, statuses...)
 }
 
 func decodeLedgerJSON[T any](t *testing.T, rec *httptest.ResponseRecorder) T {
 	t.Helper()
-	var v T
-	dec := json.NewDecoder(strings.NewReader(rec.Body.String()))
-	require.NoError(t, dec.Decode(&v), "body: %s", rec.Body.String())
-	return v
+	return testkit.DecodeJSON[T](t, rec)
 }

@@ -180,7 +180,7 @@ func (h *handlers) registerLedger(api huma.API) {
 func (h *handlers) createAccount(ctx context.Context, in *createAccountInput) (*accountOutput, error) {
 	a, created, err := h.Ledger.CreateAccount(ctx, ledger.AccountInput{Code: in.Body.Code, Name: in.Body.Name, Type: in.Body.Type, Currency: in.Body.Currency})
 	if err != nil {
-		return nil, h.fail(ctx, "create-account", err)
+		return nil, err
 	}
 	status := http.StatusOK
 	if created {
@@ -192,7 +192,7 @@ func (h *handlers) createAccount(ctx context.Context, in *createAccountInput) (*
 func (h *handlers) getAccount(ctx context.Context, in *accountCodeInput) (*accountOutput, error) {
 	a, err := h.Ledger.GetAccount(ctx, in.Code)
 	if err != nil {
-		return nil, h.fail(ctx, "get-account", err)
+		return nil, err
 	}
 	return &accountOutput{Status: http.StatusOK, Body: accountBody(a)}, nil
 }
@@ -202,13 +202,13 @@ func (h *handlers) listAccounts(ctx context.Context, in *listAccountsInput) (*li
 	if in.Cursor != "" {
 		var err error
 		if after, err = decodeCursor(in.Cursor); err != nil {
-			return nil, h.fail(ctx, "list-accounts", err)
+			return nil, err
 		}
 	}
 	limit := in.limit()
 	accs, err := h.Ledger.ListAccounts(ctx, after, limit)
 	if err != nil {
-		return nil, h.fail(ctx, "list-accounts", err)
+		return nil, err
 	}
 	out := &listAccountsOutput{}
 	out.Body.Accounts = make([]AccountBody, len(accs))
@@ -226,13 +226,13 @@ func (h *handlers) listAccountPostings(ctx context.Context, in *accountPostingsI
 	if in.Cursor != "" {
 		var err error
 		if before, err = decodeIDCursor(in.Cursor); err != nil {
-			return nil, h.fail(ctx, "list-account-postings", err)
+			return nil, err
 		}
 	}
 	limit := in.limit()
 	ps, err := h.Ledger.AccountPostings(ctx, in.Code, before, limit)
 	if err != nil {
-		return nil, h.fail(ctx, "list-account-postings", err)
+		return nil, err
 	}
 	out := &postingsOutput{}
 	out.Body.Postings = make([]PostingBody, len(ps))
@@ -252,7 +252,7 @@ func (h *handlers) createEntry(ctx context.Context, in *createEntryInput) (*entr
 	}
 	e, created, err := h.Ledger.Post(ctx, ein)
 	if err != nil {
-		return nil, h.fail(ctx, "create-journal-entry", err)
+		return nil, err
 	}
 	status := http.StatusOK
 	if created {
@@ -264,7 +264,7 @@ func (h *handlers) createEntry(ctx context.Context, in *createEntryInput) (*entr
 func (h *handlers) getEntry(ctx context.Context, in *entryIDInput) (*entryOutput, error) {
 	e, err := h.Ledger.GetEntry(ctx, in.ID)
 	if err != nil {
-		return nil, h.fail(ctx, "get-journal-entry", err)
+		return nil, err
 	}
 	return &entryOutput{Status: http.StatusOK, Body: entryBody(e)}, nil
 }
@@ -276,7 +276,7 @@ type trialBalanceOutput struct {
 func (h *handlers) getTrialBalance(ctx context.Context, _ *struct{}) (*trialBalanceOutput, error) {
 	tb, err := h.Ledger.TrialBalance(ctx)
 	if err != nil {
-		return nil, h.fail(ctx, "get-trial-balance", err)
+		return nil, err
 	}
 	out := &trialBalanceOutput{Body: TrialBalanceBody{Balanced: tb.Balanced, Currencies: []CurrencyTotalsBody{}, AccountMismatches: []MismatchBody{}}}
 	for _, c := range tb.Currencies {

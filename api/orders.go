@@ -176,7 +176,7 @@ func (h *handlers) createOrder(ctx context.Context, in *createOrderInput) (*orde
 	}
 	o, created, err := h.Orders.Create(ctx, cin)
 	if err != nil {
-		return nil, h.fail(ctx, "create-order", err)
+		return nil, err
 	}
 	status := http.StatusOK
 	if created {
@@ -188,7 +188,7 @@ func (h *handlers) createOrder(ctx context.Context, in *createOrderInput) (*orde
 func (h *handlers) getOrder(ctx context.Context, in *orderIDInput) (*orderOutput, error) {
 	o, err := h.Orders.Get(ctx, in.ID)
 	if err != nil {
-		return nil, h.fail(ctx, "get-order", err)
+		return nil, err
 	}
 	return &orderOutput{Status: http.StatusOK, Body: orderBody(o)}, nil
 }
@@ -198,13 +198,13 @@ func (h *handlers) listOrders(ctx context.Context, in *listOrdersInput) (*listOr
 	if in.Cursor != "" {
 		var err error
 		if before, err = decodeIDCursor(in.Cursor); err != nil {
-			return nil, h.fail(ctx, "list-orders", err)
+			return nil, err
 		}
 	}
 	limit := in.limit()
 	os, err := h.Orders.List(ctx, orders.ListParams{BuyerID: in.BuyerID, Status: orders.Status(in.Status), BeforeID: before, Limit: limit})
 	if err != nil {
-		return nil, h.fail(ctx, "list-orders", err)
+		return nil, err
 	}
 	out := &listOrdersOutput{}
 	out.Body.Orders = make([]OrderBody, len(os))
@@ -222,13 +222,13 @@ func (h *handlers) listOrderEvents(ctx context.Context, in *orderEventsInput) (*
 	if in.Cursor != "" {
 		var err error
 		if after, err = decodeIDCursor(in.Cursor); err != nil {
-			return nil, h.fail(ctx, "list-order-events", err)
+			return nil, err
 		}
 	}
 	limit := in.limit()
 	evs, err := h.Orders.Events(ctx, in.ID, after, limit)
 	if err != nil {
-		return nil, h.fail(ctx, "list-order-events", err)
+		return nil, err
 	}
 	out := &orderEventsOutput{}
 	out.Body.Events = make([]OrderEventBody, len(evs))
@@ -249,7 +249,7 @@ func (h *handlers) listOrderEvents(ctx context.Context, in *orderEventsInput) (*
 func (h *handlers) payOrder(ctx context.Context, in *payOrderInput) (*orderOutput, error) {
 	o, _, err := h.Orders.Pay(ctx, in.ID, orders.PayInput{PaymentID: in.Body.PaymentID, AmountMinor: in.Body.AmountMinor})
 	if err != nil {
-		return nil, h.fail(ctx, "pay-order", err)
+		return nil, err
 	}
 	return &orderOutput{Status: http.StatusOK, Body: orderBody(o)}, nil
 }
@@ -257,7 +257,7 @@ func (h *handlers) payOrder(ctx context.Context, in *payOrderInput) (*orderOutpu
 func (h *handlers) shipOrder(ctx context.Context, in *shipOrderInput) (*orderOutput, error) {
 	o, err := h.Orders.Ship(ctx, in.ID, in.Body.TrackingNo)
 	if err != nil {
-		return nil, h.fail(ctx, "ship-order", err)
+		return nil, err
 	}
 	return &orderOutput{Status: http.StatusOK, Body: orderBody(o)}, nil
 }
@@ -265,7 +265,7 @@ func (h *handlers) shipOrder(ctx context.Context, in *shipOrderInput) (*orderOut
 func (h *handlers) receiveOrder(ctx context.Context, in *orderIDInput) (*orderOutput, error) {
 	o, err := h.Orders.Receive(ctx, in.ID)
 	if err != nil {
-		return nil, h.fail(ctx, "receive-order", err)
+		return nil, err
 	}
 	return &orderOutput{Status: http.StatusOK, Body: orderBody(o)}, nil
 }
@@ -273,7 +273,7 @@ func (h *handlers) receiveOrder(ctx context.Context, in *orderIDInput) (*orderOu
 func (h *handlers) cancelOrder(ctx context.Context, in *cancelOrderInput) (*orderOutput, error) {
 	o, err := h.Orders.Cancel(ctx, in.ID, in.Body.Reason)
 	if err != nil {
-		return nil, h.fail(ctx, "cancel-order", err)
+		return nil, err
 	}
 	return &orderOutput{Status: http.StatusOK, Body: orderBody(o)}, nil
 }

@@ -68,7 +68,7 @@ func (h *handlers) putProduct(ctx context.Context, in *putProductInput) (*produc
 		SKU: in.SKU, Name: in.Body.Name, PriceMinor: in.Body.PriceMinor, Currency: in.Body.Currency, Stock: in.Body.Stock,
 	})
 	if err != nil {
-		return nil, h.fail(ctx, "put-product", err)
+		return nil, err
 	}
 	status := http.StatusOK
 	if created {
@@ -80,7 +80,7 @@ func (h *handlers) putProduct(ctx context.Context, in *putProductInput) (*produc
 func (h *handlers) getProduct(ctx context.Context, in *skuInput) (*productOutput, error) {
 	p, err := h.Orders.GetProduct(ctx, in.SKU)
 	if err != nil {
-		return nil, h.fail(ctx, "get-product", err)
+		return nil, err
 	}
 	return &productOutput{Status: http.StatusOK, Body: productBody(p)}, nil
 }

@@ -54,7 +54,7 @@ func (h *handlers) registerSystem(api huma.API) {
 func (h *handlers) getSystemInfo(ctx context.Context, _ *struct{}) (*systemInfoOutput, error) {
 	st, err := h.Migrator.Status(ctx)
 	if err != nil {
-		return nil, h.fail(ctx, "get-system-info", err)
+		return nil, err
 	}
 	out := SystemInfo{
 		Version:   riverbank.Version,
@@ -69,14 +69,14 @@ func (h *handlers) getSystemInfo(ctx context.Context, _ *struct{}) (*systemInfoO
 	// Queues River knows (it records every queue a client has worked).
 	ql, err := h.River.QueueList(ctx, river.NewQueueListParams().First(1000))
 	if err != nil {
-		return nil, h.fail(ctx, "get-system-info", err)
+		return nil, err
 	}
 	for _, q := range ql.Queues {
 		queues[q.Name] = &QueueInfo{Name: q.Name, Paused: q.PausedAt != nil, JobsByState: map[string]int64{}}
 	}
 	counts, err := h.Store.Queries().JobCountsByQueueState(ctx)
 	if err != nil {
-		return nil, h.fail(ctx, "get-system-info", err)
+		return nil, err
 	}
 	for _, c := range counts {
 		q, ok := queues[c.Queue]

@@ -15,18 +15,18 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"riverbank/internal/config"
-	"riverbank/internal/db"
+	"riverbank/internal/domains"
 	"riverbank/internal/ledger"
 	"riverbank/internal/orders"
+	"riverbank/internal/queue"
 )
 
-// Queue names. Work is split so a flood of one kind (ledger application, a
-// close-of-business fan-out) cannot starve the others.
+// Queue names, re-exported from internal/queue (where domains pick them).
 const (
-	QueueDefault     = river.QueueDefault
-	QueueLedger      = "ledger"
-	QueueCOB         = "cob"
-	QueueMaintenance = "maintenance"
+	QueueDefault     = queue.Default
+	QueueLedger      = queue.Ledger
+	QueueCOB         = queue.COB
+	QueueMaintenance = queue.Maintenance
 )
 
 // Fetch settings, measured on the 2-core development machine (see
@@ -52,18 +52,9 @@ func Queues(workers int) map[string]river.QueueConfig {
 	}
 }
 
-// Deps are what workers need from the rest of the process. Later domains add
-// their services here.
-type Deps struct {
-	Config *config.Config
-	Logger *slog.Logger
-	// Store is the process's store; its River client is set once the
-	// client exists (db.Store.SetJobInserter).
-	Store *db.Store
-	// Orders is the orders service; when nil, registerAll builds one on
-	// Store with Config's payment timeout.
-	Orders *orders.Service
-}
+// Deps are what workers need from the rest of the process: the domain
+// services (internal/domains, the same list the API reads).
+type Deps = domains.Services
 
 // Registration is a set of workers plus periodic jobs; each domain
 // contributes one.
@@ -99,9 +90,6 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 	// Orders: confirmation and expiry per order, and the sweep that
 	// re-enqueues confirmations that went missing.
 	ordersSvc := deps.Orders
-	if ordersSvc == nil {
-		ordersSvc = orders.NewService(deps.Store, orders.Options{PaymentTimeout: deps.Config.OrderPaymentTimeout, Logger: deps.Logger})
-	}
 	river.AddWorker(workers, &OrderConfirmWorker{Orders: ordersSvc})
 	river.AddWorker(workers, &OrderExpireWorker{Orders: ordersSvc})
 	river.AddWorker(workers, &OrderSweepWorker{Orders: ordersSvc})

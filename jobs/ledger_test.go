@@ -3,9 +3,7 @@ package jobs_test
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -19,7 +17,7 @@ import (
 	"riverbank/internal/config"
 	"riverbank/internal/db"
 	"riverbank/internal/ledger"
-	"riverbank/internal/testdb"
+	"riverbank/internal/testkit"
 	"riverbank/jobs"
 )
 
@@ -49,41 +47,24 @@ type ledgerJobsOpts struct {
 // change it.
 func setupLedgerJobs(t *testing.T, opts ledgerJobsOpts) *ledgerJobsBundle {
 	t.Helper()
-	ctx := context.Background()
-	dsn, _ := testdb.NewDB(t)
-	// A pool of our own, larger than the default, so 50 writers and the
-	// workers do not just queue for connections.
-	pcfg, err := pgxpool.ParseConfig(dsn)
-	require.NoError(t, err)
-	pcfg.MaxConns = 24
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	loader := config.Register(fs, func(string) string { return "" }, config.All)
-	require.NoError(t, fs.Parse(nil))
-	cfg, err := loader.Load(fs)
-	require.NoError(t, err)
-	require.Positive(t, cfg.Workers)
-	logger := slog.New(slog.DiscardHandler)
-
-	store := db.NewStore(pool, nil)
+	// A pool larger than the default, so 50 writers and the workers do not
+	// just queue for connections.
+	k := testkit.DB(t, testkit.DBOptions{MaxConns: 24})
+	require.Positive(t, k.Config.Workers)
 	var client *river.Client[pgx.Tx]
 	if worker := opts.worker; worker == nil {
-		reg, err := jobs.NewRegistration(&jobs.Deps{Config: cfg, Logger: logger, Store: store})
-		require.NoError(t, err)
-		if opts.noPeriodic {
-			reg.Periodic = nil
-		}
-		client, err = jobs.NewClient(pool, cfg, logger, reg)
-		require.NoError(t, err)
+		client = k.Client(t, func(reg *jobs.Registration) {
+			if opts.noPeriodic {
+				reg.Periodic = nil
+			}
+		})
 	} else {
-		worker.Store = store
+		worker.Store = k.Store
 		workers := river.NewWorkers()
 		river.AddWorker(workers, worker)
-		client, err = river.NewClient(riverpgxv5.New(pool), &river.Config{
-			Logger:            logger,
+		var err error
+		client, err = river.NewClient(riverpgxv5.New(k.Pool), &river.Config{
+			Logger:            k.Services.Logger,
 			FetchCooldown:     jobs.FetchCooldown,
 			FetchPollInterval: jobs.FetchPollInterval,
 			Queues:            map[string]river.QueueConfig{jobs.QueueLedger: {MaxWorkers: 2}},
@@ -91,18 +72,12 @@ func setupLedgerJobs(t *testing.T, opts ledgerJobsOpts) *ledgerJobsBundle {
 		})
 		require.NoError(t, err)
 	}
-	store.SetJobInserter(client)
-	return &ledgerJobsBundle{ctx: ctx, cfg: cfg, pool: pool, store: store, svc: ledger.NewService(store), client: client}
+	return &ledgerJobsBundle{ctx: k.Ctx, cfg: k.Config, pool: k.Pool, store: k.Store, svc: k.Services.Ledger, client: client}
 }
 
 func (b *ledgerJobsBundle) start(t *testing.T) {
 	t.Helper()
-	require.NoError(t, b.client.Start(b.ctx))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		require.NoError(t, b.client.Stop(ctx))
-	})
+	testkit.Start(t, b.client)
 }
 
 func (b *ledgerJobsBundle) createAccount(t *testing.T, code, typ string) *ledger.Account {

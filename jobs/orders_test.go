@@ -3,9 +3,7 @@ package jobs_test
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -19,7 +17,7 @@ import (
 	"riverbank/internal/db"
 	"riverbank/internal/ledger"
 	"riverbank/internal/orders"
-	"riverbank/internal/testdb"
+	"riverbank/internal/testkit"
 	"riverbank/jobs"
 )
 
@@ -36,34 +34,14 @@ type ordersJobsBundle struct {
 
 func setupOrdersJobs(t *testing.T, paymentTimeout time.Duration) *ordersJobsBundle {
 	t.Helper()
-	ctx := context.Background()
-	_, pool := testdb.NewDB(t)
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	loader := config.Register(fs, func(string) string { return "" }, config.All)
-	require.NoError(t, fs.Parse(nil))
-	cfg, err := loader.Load(fs)
-	require.NoError(t, err)
-	cfg.OrderPaymentTimeout = paymentTimeout
-	logger := slog.New(slog.DiscardHandler)
-
-	store := db.NewStore(pool, nil)
-	svc := orders.NewService(store, orders.Options{PaymentTimeout: cfg.OrderPaymentTimeout, Logger: logger})
-	reg, err := jobs.NewRegistration(&jobs.Deps{Config: cfg, Logger: logger, Store: store, Orders: svc})
-	require.NoError(t, err)
-	client, err := jobs.NewClient(pool, cfg, logger, reg)
-	require.NoError(t, err)
-	store.SetJobInserter(client)
-	return &ordersJobsBundle{ctx: ctx, pool: pool, store: store, svc: svc, client: client}
+	k := testkit.DB(t, testkit.DBOptions{Configure: func(cfg *config.Config) { cfg.OrderPaymentTimeout = paymentTimeout }})
+	client := k.Client(t, nil)
+	return &ordersJobsBundle{ctx: k.Ctx, pool: k.Pool, store: k.Store, svc: k.Services.Orders, client: client}
 }
 
 func (b *ordersJobsBundle) start(t *testing.T) {
 	t.Helper()
-	require.NoError(t, b.client.Start(b.ctx))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		require.NoError(t, b.client.Stop(ctx))
-	})
+	testkit.Start(t, b.client)
 }
 
 func (b *ordersJobsBundle) product(t *testing.T, sku string, price, stock int64) {
@@ -89,13 +67,7 @@ func (b *ordersJobsBundle) stock(t *testing.T, sku string) [3]int64 {
 // waitFor polls cond until it holds or timeout passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.WaitFor(t, timeout, what, cond)
 }
 
 func (b *ordersJobsBundle) get(t *testing.T, id int64) *orders.Order {

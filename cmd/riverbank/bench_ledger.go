@@ -218,7 +218,18 @@ func benchLedgerApply(ctx context.Context, dsn string, o ledgerBenchOpts, stdout
 		return 0, err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	store := db.NewStore(pool, nil)
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	cfgLoader := config.Register(fs, func(string) string { return "" }, config.All)
+	_ = fs.Parse(nil)
+	cfg, err := cfgLoader.Load(fs)
+	if err != nil {
+		return 0, err
+	}
+	inserter, err := jobs.NewClient(pool, cfg, logger, nil)
+	if err != nil {
+		return 0, err
+	}
+	store := db.NewStore(pool, inserter)
 	svc := ledger.NewService(store)
 	run := time.Now().Format("150405.000")
 	hot, _, err := svc.CreateAccount(ctx, ledger.AccountInput{Code: "bench:hot:" + run, Name: "hot", Type: "LIABILITY", Currency: "CNY"})
@@ -237,20 +248,12 @@ func benchLedgerApply(ctx context.Context, dsn string, o ledgerBenchOpts, stdout
 	}
 	fmt.Fprintf(stdout, "inserted %d pending entries (%d postings on the hot account) in %s\n", o.postings, o.postings, time.Since(t0).Round(time.Millisecond))
 
-	fs := flag.NewFlagSet("x", flag.ContinueOnError)
-	cfgLoader := config.Register(fs, func(string) string { return "" }, config.All)
-	_ = fs.Parse(nil)
-	cfg, err := cfgLoader.Load(fs)
-	if err != nil {
-		return 0, err
-	}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &jobs.ApplyWorker{Store: store, BatchSize: o.batch, Budget: time.Hour})
 	client, err := jobs.NewClient(pool, cfg, logger, &jobs.Registration{Workers: workers})
 	if err != nil {
 		return 0, err
 	}
-	store.SetJobInserter(client)
 	if err := client.Start(ctx); err != nil {
 		return 0, err
 	}

@@ -149,11 +149,14 @@ var settings = []setting{
 		if v == "off" {
 			return nil
 		}
-		s, err := cron.ParseStandard(v)
-		if err != nil {
+		if strings.Contains(v, "TZ=") {
+			return errors.New("must not name a time zone: the schedule runs in RIVERBANK_BUSINESS_TZ")
+		}
+		if _, err := cron.ParseStandard(v); err != nil {
 			return errors.New("must be a 5-field cron expression (e.g. \"10 0 * * *\") or off")
 		}
-		c.COBScheduleParsed = s
+		// Parsed again with the business time zone once every setting is
+		// read (Load), whatever order they come in.
 		return nil
 	}},
 	{"RIVERBANK_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error {
@@ -280,7 +283,30 @@ func (l *Loader) Load(fs *flag.FlagSet) (*Config, error) {
 		sort.Strings(errs)
 		return nil, errors.New(strings.Join(errs, "; "))
 	}
+	if err := c.parseCOBSchedule(); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// parseCOBSchedule evaluates the COB cron in the business time zone: "10 0
+// * * *" means ten past midnight where the business's dates change, not on
+// the server's clock.
+func (c *Config) parseCOBSchedule() error {
+	c.COBScheduleParsed = nil
+	if c.COBSchedule == "off" || c.COBSchedule == "" {
+		return nil
+	}
+	tz := "UTC"
+	if c.BusinessTZ != nil {
+		tz = c.BusinessTZ.String()
+	}
+	s, err := cron.ParseStandard("CRON_TZ=" + tz + " " + c.COBSchedule)
+	if err != nil {
+		return fmt.Errorf("invalid RIVERBANK_COB_SCHEDULE=%q: must be a 5-field cron expression (e.g. \"10 0 * * *\") or off", c.COBSchedule)
+	}
+	c.COBScheduleParsed = s
+	return nil
 }
 
 // RequireAuth checks the rule that a server never starts open by accident.

@@ -97,8 +97,9 @@ func TestLoadFromEnv(t *testing.T) {
 	require.Equal(t, 45*time.Second, c.JobTimeout)
 	require.Equal(t, 7, c.Workers)
 	require.Equal(t, "30 1 * * 1-5", c.COBSchedule)
-	// Saturday 2025-03-01 → next weekday run is Monday 01:30.
-	require.Equal(t, time.Date(2025, 3, 3, 1, 30, 0, 0, time.UTC), c.COBScheduleParsed.Next(time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)))
+	// Saturday 2025-03-01 → next weekday run is Monday 01:30 in the
+	// business time zone (Berlin, UTC+1 in March), i.e. 00:30 UTC.
+	require.Equal(t, time.Date(2025, 3, 3, 0, 30, 0, 0, time.UTC), c.COBScheduleParsed.Next(time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)))
 	require.Equal(t, slog.LevelDebug, c.LogLevel)
 	require.True(t, c.Migrate)
 	require.Equal(t, 5*time.Second, c.ShutdownTimeout)

@@ -4,6 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -41,11 +46,6 @@ func NewStore(db Executor, river JobInserter) *Store {
 	return &Store{db: db, river: river}
 }
 
-// SetJobInserter sets the River client after construction, for the one
-// cycle in wiring a process: workers need the store, and the River client
-// needs the workers. Call it before the store is used.
-func (s *Store) SetJobInserter(r JobInserter) { s.river = r }
-
 // Queries returns sqlc queries on the store's executor (no transaction).
 func (s *Store) Queries() *Queries { return New(s.db) }
 
@@ -81,11 +81,28 @@ func (t *Tx) InsertMany(ctx context.Context, params []river.InsertManyParams) ([
 
 // InTx runs fn in a transaction (a savepoint when the store already sits on
 // a transaction). fn's error rolls everything back, rows and jobs alike;
-// nil commits both.
-func (s *Store) InTx(ctx context.Context, fn func(tx *Tx) error) error {
-	return pgx.BeginFunc(ctx, s.db, func(ptx pgx.Tx) error {
-		return fn(&Tx{Queries: New(ptx), Tx: ptx, river: s.river})
-	})
+// nil commits both. The rollback runs with a context that ignores ctx's
+// cancellation, so a request that is cancelled mid-transaction still
+// returns its connection to the pool clean.
+func (s *Store) InTx(ctx context.Context, fn func(tx *Tx) error) (err error) {
+	ptx, err := s.db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			rbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			_ = ptx.Rollback(rbCtx)
+		}
+	}()
+	if err := fn(&Tx{Queries: New(ptx), Tx: ptx, river: s.river}); err != nil {
+		return err
+	}
+	if err := ptx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }
 
 // InTxV is InTx for a function that also returns a value.
@@ -133,4 +150,31 @@ func IsUniqueViolation(err error, name string) bool {
 func IsInvalidText(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (pgErr.Code == "22021" || pgErr.Code == "22P05")
+}
+
+// IsUnavailable reports whether err means the database could not be
+// reached or went away (connection refused or reset, server shutting down
+// or starting up, pool acquire failed): the client may retry later, and
+// the error is not the request's fault.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &connErr) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "57P01", "57P02", "57P03", "53300":
+			return true
+		}
+		return strings.HasPrefix(pgErr.Code, "08")
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return true
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }

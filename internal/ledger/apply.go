@@ -8,6 +8,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"riverbank/internal/db"
+	"riverbank/internal/queue"
 )
 
 // ApplyBatchSize is how many pending postings one apply transaction claims.
@@ -57,7 +58,7 @@ func (SweepArgs) Kind() string { return "ledger.sweep" }
 
 // InsertOpts implements river.JobArgsWithInsertOpts.
 func (SweepArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: "maintenance", MaxAttempts: 3}
+	return river.InsertOpts{Queue: queue.Maintenance, MaxAttempts: 3}
 }
 
 // EnqueueApplyForPending inserts a ledger.apply job (unique per account)

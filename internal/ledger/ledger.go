@@ -27,6 +27,7 @@ import (
 
 	"riverbank"
 	"riverbank/internal/db"
+	"riverbank/internal/queue"
 )
 
 // System account codes that exist after `riverbank migrate`.
@@ -147,7 +148,7 @@ func (ApplyArgs) Kind() string { return "ledger.apply" }
 // InsertOpts implements river.JobArgsWithInsertOpts.
 func (ApplyArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{
-		Queue:       "ledger",
+		Queue:       queue.Ledger,
 		MaxAttempts: 25,
 		UniqueOpts: river.UniqueOpts{
 			ByArgs: true,

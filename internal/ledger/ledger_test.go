@@ -2,8 +2,6 @@ package ledger_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"strings"
 	"sync"
@@ -12,14 +10,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/stretchr/testify/require"
 
 	"riverbank"
 	"riverbank/internal/db"
 	"riverbank/internal/ledger"
 	"riverbank/internal/testdb"
+	"riverbank/internal/testkit"
 )
 
 func TestMain(m *testing.M) { testdb.Main(m) }
@@ -38,33 +35,23 @@ type testBundle struct {
 }
 
 // setup gives a test a transaction on the package's shared database that is
-// rolled back at the end, a store on it and an insert-only River client.
+// rolled back at the end, a store on it and an insert-only River client
+// (testkit.Tx).
 func setup(t *testing.T) *testBundle {
 	t.Helper()
-	tx := testdb.Tx(t)
-	// A nil pool is enough for a client that only inserts in a caller's
-	// transaction.
-	client, err := river.NewClient(riverpgxv5.New(nil), &river.Config{})
-	require.NoError(t, err)
-	store := db.NewStore(tx, client)
-	return &testBundle{ctx: context.Background(), tx: tx, dbtx: tx, store: store, svc: ledger.NewService(store), suffix: randSuffix()}
+	k := testkit.Tx(t)
+	return &testBundle{ctx: k.Ctx, tx: k.Tx, dbtx: k.Tx, store: k.Store, svc: k.Services.Ledger, suffix: k.Suffix}
 }
 
-// setupDB gives a test its own migrated database with committed data.
+// setupDB gives a test its own migrated database with committed data
+// (testkit.DB).
 func setupDB(t testing.TB) *testBundle {
 	t.Helper()
-	_, pool := testdb.NewDB(t)
-	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{})
-	require.NoError(t, err)
-	store := db.NewStore(pool, client)
-	return &testBundle{ctx: context.Background(), pool: pool, dbtx: pool, store: store, svc: ledger.NewService(store), suffix: randSuffix()}
+	k := testkit.DB(t, testkit.DBOptions{})
+	return &testBundle{ctx: k.Ctx, pool: k.Pool, dbtx: k.Pool, store: k.Store, svc: k.Services.Ledger, suffix: k.Suffix}
 }
 
-func randSuffix() string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
+func randSuffix() string { return testkit.Suffix() }
 
 // code returns an account code unique to this test.
 func (b *testBundle) code(name string) string { return name + ":" + b.suffix }

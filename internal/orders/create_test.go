@@ -9,6 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertest"
+	"github.com/riverqueue/river/rivertype"
+
 	"github.com/stretchr/testify/require"
 
 	"riverbank"
@@ -54,12 +59,13 @@ func TestCreate(t *testing.T) {
 		require.Equal(t, orders.StatusCreated, evs[0].To)
 		require.Equal(t, orders.ActorAPI, evs[0].Actor)
 
-		jobs := b.jobs(t, o.ID)
+		// Both jobs were inserted in the order's transaction, the expiry
+		// scheduled at the order's deadline.
+		jobs := rivertest.RequireManyInsertedTx[*riverpgxv5.Driver](b.ctx, t, b.dbtx.(pgx.Tx), []rivertest.ExpectedJob{
+			{Args: orders.ConfirmArgs{OrderID: o.ID}, Opts: &rivertest.RequireInsertedOpts{State: rivertype.JobStateAvailable}},
+			{Args: orders.ExpireArgs{OrderID: o.ID}, Opts: &rivertest.RequireInsertedOpts{State: rivertype.JobStateScheduled, ScheduledAt: o.ExpiresAt}},
+		})
 		require.Len(t, jobs, 2)
-		require.Equal(t, orders.KindConfirm, jobs[0].Kind)
-		require.Equal(t, "available", jobs[0].State)
-		require.Equal(t, orders.KindExpire, jobs[1].Kind)
-		require.Equal(t, "scheduled", jobs[1].State)
 		require.WithinDuration(t, o.ExpiresAt, jobs[1].ScheduledAt, time.Millisecond)
 	})
 

@@ -2,22 +2,19 @@ package orders_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/stretchr/testify/require"
 
 	"riverbank"
 	"riverbank/internal/db"
 	"riverbank/internal/orders"
 	"riverbank/internal/testdb"
+	"riverbank/internal/testkit"
 )
 
 func TestMain(m *testing.M) { testdb.Main(m) }
@@ -37,37 +34,19 @@ type testBundle struct {
 
 func setup(t *testing.T) *testBundle {
 	t.Helper()
-	tx := testdb.Tx(t)
-	// A nil pool is enough for a client that only inserts in a caller's
-	// transaction.
-	client, err := river.NewClient(riverpgxv5.New(nil), &river.Config{})
-	require.NoError(t, err)
-	store := db.NewStore(tx, client)
-	return &testBundle{ctx: context.Background(), dbtx: tx, store: store, svc: orders.NewService(store, orders.Options{}), suffix: randSuffix()}
+	k := testkit.Tx(t)
+	return &testBundle{ctx: k.Ctx, dbtx: k.Tx, store: k.Store, svc: k.Services.Orders, suffix: k.Suffix}
 }
 
 func setupDB(t *testing.T) *testBundle {
 	t.Helper()
-	dsn, _ := testdb.NewDB(t)
 	// A dozen connections: the goroutines race in Postgres (and queue for
 	// the rest in the pool), while parallel tests stay under max_connections.
-	pcfg, err := pgxpool.ParseConfig(dsn)
-	require.NoError(t, err)
-	pcfg.MaxConns = 12
-	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{})
-	require.NoError(t, err)
-	store := db.NewStore(pool, client)
-	return &testBundle{ctx: context.Background(), pool: pool, dbtx: pool, store: store, svc: orders.NewService(store, orders.Options{}), suffix: randSuffix()}
+	k := testkit.DB(t, testkit.DBOptions{MaxConns: 12})
+	return &testBundle{ctx: k.Ctx, pool: k.Pool, dbtx: k.Pool, store: k.Store, svc: k.Services.Orders, suffix: k.Suffix}
 }
 
-func randSuffix() string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
+func randSuffix() string { return testkit.Suffix() }
 
 // sku and buyer return identifiers unique to this test.
 func (b *testBundle) sku(name string) string      { return name + "-" + b.suffix }
@@ -127,11 +106,7 @@ func (b *testBundle) requireStockMatchesOrders(t testing.TB, sku string, onHandP
 // requireCode checks err carries the domain code.
 func requireCode(t testing.TB, err error, code string) *riverbank.Error {
 	t.Helper()
-	require.Error(t, err)
-	require.Equal(t, code, riverbank.ErrorCode(err), "error: %v", err)
-	var de *riverbank.Error
-	require.ErrorAs(t, err, &de)
-	return de
+	return testkit.RequireCode(t, err, code)
 }
 
 // status reads an order's status straight from the table.

@@ -9,6 +9,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"riverbank/internal/db"
+	"riverbank/internal/queue"
 )
 
 // Job kinds. KindConfirm also appears in queries/orders.sql (the sweeper's
@@ -76,7 +77,7 @@ func (SweepArgs) Kind() string { return KindSweep }
 // and never two live sweeps.
 func (SweepArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{
-		Queue:       "maintenance",
+		Queue:       queue.Maintenance,
 		MaxAttempts: 3,
 		UniqueOpts:  river.UniqueOpts{ByArgs: true, ByState: liveStates},
 	}

@@ -22,9 +22,8 @@ import (
 	"riverbank/api"
 	"riverbank/internal/config"
 	"riverbank/internal/db"
-	"riverbank/internal/ledger"
+	"riverbank/internal/domains"
 	"riverbank/internal/metrics"
-	"riverbank/internal/orders"
 	"riverbank/jobs"
 )
 
@@ -91,9 +90,17 @@ func (a *App) init(ctx context.Context) error {
 		a.logger.Warn("database schema is newer than this binary; running anyway", "app_version", st.AppVersion, "app_want", st.AppWant)
 	}
 
-	store := db.NewStore(a.pool, nil)
-	ordersSvc := orders.NewService(store, orders.Options{PaymentTimeout: a.cfg.OrderPaymentTimeout, Logger: a.logger})
-	reg, err := jobs.NewRegistration(&jobs.Deps{Config: a.cfg, Logger: a.logger, Store: store, Orders: ordersSvc})
+	// Wiring without cycles: an insert-only River client (no workers, never
+	// started) is all the store needs; the domain services are built on the
+	// store; the workers on the services; and only then the River client
+	// that runs them.
+	inserter, err := jobs.NewClient(a.pool, a.cfg, a.logger, nil)
+	if err != nil {
+		return err
+	}
+	store := db.NewStore(a.pool, inserter)
+	svcs := domains.New(a.cfg, a.logger, store)
+	reg, err := jobs.NewRegistration(svcs)
 	if err != nil {
 		return err
 	}
@@ -101,7 +108,6 @@ func (a *App) init(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	store.SetJobInserter(a.river)
 	a.metrics = metrics.New(store.Queries(), a.logger)
 
 	a.riverUI, err = riverui.NewHandler(&riverui.HandlerOpts{
@@ -114,13 +120,9 @@ func (a *App) init(ctx context.Context) error {
 	}
 
 	handler := api.NewHandler(api.HandlerOpts{
-		Services: &api.Services{
-			Config: a.cfg, Logger: a.logger, Store: store, River: a.river, Migrator: a.migrator,
-			Ledger: ledger.NewService(store),
-			Orders: ordersSvc,
-		},
-		Metrics: a.metrics,
-		RiverUI: a.riverUI,
+		Services: &api.Services{Services: svcs, River: a.river, Migrator: a.migrator},
+		Metrics:  a.metrics,
+		RiverUI:  a.riverUI,
 		Ready: func(ctx context.Context) error {
 			if err := a.pool.Ping(ctx); err != nil {
 				return err

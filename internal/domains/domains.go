@@ -1,0 +1,47 @@
+// Package domains is the one list of riverbank's domain services. A process
+// builds them once, on one store, and both the HTTP API (api.Services) and
+// the River workers (jobs.NewRegistration) read them from here, so adding a
+// domain means one field and one line in New, then its routes in
+// api/routes.go and its workers in jobs.registerAll.
+package domains
+
+import (
+	"log/slog"
+
+	"riverbank/internal/config"
+	"riverbank/internal/db"
+	"riverbank/internal/ledger"
+	"riverbank/internal/orders"
+)
+
+// Services are the domain services of one process.
+type Services struct {
+	// Config is the process's configuration.
+	Config *config.Config
+	// Logger is the process's logger.
+	Logger *slog.Logger
+	// Store runs business writes and their River jobs in one transaction.
+	Store *db.Store
+	// Ledger is the double-entry ledger (SPEC §5).
+	Ledger *ledger.Service
+	// Orders are products, orders and inventory (SPEC §3).
+	Orders *orders.Service
+}
+
+// New builds every domain service on store. cfg may be a zero Config in
+// tests that exercise a single domain; each service applies its defaults.
+func New(cfg *config.Config, logger *slog.Logger, store *db.Store) *Services {
+	if cfg == nil {
+		cfg = &config.Config{}
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Services{
+		Config: cfg,
+		Logger: logger,
+		Store:  store,
+		Ledger: ledger.NewService(store),
+		Orders: orders.NewService(store, orders.Options{PaymentTimeout: cfg.OrderPaymentTimeout, Logger: logger}),
+	}
+}
