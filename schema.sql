@@ -380,3 +380,115 @@ BEGIN
     RETURN moved;
 END
 $$;
+
+-- riverbank:step 4 currencies
+-- An account is identified by (code, currency): system accounts and
+-- merchant payables exist once per currency, created by the internal writer
+-- that first needs them (the CNY system accounts of step 2 stay).
+ALTER TABLE ledger_account DROP CONSTRAINT ledger_account_code_key;
+ALTER TABLE ledger_account ADD CONSTRAINT ledger_account_code_currency_key UNIQUE (code, currency);
+
+-- riverbank:step 5 lending
+-- Credit lines, loans, repayments and credit restorations (SPEC §6).
+--
+-- A credit line has one currency for life. used_minor moves only by loans
+-- (used += principal, a conditional update that never exceeds the limit)
+-- and credit restorations (used -= repaid principal, once per repayment);
+-- the limit is set by PUT and may be lowered below used (available is then
+-- 0 and nothing is clawed back), so used <= limit is not a constraint.
+CREATE TABLE credit_line (
+    borrower_id  text PRIMARY KEY CHECK (borrower_id ~ '^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$'),
+    currency     text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    limit_minor  bigint NOT NULL CHECK (limit_minor BETWEEN 0 AND 1000000000000000),
+    used_minor   bigint NOT NULL DEFAULT 0 CHECK (used_minor >= 0),
+    frozen       boolean NOT NULL DEFAULT false,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TYPE loan_status AS ENUM ('ACTIVE', 'OVERDUE', 'REPAID');
+CREATE TYPE loan_interest_mode AS ENUM ('DEALER', 'MANUFACTURER', 'SPLIT');
+
+CREATE TABLE loan (
+    id                       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    loan_no                  text NOT NULL CHECK (loan_no ~ '^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$'),
+    -- sha256 of the canonical request, to tell a replay from a conflict
+    request_hash             text NOT NULL,
+    borrower_id              text NOT NULL REFERENCES credit_line (borrower_id),
+    currency                 text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    principal_minor          bigint NOT NULL CHECK (principal_minor BETWEEN 1 AND 1000000000000000),
+    annual_rate_bps          integer NOT NULL CHECK (annual_rate_bps BETWEEN 0 AND 100000),
+    penalty_rate_bps         integer NOT NULL CHECK (penalty_rate_bps BETWEEN 0 AND 100000),
+    late_fee_minor           bigint NOT NULL CHECK (late_fee_minor BETWEEN 0 AND 1000000000000000),
+    start_date               date NOT NULL,
+    due_date                 date NOT NULL,
+    interest_mode            loan_interest_mode NOT NULL,
+    dealer_id                text NOT NULL CHECK (dealer_id ~ '^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$'),
+    manufacturer_id          text CHECK (manufacturer_id ~ '^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$'),
+    manufacturer_share_bps   integer NOT NULL DEFAULT 0,
+    status                   loan_status NOT NULL DEFAULT 'ACTIVE',
+    principal_outstanding_minor             bigint NOT NULL CHECK (principal_outstanding_minor >= 0),
+    interest_outstanding_dealer_minor       bigint NOT NULL DEFAULT 0 CHECK (interest_outstanding_dealer_minor >= 0),
+    interest_outstanding_manufacturer_minor bigint NOT NULL DEFAULT 0 CHECK (interest_outstanding_manufacturer_minor >= 0),
+    penalty_outstanding_minor               bigint NOT NULL DEFAULT 0 CHECK (penalty_outstanding_minor >= 0),
+    late_fee_outstanding_minor              bigint NOT NULL DEFAULT 0 CHECK (late_fee_outstanding_minor >= 0),
+    days_past_due            integer NOT NULL DEFAULT 0 CHECK (days_past_due >= 0),
+    -- the last business date close of business processed for this loan:
+    -- a repayment must be value-dated after it, and COB processes a date
+    -- for a loan only when it is the next one (exactly once per loan and date)
+    last_closed_date         date,
+    disbursement_entry_id    bigint NOT NULL REFERENCES ledger_entry (id),
+    created_at               timestamptz NOT NULL DEFAULT now(),
+    updated_at               timestamptz NOT NULL DEFAULT now(),
+    repaid_at                timestamptz,
+    CONSTRAINT loan_loan_no_key UNIQUE (loan_no),
+    CONSTRAINT loan_dates CHECK (due_date > start_date),
+    CONSTRAINT loan_share CHECK (CASE interest_mode WHEN 'SPLIT' THEN manufacturer_share_bps BETWEEN 1 AND 9999
+                                                    ELSE manufacturer_share_bps = 0 END),
+    CONSTRAINT loan_manufacturer CHECK (interest_mode = 'DEALER' OR manufacturer_id IS NOT NULL),
+    -- REPAID exactly when nothing is owed any more
+    CONSTRAINT loan_repaid_when_nothing_owed CHECK ((status = 'REPAID') = (
+        principal_outstanding_minor = 0 AND interest_outstanding_dealer_minor = 0
+        AND interest_outstanding_manufacturer_minor = 0 AND penalty_outstanding_minor = 0
+        AND late_fee_outstanding_minor = 0)),
+    CONSTRAINT loan_repaid_at CHECK ((repaid_at IS NOT NULL) = (status = 'REPAID'))
+);
+CREATE INDEX loan_borrower_idx ON loan (borrower_id, id);
+CREATE INDEX loan_status_idx ON loan (status, id);
+
+CREATE TYPE repayment_payer AS ENUM ('DEALER', 'MANUFACTURER');
+
+-- A repayment and what it paid, by component. The dealer-interest part and
+-- the value date are what close of business reads to compute overdue
+-- interest.
+CREATE TABLE repayment (
+    id                          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    loan_id                     bigint NOT NULL REFERENCES loan (id),
+    identifier                  text NOT NULL CHECK (length(identifier) BETWEEN 1 AND 128),
+    request_hash                text NOT NULL,
+    payer                       repayment_payer NOT NULL,
+    amount_minor                bigint NOT NULL CHECK (amount_minor > 0),
+    value_date                  date NOT NULL,
+    penalty_minor               bigint NOT NULL CHECK (penalty_minor >= 0),
+    late_fee_minor              bigint NOT NULL CHECK (late_fee_minor >= 0),
+    interest_dealer_minor       bigint NOT NULL CHECK (interest_dealer_minor >= 0),
+    interest_manufacturer_minor bigint NOT NULL CHECK (interest_manufacturer_minor >= 0),
+    principal_minor             bigint NOT NULL CHECK (principal_minor >= 0),
+    ledger_entry_id             bigint NOT NULL REFERENCES ledger_entry (id),
+    created_at                  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT repayment_loan_identifier_key UNIQUE (loan_id, identifier),
+    CONSTRAINT repayment_allocation_sums CHECK (amount_minor = penalty_minor + late_fee_minor
+        + interest_dealer_minor + interest_manufacturer_minor + principal_minor)
+);
+CREATE INDEX repayment_loan_value_date_idx ON repayment (loan_id, value_date, id);
+
+-- One row per repayment whose principal went back to its credit line,
+-- written in the transaction that does used -= amount: the credit.restore
+-- worker is idempotent per repayment however often River (or an operator
+-- retrying a dead letter) runs it.
+CREATE TABLE credit_restoration (
+    repayment_id  bigint PRIMARY KEY REFERENCES repayment (id),
+    borrower_id   text NOT NULL REFERENCES credit_line (borrower_id),
+    amount_minor  bigint NOT NULL CHECK (amount_minor > 0),
+    restored_at   timestamptz NOT NULL DEFAULT now()
+);

@@ -52,7 +52,12 @@ var codeStatus = map[string]int{
 	riverbank.EIDEMPOTENCYCONFLICT: http.StatusConflict,
 	riverbank.EDATENOTOPEN:         http.StatusConflict,
 	riverbank.ECONFLICT:            http.StatusConflict,
+	riverbank.ENOTDISCARDED:        http.StatusConflict,
 	riverbank.EUNAUTHORIZED:        http.StatusUnauthorized,
+	riverbank.EBALANCEOUTOFRANGE:   http.StatusUnprocessableEntity,
+	riverbank.ECURRENCYREQUIRED:    http.StatusConflict,
+	riverbank.EOVERPAYMENT:         http.StatusUnprocessableEntity,
+	riverbank.ERESERVEDCODE:        http.StatusUnprocessableEntity,
 	riverbank.EINTERNAL:            http.StatusInternalServerError,
 }
 

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -89,7 +90,8 @@ type accountOutput struct {
 }
 
 type accountCodeInput struct {
-	Code string `path:"code" maxLength:"128" doc:"Account code, e.g. platform:cash."`
+	Code     string `path:"code" maxLength:"128" doc:"Account code, e.g. platform:cash."`
+	Currency string `query:"currency" pattern:"^[A-Z]{3}$" doc:"ISO 4217 currency of the account. May be omitted when the code exists in one currency only; otherwise 409 currency_required names the currencies."`
 }
 
 type listAccountsInput struct {
@@ -104,7 +106,8 @@ type listAccountsOutput struct {
 }
 
 type accountPostingsInput struct {
-	Code string `path:"code" maxLength:"128"`
+	Code     string `path:"code" maxLength:"128"`
+	Currency string `query:"currency" pattern:"^[A-Z]{3}$" doc:"ISO 4217 currency of the account; may be omitted when the code exists in one currency only."`
 	PageParams
 }
 
@@ -120,6 +123,7 @@ type createEntryInput struct {
 		IdempotencyKey string             `json:"idempotency_key" minLength:"1" maxLength:"200" doc:"Unique per entry: a retry with the same key and payload returns the original entry."`
 		Description    string             `json:"description,omitempty" maxLength:"500"`
 		Urgent         bool               `json:"urgent,omitempty" doc:"Apply now (enqueue ledger.apply for each account in this transaction) instead of at the next sweep (within a minute)."`
+		Currency       string             `json:"currency,omitempty" pattern:"^[A-Z]{3}$" doc:"The entry's currency (ISO 4217). May be omitted when every account code exists in one currency only; otherwise 409 currency_required." example:"CNY"`
 		Postings       []PostingInputBody `json:"postings" minItems:"2" maxItems:"100"`
 	}
 }
@@ -151,6 +155,7 @@ type CurrencyTotalsBody struct {
 // MismatchBody is an account whose balance differs from its postings.
 type MismatchBody struct {
 	Code            string `json:"code"`
+	Currency        string `json:"currency"`
 	BalanceMinor    int64  `json:"balance_minor"`
 	AppliedSumMinor int64  `json:"applied_sum_minor"`
 }
@@ -190,7 +195,7 @@ func (h *handlers) createAccount(ctx context.Context, in *createAccountInput) (*
 }
 
 func (h *handlers) getAccount(ctx context.Context, in *accountCodeInput) (*accountOutput, error) {
-	a, err := h.Ledger.GetAccount(ctx, in.Code)
+	a, err := h.Ledger.GetAccount(ctx, in.Code, in.Currency)
 	if err != nil {
 		return nil, err
 	}
@@ -198,15 +203,18 @@ func (h *handlers) getAccount(ctx context.Context, in *accountCodeInput) (*accou
 }
 
 func (h *handlers) listAccounts(ctx context.Context, in *listAccountsInput) (*listAccountsOutput, error) {
-	after := ""
+	after, afterCurrency := "", ""
 	if in.Cursor != "" {
-		var err error
-		if after, err = decodeCursor(in.Cursor); err != nil {
+		key, err := decodeCursor(in.Cursor)
+		if err != nil {
 			return nil, err
 		}
+		// "code currency": a code has no spaces; cursors of one currency
+		// per code (before currencies) carry the code alone.
+		after, afterCurrency, _ = strings.Cut(key, " ")
 	}
 	limit := in.limit()
-	accs, err := h.Ledger.ListAccounts(ctx, after, limit)
+	accs, err := h.Ledger.ListAccounts(ctx, after, afterCurrency, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +224,8 @@ func (h *handlers) listAccounts(ctx context.Context, in *listAccountsInput) (*li
 		out.Body.Accounts[i] = accountBody(a)
 	}
 	if len(accs) == limit {
-		out.Body.NextCursor = encodeCursor(accs[len(accs)-1].Code)
+		last := accs[len(accs)-1]
+		out.Body.NextCursor = encodeCursor(last.Code + " " + last.Currency)
 	}
 	return out, nil
 }
@@ -230,7 +239,7 @@ func (h *handlers) listAccountPostings(ctx context.Context, in *accountPostingsI
 		}
 	}
 	limit := in.limit()
-	ps, err := h.Ledger.AccountPostings(ctx, in.Code, before, limit)
+	ps, err := h.Ledger.AccountPostings(ctx, in.Code, in.Currency, before, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +255,7 @@ func (h *handlers) listAccountPostings(ctx context.Context, in *accountPostingsI
 }
 
 func (h *handlers) createEntry(ctx context.Context, in *createEntryInput) (*entryOutput, error) {
-	ein := ledger.EntryInput{IdempotencyKey: in.Body.IdempotencyKey, Description: in.Body.Description, Urgent: in.Body.Urgent}
+	ein := ledger.EntryInput{IdempotencyKey: in.Body.IdempotencyKey, Description: in.Body.Description, Urgent: in.Body.Urgent, Currency: in.Body.Currency}
 	for _, p := range in.Body.Postings {
 		ein.Postings = append(ein.Postings, ledger.PostingInput{Account: p.Account, AmountMinor: p.AmountMinor})
 	}

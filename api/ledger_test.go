@@ -274,7 +274,16 @@ func TestLedgerAPICreateAccount(t *testing.T) {
 		}, http.StatusConflict, "idempotency_conflict"},
 		{"system account code", func(b *ledgerAPIBundle) map[string]any {
 			return account(ledger.AccountPlatformCash, "Mine now", "ASSET", "CNY")
-		}, http.StatusConflict, "idempotency_conflict"},
+		}, http.StatusUnprocessableEntity, "reserved_code"},
+		{"system account code in another currency", func(b *ledgerAPIBundle) map[string]any {
+			return account(ledger.AccountPlatformCash, "Mine now", "ASSET", "USD")
+		}, http.StatusUnprocessableEntity, "reserved_code"},
+		{"merchant payable squatting", func(b *ledgerAPIBundle) map[string]any {
+			return account("merchant:"+b.suffix+":payable", "Squat", "LIABILITY", "USD")
+		}, http.StatusUnprocessableEntity, "reserved_code"},
+		{"system prefix", func(b *ledgerAPIBundle) map[string]any {
+			return account("loans:whatever", "Mine", "ASSET", "CNY")
+		}, http.StatusUnprocessableEntity, "reserved_code"},
 		{"uppercase code", func(b *ledgerAPIBundle) map[string]any {
 			return account("Bad:"+b.suffix, "Bad", "ASSET", "CNY")
 		}, http.StatusUnprocessableEntity, "validation_failed"},
@@ -366,7 +375,7 @@ func TestLedgerAPIAccountPostingsPagination(t *testing.T) {
 	}
 	// Apply one account's first batch so the list shows both states.
 	err := b.store.InTx(b.ctx, func(tx *db.Tx) error {
-		acc, err := b.ledger.GetAccount(b.ctx, b.code("a"))
+		acc, err := b.ledger.GetAccount(b.ctx, b.code("a"), "")
 		if err != nil {
 			return err
 		}
@@ -479,6 +488,6 @@ func TestLedgerAPITrialBalance(t *testing.T) {
 	require.NoError(t, err)
 	tb = trial()
 	require.False(t, tb.Balanced)
-	require.Equal(t, []api.MismatchBody{{Code: b.code("a"), BalanceMinor: 3, AppliedSumMinor: 0}}, tb.AccountMismatches)
+	require.Equal(t, []api.MismatchBody{{Code: b.code("a"), Currency: "GBP", BalanceMinor: 3, AppliedSumMinor: 0}}, tb.AccountMismatches)
 	require.Equal(t, api.CurrencyTotalsBody{Currency: "GBP", BalanceTotalMinor: 3, Accounts: 2, Balanced: false}, gbp(tb))
 }

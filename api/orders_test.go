@@ -51,7 +51,7 @@ func TestProductsAPI(t *testing.T) {
 		status int
 		code   string
 	}{
-		"OtherCurrency": {"/v1/products/" + b.sku("X"), map[string]any{"name": "x", "price_minor": 1, "currency": "USD", "stock": 1}, 422, "validation_failed"},
+		"NotACurrency":  {"/v1/products/" + b.sku("X"), map[string]any{"name": "x", "price_minor": 1, "currency": "US", "stock": 1}, 422, "validation_failed"},
 		"LowerCurrency": {"/v1/products/" + b.sku("X"), map[string]any{"name": "x", "price_minor": 1, "currency": "cny", "stock": 1}, 422, "validation_failed"},
 		"NegativeStock": {"/v1/products/" + b.sku("X"), map[string]any{"name": "x", "price_minor": 1, "currency": "CNY", "stock": -1}, 422, "validation_failed"},
 		"ZeroPrice":     {"/v1/products/" + b.sku("X"), map[string]any{"name": "x", "price_minor": 0, "currency": "CNY", "stock": 1}, 422, "validation_failed"},

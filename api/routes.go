@@ -6,8 +6,9 @@ import "github.com/danielgtaylor/huma/v2"
 // net/http routes (health, docs, metrics, River UI) are listed in
 // NewHandler.
 func registerRoutes(api huma.API, h *handlers) {
-	h.registerSystem(api)   // GET /v1/system/info
-	h.registerLedger(api)   // /v1/accounts, /v1/journal-entries, /v1/ledger/trial-balance
-	h.registerProducts(api) // PUT/GET /v1/products/{sku}
-	h.registerOrders(api)   // /v1/orders, /v1/orders/{id}, .../events, .../pay|ship|receive|cancel
+	h.registerSystem(api)      // GET /v1/system/info
+	h.registerLedger(api)      // /v1/accounts, /v1/journal-entries, /v1/ledger/trial-balance
+	h.registerProducts(api)    // PUT/GET /v1/products/{sku}
+	h.registerOrders(api)      // /v1/orders, /v1/orders/{id}, .../events, .../pay|ship|receive|cancel
+	h.registerDeadLetters(api) // GET /v1/dead-letters, GET /v1/dead-letters/{job_id}, POST .../retry
 }

@@ -89,7 +89,7 @@ func (b *ledgerJobsBundle) createAccount(t *testing.T, code, typ string) *ledger
 
 func (b *ledgerJobsBundle) account(t *testing.T, code string) *ledger.Account {
 	t.Helper()
-	a, err := b.svc.GetAccount(b.ctx, code)
+	a, err := b.svc.GetAccount(b.ctx, code, "")
 	require.NoError(t, err)
 	return a
 }

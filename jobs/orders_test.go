@@ -123,11 +123,11 @@ func TestOrderJobsEndToEnd(t *testing.T) {
 
 	lsvc := ledger.NewService(b.store)
 	waitFor(t, 10*time.Second, "the payment to be applied to platform:cash", func() bool {
-		a, err := lsvc.GetAccount(b.ctx, ledger.AccountPlatformCash)
+		a, err := lsvc.GetAccount(b.ctx, ledger.AccountPlatformCash, "")
 		require.NoError(t, err)
 		return a.BalanceMinor == 900
 	})
-	a, err := lsvc.GetAccount(b.ctx, ledger.MerchantPayable("shop"))
+	a, err := lsvc.GetAccount(b.ctx, ledger.MerchantPayable("shop"), "")
 	require.NoError(t, err)
 	require.EqualValues(t, -900, a.BalanceMinor)
 }

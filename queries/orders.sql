@@ -11,9 +11,6 @@
 --     on product and orders rows, so inserting items never queues behind (or
 --     deadlocks with) a stock update.
 
--- name: AccountCurrency :one
-SELECT currency FROM ledger_account WHERE code = $1;
-
 -- name: UpsertProduct :one
 -- Creates a product or replaces its fields. An update applies only while the
 -- new on-hand stock still covers the units reserved by CREATED orders: no row

@@ -274,7 +274,7 @@ func benchLedgerApply(ctx context.Context, dsn string, o ledgerBenchOpts, stdout
 		time.Sleep(5 * time.Millisecond)
 	}
 	took := time.Since(start)
-	acc, err := svc.GetAccount(ctx, hot.Code)
+	acc, err := svc.GetAccount(ctx, hot.Code, "")
 	if err != nil {
 		return 0, err
 	}

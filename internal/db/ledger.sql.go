@@ -8,21 +8,25 @@ package db
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const accountBalanceMismatches = `-- name: AccountBalanceMismatches :many
-SELECT a.code, a.balance_minor, coalesce(s.applied, 0)::bigint AS applied_sum_minor
+SELECT a.code, a.currency, a.balance_minor,
+       greatest(least(coalesce(s.applied, 0), 9223372036854775807), -9223372036854775807)::bigint AS applied_sum_minor
 FROM ledger_account a
 LEFT JOIN (
-    SELECT account_id, sum(amount_minor)::bigint AS applied FROM ledger_posting
+    SELECT account_id, sum(amount_minor) AS applied FROM ledger_posting
     WHERE applied_at IS NOT NULL GROUP BY account_id
 ) s ON s.account_id = a.id
 WHERE a.balance_minor <> coalesce(s.applied, 0)
-ORDER BY a.code
+ORDER BY a.code, a.currency
 `
 
 type AccountBalanceMismatchesRow struct {
 	Code            string
+	Currency        string
 	BalanceMinor    int64
 	AppliedSumMinor int64
 }
@@ -38,10 +42,40 @@ func (q *Queries) AccountBalanceMismatches(ctx context.Context) ([]AccountBalanc
 	items := []AccountBalanceMismatchesRow{}
 	for rows.Next() {
 		var i AccountBalanceMismatchesRow
-		if err := rows.Scan(&i.Code, &i.BalanceMinor, &i.AppliedSumMinor); err != nil {
+		if err := rows.Scan(
+			&i.Code,
+			&i.Currency,
+			&i.BalanceMinor,
+			&i.AppliedSumMinor,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const accountCurrencies = `-- name: AccountCurrencies :many
+SELECT currency FROM ledger_account WHERE code = $1 ORDER BY currency
+`
+
+// The currencies a code exists in (an account is code + currency).
+func (q *Queries) AccountCurrencies(ctx context.Context, code string) ([]string, error) {
+	rows, err := q.db.Query(ctx, accountCurrencies, code)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var currency string
+		if err := rows.Scan(&currency); err != nil {
+			return nil, err
+		}
+		items = append(items, currency)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -109,6 +143,7 @@ type AccountsByCodesRow struct {
 	Currency string
 }
 
+// Every account with one of the codes, in any currency.
 func (q *Queries) AccountsByCodes(ctx context.Context, codes []string) ([]AccountsByCodesRow, error) {
 	rows, err := q.db.Query(ctx, accountsByCodes, codes)
 	if err != nil {
@@ -292,11 +327,16 @@ func (q *Queries) EntryPostings(ctx context.Context, entryID int64) ([]EntryPost
 }
 
 const getAccountByCode = `-- name: GetAccountByCode :one
-SELECT id, code, name, type, currency, system, balance_minor, applied_postings, created_at, updated_at FROM ledger_account WHERE code = $1
+SELECT id, code, name, type, currency, system, balance_minor, applied_postings, created_at, updated_at FROM ledger_account WHERE code = $1 AND currency = $2
 `
 
-func (q *Queries) GetAccountByCode(ctx context.Context, code string) (LedgerAccount, error) {
-	row := q.db.QueryRow(ctx, getAccountByCode, code)
+type GetAccountByCodeParams struct {
+	Code     string
+	Currency string
+}
+
+func (q *Queries) GetAccountByCode(ctx context.Context, arg GetAccountByCodeParams) (LedgerAccount, error) {
+	row := q.db.QueryRow(ctx, getAccountByCode, arg.Code, arg.Currency)
 	var i LedgerAccount
 	err := row.Scan(
 		&i.ID,
@@ -315,15 +355,20 @@ func (q *Queries) GetAccountByCode(ctx context.Context, code string) (LedgerAcco
 
 const getAccountWithPending = `-- name: GetAccountWithPending :one
 SELECT a.id, a.code, a.name, a.type, a.currency, a.system, a.balance_minor, a.applied_postings, a.created_at, a.updated_at,
-       coalesce(p.pending_minor, 0)::bigint AS pending_minor,
+       greatest(least(coalesce(p.pending_minor, 0), 9223372036854775807), -9223372036854775807)::bigint AS pending_minor,
        coalesce(p.pending_count, 0)::bigint AS pending_count
 FROM ledger_account a
 LEFT JOIN LATERAL (
     SELECT sum(amount_minor) AS pending_minor, count(*) AS pending_count
     FROM ledger_posting WHERE account_id = a.id AND applied_at IS NULL
 ) p ON true
-WHERE a.code = $1
+WHERE a.code = $1 AND a.currency = $2
 `
+
+type GetAccountWithPendingParams struct {
+	Code     string
+	Currency string
+}
 
 type GetAccountWithPendingRow struct {
 	LedgerAccount LedgerAccount
@@ -333,8 +378,8 @@ type GetAccountWithPendingRow struct {
 
 // One statement, so balance and pending come from one snapshot (a batch
 // applied between two reads would otherwise vanish from both).
-func (q *Queries) GetAccountWithPending(ctx context.Context, code string) (GetAccountWithPendingRow, error) {
-	row := q.db.QueryRow(ctx, getAccountWithPending, code)
+func (q *Queries) GetAccountWithPending(ctx context.Context, arg GetAccountWithPendingParams) (GetAccountWithPendingRow, error) {
+	row := q.db.QueryRow(ctx, getAccountWithPending, arg.Code, arg.Currency)
 	var i GetAccountWithPendingRow
 	err := row.Scan(
 		&i.LedgerAccount.ID,
@@ -409,9 +454,9 @@ func (q *Queries) HasPendingPostings(ctx context.Context, accountID int64) (bool
 }
 
 const insertAccount = `-- name: InsertAccount :one
-INSERT INTO ledger_account (code, name, type, currency)
-VALUES ($1, $2, $3, $4)
-ON CONFLICT (code) DO NOTHING
+INSERT INTO ledger_account (code, name, type, currency, system)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (code, currency) DO NOTHING
 RETURNING id, code, name, type, currency, system, balance_minor, applied_postings, created_at, updated_at
 `
 
@@ -420,6 +465,7 @@ type InsertAccountParams struct {
 	Name     string
 	Type     LedgerAccountType
 	Currency string
+	System   bool
 }
 
 func (q *Queries) InsertAccount(ctx context.Context, arg InsertAccountParams) (LedgerAccount, error) {
@@ -428,6 +474,7 @@ func (q *Queries) InsertAccount(ctx context.Context, arg InsertAccountParams) (L
 		arg.Name,
 		arg.Type,
 		arg.Currency,
+		arg.System,
 	)
 	var i LedgerAccount
 	err := row.Scan(
@@ -446,72 +493,106 @@ func (q *Queries) InsertAccount(ctx context.Context, arg InsertAccountParams) (L
 }
 
 const insertEntryWithPostings = `-- name: InsertEntryWithPostings :one
-WITH e AS (
+WITH lines AS (
+    SELECT a.account_id, m.amount, a.ord
+    FROM unnest($1::bigint[]) WITH ORDINALITY AS a(account_id, ord)
+    JOIN unnest($2::bigint[]) WITH ORDINALITY AS m(amount, ord) USING (ord)
+), net AS (
+    SELECT account_id, sum(amount) AS delta FROM lines GROUP BY account_id
+), chk AS (
+    SELECT coalesce(array_agg(acc.id ORDER BY acc.id) FILTER (
+               WHERE abs(acc.balance_minor::numeric + net.delta + coalesce(pend.total, 0)) > $3::numeric
+           ), '{}')::bigint[] AS out_of_range
+    FROM net
+    JOIN ledger_account acc ON acc.id = net.account_id
+    LEFT JOIN LATERAL (
+        SELECT sum(p.amount_minor) AS total FROM ledger_posting p
+        WHERE p.account_id = net.account_id AND p.applied_at IS NULL
+          AND abs(net.delta) > $4::numeric
+    ) pend ON true
+), e AS (
     INSERT INTO ledger_entry (idempotency_key, description, currency, urgent, payload_hash, pending_postings)
-    VALUES ($1, $2, $3, $4, $5,
-            cardinality($6::bigint[]))
+    SELECT $5, $6, $7, $8, $9,
+           cardinality($1::bigint[])
+    FROM chk WHERE cardinality(chk.out_of_range) = 0
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, created_at
 ), p AS (
     INSERT INTO ledger_posting (entry_id, account_id, amount_minor)
-    SELECT e.id, a.account_id, m.amount
-    FROM e,
-         unnest($6::bigint[]) WITH ORDINALITY AS a(account_id, ord)
-         JOIN unnest($7::bigint[]) WITH ORDINALITY AS m(amount, ord) USING (ord)
-    ORDER BY ord
+    SELECT e.id, l.account_id, l.amount
+    FROM e, lines l
+    ORDER BY l.ord
     RETURNING id
 )
-SELECT e.id, e.created_at, (SELECT array_agg(p.id ORDER BY p.id) FROM p)::bigint[] AS posting_ids
-FROM e
+SELECT chk.out_of_range, e.id, e.created_at, (SELECT array_agg(p.id ORDER BY p.id) FROM p)::bigint[] AS posting_ids
+FROM chk LEFT JOIN e ON true
 `
 
 type InsertEntryWithPostingsParams struct {
+	AccountIds     []int64
+	Amounts        []int64
+	MaxBalance     pgtype.Numeric
+	LargeMinor     pgtype.Numeric
 	IdempotencyKey string
 	Description    string
 	Currency       string
 	Urgent         bool
 	PayloadHash    string
-	AccountIds     []int64
-	Amounts        []int64
 }
 
 type InsertEntryWithPostingsRow struct {
-	ID         int64
-	CreatedAt  time.Time
+	OutOfRange []int64
+	ID         *int64
+	CreatedAt  *time.Time
 	PostingIds []int64
 }
 
-// Writes an entry and its postings in one round trip. No row comes back
-// when the idempotency key exists (the caller then loads that entry).
+// Writes an entry and its postings in one round trip, unless it would take
+// an account's balance out of range: in_range is false then, and nothing
+// is written. Every account's balance plus this entry's net amount on it
+// must stay within ±max_balance; when the net amount is large (above
+// large_minor), the account's pending postings are added too, exactly (a
+// bounded index scan paid only by large entries; see ledger.MaxBalanceMinor
+// for why small ones need not). Sums are numeric, so nothing overflows
+// while checking. id is NULL (and in_range true) when the idempotency key
+// exists: the caller then loads that entry.
 func (q *Queries) InsertEntryWithPostings(ctx context.Context, arg InsertEntryWithPostingsParams) (InsertEntryWithPostingsRow, error) {
 	row := q.db.QueryRow(ctx, insertEntryWithPostings,
+		arg.AccountIds,
+		arg.Amounts,
+		arg.MaxBalance,
+		arg.LargeMinor,
 		arg.IdempotencyKey,
 		arg.Description,
 		arg.Currency,
 		arg.Urgent,
 		arg.PayloadHash,
-		arg.AccountIds,
-		arg.Amounts,
 	)
 	var i InsertEntryWithPostingsRow
-	err := row.Scan(&i.ID, &i.CreatedAt, &i.PostingIds)
+	err := row.Scan(
+		&i.OutOfRange,
+		&i.ID,
+		&i.CreatedAt,
+		&i.PostingIds,
+	)
 	return i, err
 }
 
 const listAccounts = `-- name: ListAccounts :many
 SELECT id, code, name, type, currency, system, balance_minor, applied_postings, created_at, updated_at FROM ledger_account
-WHERE code > $1::text
-ORDER BY code
-LIMIT $2
+WHERE (code, currency) > ($1::text, $2::text)
+ORDER BY code, currency
+LIMIT $3
 `
 
 type ListAccountsParams struct {
-	AfterCode string
-	Lim       int32
+	AfterCode     string
+	AfterCurrency string
+	Lim           int32
 }
 
 func (q *Queries) ListAccounts(ctx context.Context, arg ListAccountsParams) ([]LedgerAccount, error) {
-	rows, err := q.db.Query(ctx, listAccounts, arg.AfterCode, arg.Lim)
+	rows, err := q.db.Query(ctx, listAccounts, arg.AfterCode, arg.AfterCurrency, arg.Lim)
 	if err != nil {
 		return nil, err
 	}
@@ -539,6 +620,16 @@ func (q *Queries) ListAccounts(ctx context.Context, arg ListAccountsParams) ([]L
 		return nil, err
 	}
 	return items, nil
+}
+
+const lockAccountCode = `-- name: LockAccountCode :exec
+SELECT pg_advisory_xact_lock(1919251318, hashtext($1::text))
+`
+
+// Serialises the API's creators of one account code (any currency).
+func (q *Queries) LockAccountCode(ctx context.Context, code string) error {
+	_, err := q.db.Exec(ctx, lockAccountCode, code)
+	return err
 }
 
 const lockApplySignalExclusive = `-- name: LockApplySignalExclusive :exec
@@ -575,26 +666,36 @@ func (q *Queries) RequestApply(ctx context.Context, ids []int64) ([]int64, error
 }
 
 const trialBalanceByCurrency = `-- name: TrialBalanceByCurrency :many
-SELECT a.currency,
-       coalesce(sum(a.balance_minor), 0)::bigint AS balance_total_minor,
-       coalesce(sum(p.pending), 0)::bigint AS pending_total_minor,
-       count(*)::bigint AS accounts
-FROM ledger_account a
-LEFT JOIN LATERAL (
-    SELECT sum(amount_minor) AS pending FROM ledger_posting
-    WHERE account_id = a.id AND applied_at IS NULL
-) p ON true
-GROUP BY a.currency
-ORDER BY a.currency
+SELECT t.currency,
+       greatest(least(t.balance_total, 9223372036854775807), -9223372036854775807)::bigint AS balance_total_minor,
+       greatest(least(t.pending_total, 9223372036854775807), -9223372036854775807)::bigint AS pending_total_minor,
+       (t.balance_total = 0 AND t.pending_total = 0)::boolean AS balanced,
+       t.accounts
+FROM (
+    SELECT a.currency,
+           coalesce(sum(a.balance_minor), 0)::numeric AS balance_total,
+           coalesce(sum(p.pending), 0)::numeric AS pending_total,
+           count(*)::bigint AS accounts
+    FROM ledger_account a
+    LEFT JOIN LATERAL (
+        SELECT sum(amount_minor) AS pending FROM ledger_posting
+        WHERE account_id = a.id AND applied_at IS NULL
+    ) p ON true
+    GROUP BY a.currency
+) t
+ORDER BY t.currency
 `
 
 type TrialBalanceByCurrencyRow struct {
 	Currency          string
 	BalanceTotalMinor int64
 	PendingTotalMinor int64
+	Balanced          bool
 	Accounts          int64
 }
 
+// Sums in numeric (many balances can add up past int64); the totals are
+// clamped into bigint for the API, and balanced is decided on the exact sums.
 func (q *Queries) TrialBalanceByCurrency(ctx context.Context) ([]TrialBalanceByCurrencyRow, error) {
 	rows, err := q.db.Query(ctx, trialBalanceByCurrency)
 	if err != nil {
@@ -608,6 +709,7 @@ func (q *Queries) TrialBalanceByCurrency(ctx context.Context) ([]TrialBalanceByC
 			&i.Currency,
 			&i.BalanceTotalMinor,
 			&i.PendingTotalMinor,
+			&i.Balanced,
 			&i.Accounts,
 		); err != nil {
 			return nil, err

@@ -137,6 +137,128 @@ func AllLedgerEntryStatusValues() []LedgerEntryStatus {
 	}
 }
 
+type LoanInterestMode string
+
+const (
+	LoanInterestModeDEALER       LoanInterestMode = "DEALER"
+	LoanInterestModeMANUFACTURER LoanInterestMode = "MANUFACTURER"
+	LoanInterestModeSPLIT        LoanInterestMode = "SPLIT"
+)
+
+func (e *LoanInterestMode) Scan(src interface{}) error {
+	switch s := src.(type) {
+	case []byte:
+		*e = LoanInterestMode(s)
+	case string:
+		*e = LoanInterestMode(s)
+	default:
+		return fmt.Errorf("unsupported scan type for LoanInterestMode: %T", src)
+	}
+	return nil
+}
+
+type NullLoanInterestMode struct {
+	LoanInterestMode LoanInterestMode
+	Valid            bool // Valid is true if LoanInterestMode is not NULL
+}
+
+// Scan implements the Scanner interface.
+func (ns *NullLoanInterestMode) Scan(value interface{}) error {
+	if value == nil {
+		ns.LoanInterestMode, ns.Valid = "", false
+		return nil
+	}
+	ns.Valid = true
+	return ns.LoanInterestMode.Scan(value)
+}
+
+// Value implements the driver Valuer interface.
+func (ns NullLoanInterestMode) Value() (driver.Value, error) {
+	if !ns.Valid {
+		return nil, nil
+	}
+	return string(ns.LoanInterestMode), nil
+}
+
+func (e LoanInterestMode) Valid() bool {
+	switch e {
+	case LoanInterestModeDEALER,
+		LoanInterestModeMANUFACTURER,
+		LoanInterestModeSPLIT:
+		return true
+	}
+	return false
+}
+
+func AllLoanInterestModeValues() []LoanInterestMode {
+	return []LoanInterestMode{
+		LoanInterestModeDEALER,
+		LoanInterestModeMANUFACTURER,
+		LoanInterestModeSPLIT,
+	}
+}
+
+type LoanStatus string
+
+const (
+	LoanStatusACTIVE  LoanStatus = "ACTIVE"
+	LoanStatusOVERDUE LoanStatus = "OVERDUE"
+	LoanStatusREPAID  LoanStatus = "REPAID"
+)
+
+func (e *LoanStatus) Scan(src interface{}) error {
+	switch s := src.(type) {
+	case []byte:
+		*e = LoanStatus(s)
+	case string:
+		*e = LoanStatus(s)
+	default:
+		return fmt.Errorf("unsupported scan type for LoanStatus: %T", src)
+	}
+	return nil
+}
+
+type NullLoanStatus struct {
+	LoanStatus LoanStatus
+	Valid      bool // Valid is true if LoanStatus is not NULL
+}
+
+// Scan implements the Scanner interface.
+func (ns *NullLoanStatus) Scan(value interface{}) error {
+	if value == nil {
+		ns.LoanStatus, ns.Valid = "", false
+		return nil
+	}
+	ns.Valid = true
+	return ns.LoanStatus.Scan(value)
+}
+
+// Value implements the driver Valuer interface.
+func (ns NullLoanStatus) Value() (driver.Value, error) {
+	if !ns.Valid {
+		return nil, nil
+	}
+	return string(ns.LoanStatus), nil
+}
+
+func (e LoanStatus) Valid() bool {
+	switch e {
+	case LoanStatusACTIVE,
+		LoanStatusOVERDUE,
+		LoanStatusREPAID:
+		return true
+	}
+	return false
+}
+
+func AllLoanStatusValues() []LoanStatus {
+	return []LoanStatus{
+		LoanStatusACTIVE,
+		LoanStatusOVERDUE,
+		LoanStatusREPAID,
+	}
+}
+
 type OrderStatus string
 
 const (
@@ -204,6 +326,64 @@ func AllOrderStatusValues() []OrderStatus {
 		OrderStatusSHIPPED,
 		OrderStatusCOMPLETED,
 		OrderStatusCANCELLED,
+	}
+}
+
+type RepaymentPayer string
+
+const (
+	RepaymentPayerDEALER       RepaymentPayer = "DEALER"
+	RepaymentPayerMANUFACTURER RepaymentPayer = "MANUFACTURER"
+)
+
+func (e *RepaymentPayer) Scan(src interface{}) error {
+	switch s := src.(type) {
+	case []byte:
+		*e = RepaymentPayer(s)
+	case string:
+		*e = RepaymentPayer(s)
+	default:
+		return fmt.Errorf("unsupported scan type for RepaymentPayer: %T", src)
+	}
+	return nil
+}
+
+type NullRepaymentPayer struct {
+	RepaymentPayer RepaymentPayer
+	Valid          bool // Valid is true if RepaymentPayer is not NULL
+}
+
+// Scan implements the Scanner interface.
+func (ns *NullRepaymentPayer) Scan(value interface{}) error {
+	if value == nil {
+		ns.RepaymentPayer, ns.Valid = "", false
+		return nil
+	}
+	ns.Valid = true
+	return ns.RepaymentPayer.Scan(value)
+}
+
+// Value implements the driver Valuer interface.
+func (ns NullRepaymentPayer) Value() (driver.Value, error) {
+	if !ns.Valid {
+		return nil, nil
+	}
+	return string(ns.RepaymentPayer), nil
+}
+
+func (e RepaymentPayer) Valid() bool {
+	switch e {
+	case RepaymentPayerDEALER,
+		RepaymentPayerMANUFACTURER:
+		return true
+	}
+	return false
+}
+
+func AllRepaymentPayerValues() []RepaymentPayer {
+	return []RepaymentPayer{
+		RepaymentPayerDEALER,
+		RepaymentPayerMANUFACTURER,
 	}
 }
 
@@ -283,6 +463,23 @@ func AllRiverJobStateValues() []RiverJobState {
 	}
 }
 
+type CreditLine struct {
+	BorrowerID string
+	Currency   string
+	LimitMinor int64
+	UsedMinor  int64
+	Frozen     bool
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
+type CreditRestoration struct {
+	RepaymentID int64
+	BorrowerID  string
+	AmountMinor int64
+	RestoredAt  time.Time
+}
+
 type LedgerAccount struct {
 	ID              int64
 	Code            string
@@ -321,6 +518,36 @@ type LedgerPosting struct {
 	AmountMinor int64
 	CreatedAt   time.Time
 	AppliedAt   *time.Time
+}
+
+type Loan struct {
+	ID                                   int64
+	LoanNo                               string
+	RequestHash                          string
+	BorrowerID                           string
+	Currency                             string
+	PrincipalMinor                       int64
+	AnnualRateBps                        int32
+	PenaltyRateBps                       int32
+	LateFeeMinor                         int64
+	StartDate                            pgtype.Date
+	DueDate                              pgtype.Date
+	InterestMode                         LoanInterestMode
+	DealerID                             string
+	ManufacturerID                       *string
+	ManufacturerShareBps                 int32
+	Status                               LoanStatus
+	PrincipalOutstandingMinor            int64
+	InterestOutstandingDealerMinor       int64
+	InterestOutstandingManufacturerMinor int64
+	PenaltyOutstandingMinor              int64
+	LateFeeOutstandingMinor              int64
+	DaysPastDue                          int32
+	LastClosedDate                       pgtype.Date
+	DisbursementEntryID                  int64
+	CreatedAt                            time.Time
+	UpdatedAt                            time.Time
+	RepaidAt                             *time.Time
 }
 
 type Order struct {
@@ -375,6 +602,23 @@ type Product struct {
 	Sold          int64
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
+}
+
+type Repayment struct {
+	ID                        int64
+	LoanID                    int64
+	Identifier                string
+	RequestHash               string
+	Payer                     RepaymentPayer
+	AmountMinor               int64
+	ValueDate                 pgtype.Date
+	PenaltyMinor              int64
+	LateFeeMinor              int64
+	InterestDealerMinor       int64
+	InterestManufacturerMinor int64
+	PrincipalMinor            int64
+	LedgerEntryID             int64
+	CreatedAt                 time.Time
 }
 
 type RiverJob struct {

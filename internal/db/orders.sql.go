@@ -10,30 +10,6 @@ import (
 	"time"
 )
 
-const accountCurrency = `-- name: AccountCurrency :one
-
-SELECT currency FROM ledger_account WHERE code = $1
-`
-
-// Orders and inventory (SPEC §3).
-//
-// Locking rules, followed by every path (API, workers, sweeper):
-//   - an order row is locked before any product row;
-//   - product rows are locked in sku order (ORDER BY sku FOR ... in one
-//     statement), so two multi-item orders never wait on each other in a
-//     cycle, and updated by a later statement (orders_reserve and
-//     orders_move_stock in schema.sql say why);
-//   - row locks are FOR NO KEY UPDATE: they do not conflict with the KEY
-//     SHARE locks that order_item's and order_event's foreign-key checks take
-//     on product and orders rows, so inserting items never queues behind (or
-//     deadlocks with) a stock update.
-func (q *Queries) AccountCurrency(ctx context.Context, code string) (string, error) {
-	row := q.db.QueryRow(ctx, accountCurrency, code)
-	var currency string
-	err := row.Scan(&currency)
-	return currency, err
-}
-
 const applyTransition = `-- name: ApplyTransition :one
 WITH o AS (
     UPDATE orders SET
@@ -838,6 +814,7 @@ func (q *Queries) StaleCreatedOrders(ctx context.Context, arg StaleCreatedOrders
 }
 
 const upsertProduct = `-- name: UpsertProduct :one
+
 INSERT INTO product (sku, name, price_minor, currency, stock_on_hand)
 VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (sku) DO UPDATE
@@ -872,6 +849,19 @@ type UpsertProductRow struct {
 	Inserted      bool
 }
 
+// Orders and inventory (SPEC §3).
+//
+// Locking rules, followed by every path (API, workers, sweeper):
+//   - an order row is locked before any product row;
+//   - product rows are locked in sku order (ORDER BY sku FOR ... in one
+//     statement), so two multi-item orders never wait on each other in a
+//     cycle, and updated by a later statement (orders_reserve and
+//     orders_move_stock in schema.sql say why);
+//   - row locks are FOR NO KEY UPDATE: they do not conflict with the KEY
+//     SHARE locks that order_item's and order_event's foreign-key checks take
+//     on product and orders rows, so inserting items never queues behind (or
+//     deadlocks with) a stock update.
+//
 // Creates a product or replaces its fields. An update applies only while the
 // new on-hand stock still covers the units reserved by CREATED orders: no row
 // comes back otherwise (the row is still locked, so the caller can read why).

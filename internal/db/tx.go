@@ -49,6 +49,13 @@ func NewStore(db Executor, river JobInserter) *Store {
 // Queries returns sqlc queries on the store's executor (no transaction).
 func (s *Store) Queries() *Queries { return New(s.db) }
 
+// JobInserter returns the River client the store inserts jobs with. The
+// store's contract stays insert-only; a service that needs another part of
+// River's API on the same client (the dead-letter retry needs JobRetryTx)
+// asserts it to its own small interface when it is built (domains.New), so
+// no second client has to be threaded through the wiring.
+func (s *Store) JobInserter() JobInserter { return s.river }
+
 // Tx is one open transaction: sqlc queries and River inserts share it, so
 // they commit or roll back together.
 type Tx struct {

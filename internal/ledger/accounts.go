@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"unicode/utf8"
 
 	"riverbank"
@@ -35,29 +36,83 @@ func (in AccountInput) Validate() error {
 	return nil
 }
 
-// CreateAccount creates an account. The code is the idempotency key: the
-// same code with the same name, type and currency returns the existing
-// account (created=false); anything else is an idempotency_conflict.
+// CreateAccount creates an account through the API. The code is the
+// idempotency key: the same code with the same name, type and currency
+// returns the existing account (created=false); a code that exists with
+// another name or type, or in another currency, is 409
+// idempotency_conflict (an account created by the API has one currency).
+// Codes of system accounts and merchant payables are reserved for internal
+// writers (422 reserved_code).
 func (s *Service) CreateAccount(ctx context.Context, in AccountInput) (*Account, bool, error) {
 	if err := in.Validate(); err != nil {
 		return nil, false, err
 	}
-	q := s.store.Queries()
-	row, err := q.InsertAccount(ctx, db.InsertAccountParams{Code: in.Code, Name: in.Name, Type: db.LedgerAccountType(in.Type), Currency: in.Currency})
-	if err == nil {
-		return accountFromRow(row), true, nil
+	if IsReservedCode(in.Code) {
+		return nil, false, riverbank.Errorf(riverbank.ERESERVEDCODE, "code %q is reserved: codes starting with %s are created by riverbank itself", in.Code, strings.Join(reservedPrefixes, ", ")).
+			WithDetail("reserved_prefixes", reservedPrefixes)
 	}
-	if !db.IsNotFound(err) {
-		return nil, false, fmt.Errorf("insert account: %w", err)
+	var (
+		out     *Account
+		created bool
+	)
+	err := s.store.InTx(ctx, func(tx *db.Tx) error {
+		// Serialise creators of one code, so two requests for the same code
+		// in different currencies cannot both succeed.
+		if err := tx.LockAccountCode(ctx, in.Code); err != nil {
+			return fmt.Errorf("lock account code: %w", err)
+		}
+		cs, err := tx.AccountCurrencies(ctx, in.Code)
+		if err != nil {
+			return fmt.Errorf("read account currencies: %w", err)
+		}
+		if len(cs) > 0 && !slices.Contains(cs, in.Currency) {
+			return riverbank.Errorf(riverbank.EIDEMPOTENCYCONFLICT, "account %q already exists in %s", in.Code, strings.Join(cs, ", ")).WithDetail("currencies", cs)
+		}
+		row, err := tx.InsertAccount(ctx, db.InsertAccountParams{Code: in.Code, Name: in.Name, Type: db.LedgerAccountType(in.Type), Currency: in.Currency})
+		if err == nil {
+			out, created = accountFromRow(row), true
+			return nil
+		}
+		if !db.IsNotFound(err) {
+			return fmt.Errorf("insert account: %w", err)
+		}
+		existing, err := tx.GetAccountByCode(ctx, db.GetAccountByCodeParams{Code: in.Code, Currency: in.Currency})
+		if err != nil {
+			return fmt.Errorf("read account: %w", err)
+		}
+		if existing.Name != in.Name || string(existing.Type) != in.Type {
+			return riverbank.Errorf(riverbank.EIDEMPOTENCYCONFLICT, "account %q already exists with a different name or type", in.Code)
+		}
+		out = accountFromRow(existing)
+		return nil
+	})
+	return out, created, err
+}
+
+// resolveCurrency picks the account (code, currency) a read names: the
+// currency given, or the only currency the code exists in. A code in
+// several currencies without one is 409 currency_required naming them.
+func resolveCurrency(ctx context.Context, q *db.Queries, code, currency string) (string, error) {
+	if !codeRE.MatchString(code) {
+		return "", riverbank.Errorf(riverbank.ENOTFOUND, "account %q not found", code)
 	}
-	existing, err := s.GetAccount(ctx, in.Code)
+	if currency != "" {
+		if !currencyRE.MatchString(currency) {
+			return "", invalid("currency %q is not an ISO 4217 code (three capital letters)", currency)
+		}
+		return currency, nil
+	}
+	cs, err := q.AccountCurrencies(ctx, code)
 	if err != nil {
-		return nil, false, err
+		return "", fmt.Errorf("read account currencies: %w", err)
 	}
-	if existing.Name != in.Name || existing.Type != in.Type || existing.Currency != in.Currency {
-		return nil, false, riverbank.Errorf(riverbank.EIDEMPOTENCYCONFLICT, "account %q already exists with a different name, type or currency", in.Code)
+	switch len(cs) {
+	case 0:
+		return "", riverbank.Errorf(riverbank.ENOTFOUND, "account %q not found", code)
+	case 1:
+		return cs[0], nil
 	}
-	return existing, false, nil
+	return "", riverbank.Errorf(riverbank.ECURRENCYREQUIRED, "account %q exists in %s: pass ?currency=", code, strings.Join(cs, ", ")).WithDetail("currencies", cs)
 }
 
 func accountFromRow(r db.LedgerAccount) *Account {
@@ -69,14 +124,17 @@ func accountFromRow(r db.LedgerAccount) *Account {
 }
 
 // GetAccount returns an account with its applied balance and the sum of
-// its pending postings.
-func (s *Service) GetAccount(ctx context.Context, code string) (*Account, error) {
-	if !codeRE.MatchString(code) {
-		return nil, riverbank.Errorf(riverbank.ENOTFOUND, "account %q not found", code)
+// its pending postings. currency may be empty when the code exists in one
+// currency only.
+func (s *Service) GetAccount(ctx context.Context, code, currency string) (*Account, error) {
+	q := s.store.Queries()
+	currency, err := resolveCurrency(ctx, q, code, currency)
+	if err != nil {
+		return nil, err
 	}
-	r, err := s.store.Queries().GetAccountWithPending(ctx, code)
+	r, err := q.GetAccountWithPending(ctx, db.GetAccountWithPendingParams{Code: code, Currency: currency})
 	if db.IsNotFound(err) {
-		return nil, riverbank.Errorf(riverbank.ENOTFOUND, "account %q not found", code)
+		return nil, riverbank.Errorf(riverbank.ENOTFOUND, "account %q not found in %s", code, currency)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get account: %w", err)
@@ -86,11 +144,11 @@ func (s *Service) GetAccount(ctx context.Context, code string) (*Account, error)
 	return a, nil
 }
 
-// ListAccounts returns accounts ordered by code after afterCode. Pending
-// sums are not included (they cost a probe per account); fetch one account
-// for them.
-func (s *Service) ListAccounts(ctx context.Context, afterCode string, limit int) ([]*Account, error) {
-	rows, err := s.store.Queries().ListAccounts(ctx, db.ListAccountsParams{AfterCode: afterCode, Lim: int32(limit)})
+// ListAccounts returns accounts ordered by (code, currency) after
+// (afterCode, afterCurrency). Pending sums are not included (they cost a
+// probe per account); fetch one account for them.
+func (s *Service) ListAccounts(ctx context.Context, afterCode, afterCurrency string, limit int) ([]*Account, error) {
+	rows, err := s.store.Queries().ListAccounts(ctx, db.ListAccountsParams{AfterCode: afterCode, AfterCurrency: afterCurrency, Lim: int32(limit)})
 	if err != nil {
 		return nil, fmt.Errorf("list accounts: %w", err)
 	}
@@ -103,14 +161,15 @@ func (s *Service) ListAccounts(ctx context.Context, afterCode string, limit int)
 
 // AccountPostings returns an account's postings newest first, with ids
 // below beforeID (0 = from the newest).
-func (s *Service) AccountPostings(ctx context.Context, code string, beforeID int64, limit int) ([]Posting, error) {
-	if !codeRE.MatchString(code) {
-		return nil, riverbank.Errorf(riverbank.ENOTFOUND, "account %q not found", code)
-	}
+func (s *Service) AccountPostings(ctx context.Context, code, currency string, beforeID int64, limit int) ([]Posting, error) {
 	q := s.store.Queries()
-	acc, err := q.GetAccountByCode(ctx, code)
+	currency, err := resolveCurrency(ctx, q, code, currency)
+	if err != nil {
+		return nil, err
+	}
+	acc, err := q.GetAccountByCode(ctx, db.GetAccountByCodeParams{Code: code, Currency: currency})
 	if db.IsNotFound(err) {
-		return nil, riverbank.Errorf(riverbank.ENOTFOUND, "account %q not found", code)
+		return nil, riverbank.Errorf(riverbank.ENOTFOUND, "account %q not found in %s", code, currency)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get account: %w", err)
@@ -124,7 +183,7 @@ func (s *Service) AccountPostings(ctx context.Context, code string, beforeID int
 	}
 	out := make([]Posting, len(rows))
 	for i, r := range rows {
-		out[i] = Posting{ID: r.ID, EntryID: r.EntryID, Account: code, AmountMinor: r.AmountMinor, Description: r.Description, CreatedAt: r.CreatedAt, AppliedAt: r.AppliedAt}
+		out[i] = Posting{ID: r.ID, EntryID: r.EntryID, Account: code, Currency: currency, AmountMinor: r.AmountMinor, Description: r.Description, CreatedAt: r.CreatedAt, AppliedAt: r.AppliedAt}
 	}
 	return out, nil
 }
@@ -142,6 +201,7 @@ type CurrencyTotals struct {
 // applied postings.
 type Mismatch struct {
 	Code            string
+	Currency        string
 	BalanceMinor    int64
 	AppliedSumMinor int64
 }
@@ -167,8 +227,7 @@ func (s *Service) TrialBalance(ctx context.Context) (*TrialBalance, error) {
 	}
 	tb := &TrialBalance{Balanced: true, Currencies: []CurrencyTotals{}, Mismatches: []Mismatch{}}
 	for _, r := range rows {
-		ct := CurrencyTotals{Currency: r.Currency, BalanceTotalMinor: r.BalanceTotalMinor, PendingTotalMinor: r.PendingTotalMinor, Accounts: r.Accounts}
-		ct.Balanced = ct.BalanceTotalMinor == 0 && ct.PendingTotalMinor == 0
+		ct := CurrencyTotals{Currency: r.Currency, BalanceTotalMinor: r.BalanceTotalMinor, PendingTotalMinor: r.PendingTotalMinor, Accounts: r.Accounts, Balanced: r.Balanced}
 		tb.Balanced = tb.Balanced && ct.Balanced
 		tb.Currencies = append(tb.Currencies, ct)
 	}
@@ -177,7 +236,7 @@ func (s *Service) TrialBalance(ctx context.Context) (*TrialBalance, error) {
 		return nil, fmt.Errorf("check balances: %w", err)
 	}
 	for _, m := range mm {
-		tb.Mismatches = append(tb.Mismatches, Mismatch{Code: m.Code, BalanceMinor: m.BalanceMinor, AppliedSumMinor: m.AppliedSumMinor})
+		tb.Mismatches = append(tb.Mismatches, Mismatch{Code: m.Code, Currency: m.Currency, BalanceMinor: m.BalanceMinor, AppliedSumMinor: m.AppliedSumMinor})
 		tb.Balanced = false
 	}
 	return tb, nil

@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"regexp"
 	"sort"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
@@ -52,6 +54,21 @@ const (
 	MaxAmountMinor = 1_000_000_000_000_000
 )
 
+// MaxBalanceMinor bounds every account's balance (10^18 minor units, about
+// a ninth of int64). An entry that would take a balance past ±MaxBalanceMinor
+// is refused at write time with balance_out_of_range, so ledger.apply can
+// never overflow. The check (InsertEntryWithPostings) adds the account's
+// balance and the entry's net amount on it; for a net amount above
+// LargeAmountMinor it also adds the account's pending postings, exactly.
+// Small entries skip that scan (it would cost a hot account's writers a
+// scan of its backlog): a balance can then pass MaxBalanceMinor only
+// through small postings pending at the same time, and reaching int64
+// would take over 8 million of them on one account.
+const (
+	MaxBalanceMinor  = 1_000_000_000_000_000_000
+	LargeAmountMinor = 1_000_000_000_000
+)
+
 // SystemKeyPrefix starts the idempotency key of every entry an internal
 // writer posts (order payments, later disbursements and accruals). The API
 // refuses it, so a client can neither block nor forge an internal entry by
@@ -62,6 +79,40 @@ const SystemKeyPrefix = "sys:"
 // first use by internal writers.
 func MerchantPayable(merchantID string) string {
 	return "merchant:" + merchantID + ":payable"
+}
+
+// systemAccounts are the accounts riverbank keeps once per currency, with
+// the name and type an internal writer creates them with on first use.
+var systemAccounts = map[string]struct {
+	name string
+	typ  db.LedgerAccountType
+}{
+	AccountPlatformCash:              {"Platform cash", db.LedgerAccountTypeASSET},
+	AccountLoansPrincipal:            {"Loan principal receivable", db.LedgerAccountTypeASSET},
+	AccountLoansInterestDealer:       {"Interest receivable, dealer-borne", db.LedgerAccountTypeASSET},
+	AccountLoansInterestManufacturer: {"Interest receivable, manufacturer-borne", db.LedgerAccountTypeASSET},
+	AccountLoansPenalty:              {"Penalty interest receivable", db.LedgerAccountTypeASSET},
+	AccountLoansLateFee:              {"Late fee receivable", db.LedgerAccountTypeASSET},
+	AccountIncomeInterest:            {"Interest income", db.LedgerAccountTypeINCOME},
+	AccountIncomePenalty:             {"Penalty interest income", db.LedgerAccountTypeINCOME},
+	AccountIncomeLateFee:             {"Late fee income", db.LedgerAccountTypeINCOME},
+}
+
+// reservedPrefixes start the codes only internal writers create: the
+// system accounts and merchant payables. Were the API allowed to create
+// them, a client could take merchant:m:payable in another currency first
+// and block every payment to that merchant.
+var reservedPrefixes = []string{"platform:", "loans:", "income:", "merchant:"}
+
+// IsReservedCode reports whether code belongs to riverbank's internal
+// writers (system accounts and merchant payables).
+func IsReservedCode(code string) bool {
+	for _, p := range reservedPrefixes {
+		if strings.HasPrefix(code, p) {
+			return true
+		}
+	}
+	return false
 }
 
 var (
@@ -85,13 +136,15 @@ type EntryInput struct {
 	Description    string         `json:"description"`
 	Urgent         bool           `json:"urgent"`
 	Postings       []PostingInput `json:"postings"`
-	// CreateMerchantAccounts lets internal writers post to
-	// merchant:{id}:payable accounts that do not exist yet (created as
-	// LIABILITY in the entry's currency). The API never sets it.
-	CreateMerchantAccounts bool `json:"-"`
-	// Currency is required only when every account may be created on the
-	// fly; otherwise it is taken from the accounts.
-	Currency string `json:"-"`
+	// Currency is the entry's currency. It may be left empty when every
+	// account code exists in one currency only; internal writers always
+	// set it.
+	Currency string `json:"currency,omitempty"`
+	// CreateSystemAccounts lets internal writers post to system accounts
+	// and merchant:{id}:payable accounts that do not exist yet in the
+	// entry's currency: they are created on first use (concurrent first
+	// uses create one). The API never sets it.
+	CreateSystemAccounts bool `json:"-"`
 }
 
 // Account is an account with its applied balance.
@@ -115,6 +168,7 @@ type Posting struct {
 	ID          int64
 	EntryID     int64
 	Account     string
+	Currency    string
 	AmountMinor int64
 	Description string
 	CreatedAt   time.Time
@@ -171,10 +225,11 @@ func NewService(store *db.Store) *Service {
 	return &Service{store: store, accounts: &accountCache{m: map[string]db.AccountsByCodesRow{}}}
 }
 
-// accountCache maps account codes to id and currency. Both are immutable
-// and accounts are never deleted (postings reference them), so a cached
-// entry can never go stale; it saves the hot API path one round trip.
-// Bounded: it starts over when full.
+// accountCache maps (code, currency) to the account's id. Accounts are
+// immutable in both and never deleted (postings reference them), so a
+// cached entry can never go stale; it saves the hot API path one round
+// trip. It is used when an entry names its currency. Bounded: it starts
+// over when full.
 type accountCache struct {
 	mu sync.RWMutex
 	m  map[string]db.AccountsByCodesRow
@@ -182,15 +237,15 @@ type accountCache struct {
 
 const accountCacheMax = 100_000
 
-func (c *accountCache) get(codes []string) (map[string]db.AccountsByCodesRow, bool) {
-	if c == nil {
+func (c *accountCache) get(codes []string, currency string) (map[string]db.AccountsByCodesRow, bool) {
+	if c == nil || currency == "" {
 		return nil, false
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	out := make(map[string]db.AccountsByCodesRow, len(codes))
 	for _, code := range codes {
-		a, ok := c.m[code]
+		a, ok := c.m[code+"\x00"+currency]
 		if !ok {
 			return nil, false
 		}
@@ -208,8 +263,8 @@ func (c *accountCache) put(rows map[string]db.AccountsByCodesRow) {
 	if len(c.m)+len(rows) > accountCacheMax {
 		c.m = map[string]db.AccountsByCodesRow{}
 	}
-	for k, v := range rows {
-		c.m[k] = v
+	for _, v := range rows {
+		c.m[v.Code+"\x00"+v.Currency] = v
 	}
 }
 
@@ -255,7 +310,7 @@ func (in *EntryInput) Validate() error {
 		return invalid("postings must sum to zero (debits positive, credits negative); they sum to %d", sum)
 	}
 	if in.Currency != "" && !currencyRE.MatchString(in.Currency) {
-		return invalid("currency %q is not an ISO 4217 code", in.Currency)
+		return invalid("currency %q is not an ISO 4217 code (three capital letters)", in.Currency)
 	}
 	return nil
 }
@@ -314,60 +369,9 @@ func postTx(ctx context.Context, tx *db.Tx, in EntryInput, cache *accountCache) 
 		}
 	}
 	sort.Strings(codes)
-	byCode, cached := cache.get(codes)
-	if !cached {
-		accounts, err := tx.AccountsByCodes(ctx, codes)
-		if err != nil {
-			return nil, false, fmt.Errorf("load accounts: %w", err)
-		}
-		byCode = make(map[string]db.AccountsByCodesRow, len(accounts))
-		for _, a := range accounts {
-			byCode[a.Code] = a
-		}
-		if len(byCode) == len(codes) {
-			cache.put(byCode)
-		}
-	}
-	currency := in.Currency
-	for _, c := range codes {
-		if a, ok := byCode[c]; ok && currency == "" {
-			currency = a.Currency
-		}
-	}
-	var missing []string
-	for _, c := range codes {
-		if _, ok := byCode[c]; !ok {
-			missing = append(missing, c)
-		}
-	}
-	if len(missing) > 0 {
-		if !in.CreateMerchantAccounts {
-			return nil, false, riverbank.Errorf(riverbank.EUNPROCESSABLE, "unknown account %q", missing[0]).WithDetail("accounts", missing)
-		}
-		if currency == "" {
-			return nil, false, invalid("currency is required when every account is created on first use")
-		}
-		for _, c := range missing {
-			if !merchantRE.MatchString(c) {
-				return nil, false, riverbank.Errorf(riverbank.EUNPROCESSABLE, "unknown account %q", c).WithDetail("accounts", []string{c})
-			}
-			// ON CONFLICT DO NOTHING: a concurrent first use is fine.
-			if _, err := tx.InsertAccount(ctx, db.InsertAccountParams{Code: c, Name: "Payable to " + c, Type: db.LedgerAccountTypeLIABILITY, Currency: currency}); err != nil && !db.IsNotFound(err) {
-				return nil, false, fmt.Errorf("create account %s: %w", c, err)
-			}
-		}
-		accounts, err := tx.AccountsByCodes(ctx, codes)
-		if err != nil {
-			return nil, false, fmt.Errorf("load accounts: %w", err)
-		}
-		for _, a := range accounts {
-			byCode[a.Code] = a
-		}
-	}
-	for _, c := range codes {
-		if byCode[c].Currency != currency {
-			return nil, false, riverbank.Errorf(riverbank.EUNPROCESSABLE, "an entry has one currency: account %q is %s, the entry is %s", c, byCode[c].Currency, currency)
-		}
+	currency, byCode, err := resolveAccounts(ctx, tx, in, codes, cache)
+	if err != nil {
+		return nil, false, err
 	}
 
 	accIDs := make([]int64, len(in.Postings))
@@ -384,22 +388,38 @@ func postTx(ctx context.Context, tx *db.Tx, in EntryInput, cache *accountCache) 
 		PayloadHash:    hash,
 		AccountIds:     accIDs,
 		Amounts:        amounts,
+		MaxBalance:     numericInt(MaxBalanceMinor),
+		LargeMinor:     numericInt(LargeAmountMinor),
 	})
-	if db.IsNotFound(err) {
+	if err != nil {
+		return nil, false, fmt.Errorf("insert entry: %w", err)
+	}
+	if len(row.OutOfRange) > 0 {
+		var bad []string
+		for _, id := range row.OutOfRange {
+			for _, c := range codes {
+				if byCode[c].ID == id {
+					bad = append(bad, c)
+				}
+			}
+		}
+		return nil, false, riverbank.Errorf(riverbank.EBALANCEOUTOFRANGE, "the entry would take the balance of %s (%s) past ±%d minor units", strings.Join(bad, ", "), currency, int64(MaxBalanceMinor)).
+			WithDetail("accounts", bad).WithDetail("max_balance_minor", int64(MaxBalanceMinor))
+	}
+	if row.ID == nil {
 		// The key exists (ON CONFLICT DO NOTHING waited for a concurrent
 		// writer to commit): a replay or a conflict.
 		existing, err := tx.GetEntryByKey(ctx, in.IdempotencyKey)
 		if err != nil {
 			return nil, false, fmt.Errorf("load entry by key: %w", err)
 		}
-		if existing.PayloadHash != hash {
+		// The currency may be omitted by a client; when named it must be
+		// the entry's.
+		if existing.PayloadHash != hash || (in.Currency != "" && in.Currency != existing.Currency) {
 			return nil, false, riverbank.Errorf(riverbank.EIDEMPOTENCYCONFLICT, "idempotency_key %q was used for a different entry", in.IdempotencyKey).WithDetail("entry_id", existing.ID)
 		}
 		e, err := loadEntry(ctx, tx.Queries, existing)
 		return e, false, err
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("insert entry: %w", err)
 	}
 	if in.Urgent {
 		ids := make([]int64, 0, len(codes))
@@ -410,11 +430,118 @@ func postTx(ctx context.Context, tx *db.Tx, in EntryInput, cache *accountCache) 
 			return nil, false, err
 		}
 	}
-	e := &Entry{ID: row.ID, IdempotencyKey: in.IdempotencyKey, Description: in.Description, Currency: currency, Urgent: in.Urgent, Status: string(db.LedgerEntryStatusPENDING), CreatedAt: row.CreatedAt}
+	e := &Entry{ID: *row.ID, IdempotencyKey: in.IdempotencyKey, Description: in.Description, Currency: currency, Urgent: in.Urgent, Status: string(db.LedgerEntryStatusPENDING), CreatedAt: *row.CreatedAt}
 	for i, p := range in.Postings {
-		e.Postings = append(e.Postings, Posting{ID: row.PostingIds[i], EntryID: row.ID, Account: p.Account, AmountMinor: amounts[i], CreatedAt: row.CreatedAt})
+		e.Postings = append(e.Postings, Posting{ID: row.PostingIds[i], EntryID: e.ID, Account: p.Account, Currency: currency, AmountMinor: amounts[i], CreatedAt: e.CreatedAt})
 	}
 	return e, true, nil
+}
+
+// resolveAccounts finds the entry's accounts by (code, currency) and
+// settles the entry's currency: the one given, or the one currency every
+// code exists in (409 currency_required when a code exists in several).
+// Internal writers (CreateSystemAccounts) get missing system and merchant
+// accounts created in the entry's currency; concurrent first uses create
+// one (ON CONFLICT DO NOTHING waits for the other writer).
+func resolveAccounts(ctx context.Context, tx *db.Tx, in EntryInput, codes []string, cache *accountCache) (string, map[string]db.AccountsByCodesRow, error) {
+	currency := in.Currency
+	if byCode, ok := cache.get(codes, currency); ok {
+		return currency, byCode, nil
+	}
+	rows, err := tx.AccountsByCodes(ctx, codes)
+	if err != nil {
+		return "", nil, fmt.Errorf("load accounts: %w", err)
+	}
+	currencies := map[string][]string{}
+	for _, a := range rows {
+		currencies[a.Code] = append(currencies[a.Code], a.Currency)
+	}
+	if currency == "" {
+		for _, c := range codes {
+			switch cs := currencies[c]; {
+			case len(cs) > 1:
+				sort.Strings(cs)
+				return "", nil, riverbank.Errorf(riverbank.ECURRENCYREQUIRED, "account %q exists in %s: name the entry's currency", c, strings.Join(cs, ", ")).
+					WithDetail("account", c).WithDetail("currencies", cs)
+			case len(cs) == 1 && currency == "":
+				currency = cs[0]
+			}
+		}
+	}
+	byCode := make(map[string]db.AccountsByCodesRow, len(codes))
+	var missing []string
+	for _, c := range codes {
+		found := false
+		for _, a := range rows {
+			if a.Code == c && a.Currency == currency {
+				byCode[c], found = a, true
+			}
+		}
+		if !found {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) > 0 && in.CreateSystemAccounts && currency == "" {
+		return "", nil, invalid("currency is required when every account may be created on first use")
+	}
+	if len(missing) > 0 && in.CreateSystemAccounts {
+		for _, c := range missing {
+			if err := ensureSystemAccount(ctx, tx, c, currency); err != nil {
+				return "", nil, err
+			}
+		}
+		rows, err := tx.AccountsByCodes(ctx, missing)
+		if err != nil {
+			return "", nil, fmt.Errorf("load accounts: %w", err)
+		}
+		for _, a := range rows {
+			if a.Currency == currency {
+				byCode[a.Code] = a
+			}
+		}
+		missing = missing[:0]
+		for _, c := range codes {
+			if _, ok := byCode[c]; !ok {
+				missing = append(missing, c)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		if cs := currencies[missing[0]]; len(cs) > 0 {
+			return "", nil, riverbank.Errorf(riverbank.EUNPROCESSABLE, "an entry has one currency: account %q exists in %s, the entry is %s", missing[0], strings.Join(cs, ", "), currency).
+				WithDetail("accounts", missing)
+		}
+		if currency == "" {
+			return "", nil, riverbank.Errorf(riverbank.EUNPROCESSABLE, "unknown account %q", missing[0]).WithDetail("accounts", missing)
+		}
+		return "", nil, riverbank.Errorf(riverbank.EUNPROCESSABLE, "unknown account %q in %s", missing[0], currency).WithDetail("accounts", missing)
+	}
+	cache.put(byCode)
+	return currency, byCode, nil
+}
+
+// ensureSystemAccount creates a system account or merchant payable in
+// currency if it does not exist; other codes are left alone (the caller
+// reports them unknown).
+func ensureSystemAccount(ctx context.Context, tx *db.Tx, code, currency string) error {
+	params := db.InsertAccountParams{Code: code, Currency: currency}
+	if sa, ok := systemAccounts[code]; ok {
+		params.Name, params.Type, params.System = sa.name, sa.typ, true
+	} else if merchantRE.MatchString(code) {
+		params.Name, params.Type = "Payable to "+strings.TrimSuffix(strings.TrimPrefix(code, "merchant:"), ":payable"), db.LedgerAccountTypeLIABILITY
+	} else {
+		return nil
+	}
+	// ON CONFLICT DO NOTHING: a concurrent first use is fine.
+	if _, err := tx.InsertAccount(ctx, params); err != nil && !db.IsNotFound(err) {
+		return fmt.Errorf("create account %s %s: %w", code, currency, err)
+	}
+	return nil
+}
+
+// numericInt is n as a Postgres numeric parameter.
+func numericInt(n int64) pgtype.Numeric {
+	return pgtype.Numeric{Int: big.NewInt(n), Valid: true}
 }
 
 func entryFromRow(r db.LedgerEntry) *Entry {
@@ -431,7 +558,7 @@ func loadEntry(ctx context.Context, q *db.Queries, r db.LedgerEntry) (*Entry, er
 		return nil, fmt.Errorf("load postings: %w", err)
 	}
 	for _, p := range ps {
-		e.Postings = append(e.Postings, Posting{ID: p.ID, EntryID: p.EntryID, Account: p.Account, AmountMinor: p.AmountMinor, CreatedAt: p.CreatedAt, AppliedAt: p.AppliedAt})
+		e.Postings = append(e.Postings, Posting{ID: p.ID, EntryID: p.EntryID, Account: p.Account, Currency: r.Currency, AmountMinor: p.AmountMinor, CreatedAt: p.CreatedAt, AppliedAt: p.AppliedAt})
 	}
 	return e, nil
 }

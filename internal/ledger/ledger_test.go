@@ -167,7 +167,7 @@ func TestPostTxRejectsBadInput(t *testing.T) {
 		}, riverbank.EUNPROCESSABLE},
 		{"unknown non-merchant account with merchant creation", func(b *testBundle) ledger.EntryInput {
 			in := transfer("k-"+b.suffix, b.code("a"), "other:"+b.suffix, 1)
-			in.CreateMerchantAccounts = true
+			in.CreateSystemAccounts = true
 			return in
 		}, riverbank.EUNPROCESSABLE},
 		{"same key different payload", func(b *testBundle) ledger.EntryInput {
@@ -467,7 +467,7 @@ func TestApplyBatchTx(t *testing.T) {
 		require.Equal(t, ledger.ApplyResult{Applied: 3, TotalMinor: 60}, apply(a.ID, 3))
 		require.Equal(t, ledger.ApplyResult{Applied: 2, TotalMinor: 90}, apply(a.ID, 3))
 		require.Equal(t, ledger.ApplyResult{}, apply(a.ID, 3))
-		got, err := b.svc.GetAccount(b.ctx, a.Code)
+		got, err := b.svc.GetAccount(b.ctx, a.Code, "")
 		require.NoError(t, err)
 		require.Equal(t, sum, got.BalanceMinor)
 		require.EqualValues(t, 5, got.AppliedPostings)
@@ -494,7 +494,7 @@ func TestApplyBatchTx(t *testing.T) {
 			return errCrash
 		})
 		require.ErrorIs(t, err, errCrash)
-		got, err := b.svc.GetAccount(b.ctx, a.Code)
+		got, err := b.svc.GetAccount(b.ctx, a.Code, "")
 		require.NoError(t, err)
 		require.Zero(t, got.BalanceMinor)
 		require.Zero(t, got.AppliedPostings)
@@ -515,7 +515,7 @@ func TestMerchantPayableCreatedOnFirstUse(t *testing.T) {
 		b := setup(t)
 		merchant := "m1-" + b.suffix
 		in := payment("pay-"+b.suffix, merchant, 300)
-		in.CreateMerchantAccounts = true
+		in.CreateSystemAccounts = true
 		var e *ledger.Entry
 		err := b.store.InTx(b.ctx, func(tx *db.Tx) error {
 			var err error
@@ -524,7 +524,7 @@ func TestMerchantPayableCreatedOnFirstUse(t *testing.T) {
 		})
 		require.NoError(t, err)
 		require.Equal(t, "CNY", e.Currency)
-		acc, err := b.svc.GetAccount(b.ctx, "merchant:"+merchant+":payable")
+		acc, err := b.svc.GetAccount(b.ctx, "merchant:"+merchant+":payable", "")
 		require.NoError(t, err)
 		require.Equal(t, "LIABILITY", acc.Type)
 		require.Equal(t, "CNY", acc.Currency)
@@ -538,7 +538,7 @@ func TestMerchantPayableCreatedOnFirstUse(t *testing.T) {
 		merchant := "m1-" + b.suffix
 		_, _, err := b.svc.Post(b.ctx, payment("pay-"+b.suffix, merchant, 300))
 		requireCode(t, err, riverbank.EUNPROCESSABLE)
-		_, err = b.svc.GetAccount(b.ctx, ledger.MerchantPayable(merchant))
+		_, err = b.svc.GetAccount(b.ctx, ledger.MerchantPayable(merchant), "")
 		requireCode(t, err, riverbank.ENOTFOUND)
 	})
 
@@ -546,7 +546,7 @@ func TestMerchantPayableCreatedOnFirstUse(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		in := transfer("pay-"+b.suffix, ledger.MerchantPayable("x-"+b.suffix), ledger.MerchantPayable("y-"+b.suffix), 5)
-		in.CreateMerchantAccounts = true
+		in.CreateSystemAccounts = true
 		_, _, err := b.svc.Post(b.ctx, in)
 		requireCode(t, err, riverbank.EINVALID)
 		require.EqualValues(t, 0, b.count(t, "SELECT count(*) FROM ledger_account WHERE code LIKE '%' || $1 || '%'", b.suffix))
@@ -569,7 +569,7 @@ func TestMerchantPayableCreatedOnFirstUse(t *testing.T) {
 			wg.Go(func() {
 				<-start
 				in := payment("pay-"+string(rune('a'+i)), "m1", int64(i+1))
-				in.CreateMerchantAccounts = true
+				in.CreateSystemAccounts = true
 				in.Urgent = i%2 == 0
 				_, _, errs[i] = b.svc.Post(b.ctx, in)
 			})
@@ -581,7 +581,7 @@ func TestMerchantPayableCreatedOnFirstUse(t *testing.T) {
 		}
 		require.EqualValues(t, 1, b.count(t, "SELECT count(*) FROM ledger_account WHERE code = 'merchant:m1:payable' AND type = 'LIABILITY' AND currency = 'CNY'"))
 		require.EqualValues(t, n, b.count(t, "SELECT count(*) FROM ledger_entry"))
-		acc, err := b.svc.GetAccount(b.ctx, "merchant:m1:payable")
+		acc, err := b.svc.GetAccount(b.ctx, "merchant:m1:payable", "")
 		require.NoError(t, err)
 		require.EqualValues(t, -n*(n+1)/2, acc.PendingMinor)
 	})
@@ -636,5 +636,5 @@ func TestTrialBalance(t *testing.T) {
 	tb, err = b.svc.TrialBalance(b.ctx)
 	require.NoError(t, err)
 	require.False(t, tb.Balanced)
-	require.Equal(t, []ledger.Mismatch{{Code: a.Code, BalanceMinor: 71, AppliedSumMinor: 70}}, tb.Mismatches)
+	require.Equal(t, []ledger.Mismatch{{Code: a.Code, Currency: a.Currency, BalanceMinor: 71, AppliedSumMinor: 70}}, tb.Mismatches)
 }

@@ -7,7 +7,6 @@ import (
 
 	"riverbank"
 	"riverbank/internal/db"
-	"riverbank/internal/ledger"
 )
 
 // ProductInput creates or updates a product (PUT /v1/products/{sku}).
@@ -77,11 +76,9 @@ func (in *ProductInput) Validate() error {
 // what CREATED orders have reserved is refused with 409 conflict (naming the
 // reserved count) rather than silently breaking those reservations.
 //
-// The currency must be the currency of the platform:cash ledger account
-// (CNY after migration): an order payment debits platform:cash and a ledger
-// entry has exactly one currency, so a product priced in any other currency
-// could be ordered but never paid. Such a request is rejected with 422
-// validation_failed. Orders keep the unit price they were created with; a
+// Any ISO 4217 currency works: an order payment posts to platform:cash and
+// the merchant's payable in the order's currency, created on first use.
+// Orders keep the unit price (and currency) they were created with; a
 // price change affects new orders only.
 func (s *Service) PutProduct(ctx context.Context, in ProductInput) (*Product, bool, error) {
 	if err := in.Validate(); err != nil {
@@ -92,14 +89,6 @@ func (s *Service) PutProduct(ctx context.Context, in ProductInput) (*Product, bo
 		created bool
 	)
 	err := s.store.InTx(ctx, func(tx *db.Tx) error {
-		cur, err := tx.AccountCurrency(ctx, ledger.AccountPlatformCash)
-		if err != nil {
-			return fmt.Errorf("read currency of %s: %w", ledger.AccountPlatformCash, err)
-		}
-		if in.Currency != cur {
-			return invalid("currency must be %s, the currency of the %s ledger account that order payments are posted to; got %s", cur, ledger.AccountPlatformCash, in.Currency).
-				WithDetail("field", "currency").WithDetail("allowed", []string{cur})
-		}
 		row, err := tx.UpsertProduct(ctx, db.UpsertProductParams{Sku: in.SKU, Name: in.Name, PriceMinor: in.PriceMinor, Currency: in.Currency, StockOnHand: in.Stock})
 		if db.IsNotFound(err) {
 			// The row exists and is locked by the upsert; read why it refused.

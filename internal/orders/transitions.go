@@ -87,7 +87,7 @@ func (s *Service) Pay(ctx context.Context, id int64, in PayInput) (*Order, bool,
 				{Account: ledger.AccountPlatformCash, AmountMinor: o.TotalMinor},
 				{Account: ledger.MerchantPayable(o.MerchantID), AmountMinor: -o.TotalMinor},
 			},
-			CreateMerchantAccounts: true,
+			CreateSystemAccounts: true,
 			Currency:               o.Currency,
 		})
 		if err != nil {
