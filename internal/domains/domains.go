@@ -10,6 +10,7 @@ import (
 
 	"riverbank/internal/config"
 	"riverbank/internal/db"
+	"riverbank/internal/deadletter"
 	"riverbank/internal/ledger"
 	"riverbank/internal/orders"
 )
@@ -26,6 +27,9 @@ type Services struct {
 	Ledger *ledger.Service
 	// Orders are products, orders and inventory (SPEC §3).
 	Orders *orders.Service
+	// DeadLetters are River's discarded jobs of every kind, listed and
+	// retried through River (SPEC: credit.restore's dead letter).
+	DeadLetters *deadletter.Service
 }
 
 // New builds every domain service on store. cfg may be a zero Config in
@@ -43,5 +47,18 @@ func New(cfg *config.Config, logger *slog.Logger, store *db.Store) *Services {
 		Store:  store,
 		Ledger: ledger.NewService(store),
 		Orders: orders.NewService(store, orders.Options{PaymentTimeout: cfg.OrderPaymentTimeout, Logger: logger}),
+		// The store's River client retries too (*river.Client has
+		// JobRetryTx); another JobInserter leaves retries unavailable.
+		DeadLetters: deadletter.NewService(store, retrierOf(store)),
 	}
+}
+
+// retrierOf returns the store's River client as a dead-letter retrier, or
+// nil when the store was built with a job inserter that cannot retry.
+func retrierOf(store *db.Store) deadletter.JobRetrier {
+	if store == nil {
+		return nil
+	}
+	r, _ := store.JobInserter().(deadletter.JobRetrier)
+	return r
 }

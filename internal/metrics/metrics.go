@@ -1,7 +1,7 @@
 // Package metrics owns riverbank's Prometheus registry: HTTP latency by
 // route, River job outcomes and start latency (scheduled → started), and
 // gauges read from Postgres at scrape time (jobs by kind and state, queue
-// depth), so every instance reports the same database-wide truth without
+// depth, dead letters by kind), so every instance reports the same database-wide truth without
 // keeping counters in memory.
 package metrics
 
@@ -121,7 +121,8 @@ func (m *Metrics) ObserveJobs(ch <-chan *river.Event) {
 	}
 }
 
-// dbCollector reads job counts from river_job at scrape time.
+// dbCollector reads job counts, queue depth and dead letters from river_job
+// at scrape time, one grouped query each.
 type dbCollector struct {
 	q      *db.Queries
 	logger *slog.Logger
@@ -131,11 +132,18 @@ var (
 	jobsDesc      = prometheus.NewDesc("riverbank_jobs", "River jobs in the database by kind and state (live states and discarded; completed and cancelled are not counted).", []string{"kind", "state"}, nil)
 	depthDesc     = prometheus.NewDesc("riverbank_queue_depth", "River jobs available to work now (state available, scheduled_at <= now) by queue.", []string{"queue"}, nil)
 	scrapeErrDesc = prometheus.NewDesc("riverbank_metrics_db_scrape_errors", "1 when the database gauges could not be read on this scrape.", nil, nil)
+	// deadLettersDesc is the dead-letter queue (internal/deadletter) by
+	// kind, the series to alert on: riverbank_jobs{state="discarded"}
+	// carries the same numbers, but a dedicated name keeps alert rules and
+	// dashboards independent of River's state names. A kind with no
+	// discarded job has no series (absent means zero).
+	deadLettersDesc = prometheus.NewDesc("riverbank_dead_letters", "Discarded River jobs (dead letters: attempts exhausted, waiting for an operator to retry them via POST /v1/dead-letters/{job_id}/retry or the River UI) by kind.", []string{"kind"}, nil)
 )
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- jobsDesc
 	ch <- depthDesc
+	ch <- deadLettersDesc
 	ch <- scrapeErrDesc
 }
 
@@ -158,6 +166,14 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, r := range depth {
 		ch <- prometheus.MustNewConstMetric(depthDesc, prometheus.GaugeValue, float64(r.Count), r.Queue)
+	}
+	dead, err := c.q.DeadLetterCountsByKind(ctx)
+	if err != nil {
+		c.logger.Warn("metrics: read dead letters", "error", err)
+		failed = 1
+	}
+	for _, r := range dead {
+		ch <- prometheus.MustNewConstMetric(deadLettersDesc, prometheus.GaugeValue, float64(r.Count), r.Kind)
 	}
 	ch <- prometheus.MustNewConstMetric(scrapeErrDesc, prometheus.GaugeValue, failed)
 }

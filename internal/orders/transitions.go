@@ -88,7 +88,7 @@ func (s *Service) Pay(ctx context.Context, id int64, in PayInput) (*Order, bool,
 				{Account: ledger.MerchantPayable(o.MerchantID), AmountMinor: -o.TotalMinor},
 			},
 			CreateSystemAccounts: true,
-			Currency:               o.Currency,
+			Currency:             o.Currency,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("post payment entry: %w", err)
