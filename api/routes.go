@@ -10,5 +10,6 @@ func registerRoutes(api huma.API, h *handlers) {
 	h.registerLedger(api)      // /v1/accounts, /v1/journal-entries, /v1/ledger/trial-balance
 	h.registerProducts(api)    // PUT/GET /v1/products/{sku}
 	h.registerOrders(api)      // /v1/orders, /v1/orders/{id}, .../events, .../pay|ship|receive|cancel
+	h.registerLending(api)     // /v1/credit-lines/{borrower_id}, /v1/loans, /v1/loans/{id}, .../repayments
 	h.registerDeadLetters(api) // GET /v1/dead-letters, GET /v1/dead-letters/{job_id}, POST .../retry
 }

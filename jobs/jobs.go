@@ -98,6 +98,9 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 		func() (river.JobArgs, *river.InsertOpts) { return orders.SweepArgs{}, nil },
 		&river.PeriodicJobOpts{ID: orders.KindSweep, RunOnStart: true},
 	))
+
+	// Lending: credit restoration, the outbox of every repayment.
+	river.AddWorker(workers, &CreditRestoreWorker{Lending: deps.Lending})
 	return nil
 }
 

@@ -40,6 +40,9 @@ type Config struct {
 	// Workers is River's MaxWorkers for the default queue; other queues are
 	// sized from it (see jobs.Queues).
 	Workers int
+	// CreditRestoreBackoff is the first retry delay of a failed
+	// credit.restore job.
+	CreditRestoreBackoff time.Duration
 	// COBSchedule is the cron expression of the automatic close of business,
 	// or "off".
 	COBSchedule string
@@ -133,6 +136,14 @@ var settings = []setting{
 			return errors.New("must be a whole number from 1 to 1000")
 		}
 		c.CreditRestoreMaxAttempts = n
+		return nil
+	}},
+	{"RIVERBANK_CREDIT_RESTORE_BACKOFF", "credit-restore-backoff", "1m", "first retry delay of a failed credit.restore (doubles per attempt, capped at 1h)", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 10*time.Millisecond || d > time.Hour {
+			return errors.New("must be a duration between 10ms and 1h (e.g. 1m)")
+		}
+		c.CreditRestoreBackoff = d
 		return nil
 	}},
 	{"RIVERBANK_WORKERS", "workers", "20", "River MaxWorkers of the default queue (other queues are sized from it)", func(c *Config, v string) error {

@@ -530,8 +530,8 @@ type Loan struct {
 	AnnualRateBps                        int32
 	PenaltyRateBps                       int32
 	LateFeeMinor                         int64
-	StartDate                            pgtype.Date
-	DueDate                              pgtype.Date
+	StartDate                            time.Time
+	DueDate                              time.Time
 	InterestMode                         LoanInterestMode
 	DealerID                             string
 	ManufacturerID                       *string
@@ -543,7 +543,7 @@ type Loan struct {
 	PenaltyOutstandingMinor              int64
 	LateFeeOutstandingMinor              int64
 	DaysPastDue                          int32
-	LastClosedDate                       pgtype.Date
+	LastClosedDate                       *time.Time
 	DisbursementEntryID                  int64
 	CreatedAt                            time.Time
 	UpdatedAt                            time.Time
@@ -611,7 +611,7 @@ type Repayment struct {
 	RequestHash               string
 	Payer                     RepaymentPayer
 	AmountMinor               int64
-	ValueDate                 pgtype.Date
+	ValueDate                 time.Time
 	PenaltyMinor              int64
 	LateFeeMinor              int64
 	InterestDealerMinor       int64

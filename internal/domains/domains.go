@@ -12,6 +12,7 @@ import (
 	"riverbank/internal/db"
 	"riverbank/internal/deadletter"
 	"riverbank/internal/ledger"
+	"riverbank/internal/lending"
 	"riverbank/internal/orders"
 )
 
@@ -27,6 +28,9 @@ type Services struct {
 	Ledger *ledger.Service
 	// Orders are products, orders and inventory (SPEC §3).
 	Orders *orders.Service
+	// Lending are credit lines, loans, repayments and credit restoration
+	// (SPEC §6).
+	Lending *lending.Service
 	// DeadLetters are River's discarded jobs of every kind, listed and
 	// retried through River (SPEC: credit.restore's dead letter).
 	DeadLetters *deadletter.Service
@@ -47,6 +51,10 @@ func New(cfg *config.Config, logger *slog.Logger, store *db.Store) *Services {
 		Store:  store,
 		Ledger: ledger.NewService(store),
 		Orders: orders.NewService(store, orders.Options{PaymentTimeout: cfg.OrderPaymentTimeout, Logger: logger}),
+		Lending: lending.NewService(store, lending.Options{
+			Logger: logger, BusinessTZ: cfg.BusinessTZ,
+			RestoreMaxAttempts: cfg.CreditRestoreMaxAttempts, RestoreBackoff: cfg.CreditRestoreBackoff,
+		}),
 		// The store's River client retries too (*river.Client has
 		// JobRetryTx); another JobInserter leaves retries unavailable.
 		DeadLetters: deadletter.NewService(store, retrierOf(store)),
