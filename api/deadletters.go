@@ -45,6 +45,8 @@ func deadLetterBody(j *deadletter.Job) DeadLetterBody {
 	return out
 }
 
+// The kind pattern is deadletter.KindPattern (a struct tag cannot name a
+// constant); the domain checks it again for callers other than the API.
 type listDeadLettersInput struct {
 	Kind string `query:"kind" pattern:"^[a-z0-9_.]{1,64}$" doc:"Only jobs of this kind, e.g. credit.restore." example:"credit.restore"`
 	PageParams

@@ -14,8 +14,8 @@ import (
 
 	"riverbank"
 	"riverbank/internal/db"
-	"riverbank/internal/lending/rules"
 	"riverbank/internal/ledger"
+	"riverbank/internal/lending/rules"
 )
 
 // RepaymentInput is POST /v1/loans/{id}/repayments.
