@@ -370,6 +370,14 @@ func postTx(ctx context.Context, tx *db.Tx, in EntryInput, cache *accountCache) 
 	}
 	sort.Strings(codes)
 	currency, byCode, err := resolveAccounts(ctx, tx, in, codes, cache)
+	if riverbank.ErrorCode(err) == riverbank.ECURRENCYREQUIRED {
+		// A code may have gained a currency since this key's entry was
+		// written without one (an order paid in USD creates platform:cash
+		// in USD): a retry must still get its entry back.
+		if e, found, rerr := replayTx(ctx, tx, in, hash); found || rerr != nil {
+			return e, false, rerr
+		}
+	}
 	if err != nil {
 		return nil, false, err
 	}
@@ -395,6 +403,13 @@ func postTx(ctx context.Context, tx *db.Tx, in EntryInput, cache *accountCache) 
 		return nil, false, fmt.Errorf("insert entry: %w", err)
 	}
 	if len(row.OutOfRange) > 0 {
+		// A retry of an entry already written is answered with it: the
+		// check counts the original's own pending postings (and the
+		// balance has moved since), so a retry could otherwise be refused
+		// for an entry that was in fact written.
+		if e, found, rerr := replayTx(ctx, tx, in, hash); found || rerr != nil {
+			return e, false, rerr
+		}
 		var bad []string
 		for _, id := range row.OutOfRange {
 			for _, c := range codes {
@@ -409,16 +424,10 @@ func postTx(ctx context.Context, tx *db.Tx, in EntryInput, cache *accountCache) 
 	if row.ID == nil {
 		// The key exists (ON CONFLICT DO NOTHING waited for a concurrent
 		// writer to commit): a replay or a conflict.
-		existing, err := tx.GetEntryByKey(ctx, in.IdempotencyKey)
-		if err != nil {
-			return nil, false, fmt.Errorf("load entry by key: %w", err)
+		e, found, err := replayTx(ctx, tx, in, hash)
+		if err == nil && !found {
+			err = fmt.Errorf("load entry by key %q: not found after a key conflict", in.IdempotencyKey)
 		}
-		// The currency may be omitted by a client; when named it must be
-		// the entry's.
-		if existing.PayloadHash != hash || (in.Currency != "" && in.Currency != existing.Currency) {
-			return nil, false, riverbank.Errorf(riverbank.EIDEMPOTENCYCONFLICT, "idempotency_key %q was used for a different entry", in.IdempotencyKey).WithDetail("entry_id", existing.ID)
-		}
-		e, err := loadEntry(ctx, tx.Queries, existing)
 		return e, false, err
 	}
 	if in.Urgent {
@@ -435,6 +444,25 @@ func postTx(ctx context.Context, tx *db.Tx, in EntryInput, cache *accountCache) 
 		e.Postings = append(e.Postings, Posting{ID: row.PostingIds[i], EntryID: e.ID, Account: p.Account, Currency: currency, AmountMinor: amounts[i], CreatedAt: e.CreatedAt})
 	}
 	return e, true, nil
+}
+
+// replayTx answers a request whose idempotency key is taken: the original
+// entry when the payload is the same (and the currency, when the request
+// names one; a client may omit it), else idempotency_conflict. found is
+// false when no entry has the key.
+func replayTx(ctx context.Context, tx *db.Tx, in EntryInput, hash string) (*Entry, bool, error) {
+	existing, err := tx.GetEntryByKey(ctx, in.IdempotencyKey)
+	if db.IsNotFound(err) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("load entry by key: %w", err)
+	}
+	if existing.PayloadHash != hash || (in.Currency != "" && in.Currency != existing.Currency) {
+		return nil, true, riverbank.Errorf(riverbank.EIDEMPOTENCYCONFLICT, "idempotency_key %q was used for a different entry", in.IdempotencyKey).WithDetail("entry_id", existing.ID)
+	}
+	e, err := loadEntry(ctx, tx.Queries, existing)
+	return e, true, err
 }
 
 // resolveAccounts finds the entry's accounts by (code, currency) and
