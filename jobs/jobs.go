@@ -41,6 +41,9 @@ const (
 	FetchPollInterval = 500 * time.Millisecond
 )
 
+// DeadLetterRetention is how long River keeps discarded jobs.
+const DeadLetterRetention = 90 * 24 * time.Hour
+
 // Queues sizes every queue from RIVERBANK_WORKERS (the default queue's
 // MaxWorkers).
 func Queues(workers int) map[string]river.QueueConfig {
@@ -116,6 +119,10 @@ func NewClient(pool *pgxpool.Pool, cfg *config.Config, logger *slog.Logger, reg 
 		// `running` within about 2×JobTimeout (+ the rescuer's 30 s period).
 		JobTimeout:           cfg.JobTimeout,
 		RescueStuckJobsAfter: 2 * cfg.JobTimeout,
+		// Discarded jobs are the dead letters (GET /v1/dead-letters): keep
+		// them for a quarter instead of River's 7 days, so a failed credit
+		// restoration is not deleted before an operator has seen it.
+		DiscardedJobRetentionPeriod: DeadLetterRetention,
 	}
 	if reg != nil {
 		rc.Queues = Queues(cfg.Workers)

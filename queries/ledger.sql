@@ -8,6 +8,13 @@ RETURNING *;
 -- Serialises the API's creators of one account code (any currency).
 SELECT pg_advisory_xact_lock(1919251318, hashtext(sqlc.arg(code)::text));
 
+-- name: LockAccountsForLargeEntry :exec
+-- Serialises large entries per account (ids sorted by the caller, so two
+-- entries never wait on each other in a cycle).
+SELECT pg_advisory_xact_lock(1919251322, (id % 2147483647)::integer)
+FROM unnest(sqlc.arg(ids)::bigint[]) WITH ORDINALITY AS t(id, ord)
+ORDER BY ord;
+
 -- name: AccountCurrencies :many
 -- The currencies a code exists in (an account is code + currency).
 SELECT currency FROM ledger_account WHERE code = $1 ORDER BY currency;

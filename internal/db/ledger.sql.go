@@ -632,6 +632,19 @@ func (q *Queries) LockAccountCode(ctx context.Context, code string) error {
 	return err
 }
 
+const lockAccountsForLargeEntry = `-- name: LockAccountsForLargeEntry :exec
+SELECT pg_advisory_xact_lock(1919251322, (id % 2147483647)::integer)
+FROM unnest($1::bigint[]) WITH ORDINALITY AS t(id, ord)
+ORDER BY ord
+`
+
+// Serialises large entries per account (ids sorted by the caller, so two
+// entries never wait on each other in a cycle).
+func (q *Queries) LockAccountsForLargeEntry(ctx context.Context, ids []int64) error {
+	_, err := q.db.Exec(ctx, lockAccountsForLargeEntry, ids)
+	return err
+}
+
 const lockApplySignalExclusive = `-- name: LockApplySignalExclusive :exec
 SELECT pg_advisory_xact_lock(1919251317, ($1::bigint % 2147483647)::integer)
 `

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math/big"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -384,9 +385,27 @@ func postTx(ctx context.Context, tx *db.Tx, in EntryInput, cache *accountCache) 
 
 	accIDs := make([]int64, len(in.Postings))
 	amounts := make([]int64, len(in.Postings))
+	net := map[int64]int64{}
 	for i, p := range in.Postings {
 		accIDs[i] = byCode[p.Account].ID
 		amounts[i] = p.AmountMinor
+		net[accIDs[i]] += p.AmountMinor
+	}
+	// Large entries on one account are serialised (a transaction lock per
+	// account), so the range check of each sees the pending postings of
+	// every earlier one: two concurrent large entries cannot both pass on
+	// a balance that has room for one. Small entries never wait for it.
+	var large []int64
+	for id, n := range net {
+		if n > LargeAmountMinor || n < -LargeAmountMinor {
+			large = append(large, id)
+		}
+	}
+	if len(large) > 0 {
+		slices.Sort(large)
+		if err := tx.LockAccountsForLargeEntry(ctx, large); err != nil {
+			return nil, false, fmt.Errorf("lock accounts: %w", err)
+		}
 	}
 	row, err := tx.InsertEntryWithPostings(ctx, db.InsertEntryWithPostingsParams{
 		IdempotencyKey: in.IdempotencyKey,
