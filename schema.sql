@@ -437,6 +437,20 @@ CREATE TABLE loan (
     -- a repayment must be value-dated after it, and COB processes a date
     -- for a loan only when it is the next one (exactly once per loan and date)
     last_closed_date         date,
+    -- Accrual state kept by close of business (SPEC §7). The month_*
+    -- columns accrue the current month (acc_month); when a loan's first
+    -- date of a new month closes, the finished month moves to
+    -- loan_accrual_month (one row per loan and month, written once) and
+    -- its dealer interest to prev_month_interest_dealer_minor. Overdue
+    -- interest needs dealer interest accrued through the last or the
+    -- second-last month end: lifetime total − this month (− last month).
+    acc_month                          date,
+    month_interest_dealer_minor        bigint NOT NULL DEFAULT 0,
+    month_interest_manufacturer_minor  bigint NOT NULL DEFAULT 0,
+    month_penalty_minor                bigint NOT NULL DEFAULT 0,
+    month_late_fee_minor               bigint NOT NULL DEFAULT 0,
+    prev_month_interest_dealer_minor   bigint NOT NULL DEFAULT 0,
+    interest_dealer_accrued_minor      bigint NOT NULL DEFAULT 0,
     disbursement_entry_id    bigint NOT NULL REFERENCES ledger_entry (id),
     created_at               timestamptz NOT NULL DEFAULT now(),
     updated_at               timestamptz NOT NULL DEFAULT now(),
@@ -452,7 +466,11 @@ CREATE TABLE loan (
         AND interest_outstanding_manufacturer_minor = 0 AND penalty_outstanding_minor = 0
         AND late_fee_outstanding_minor = 0)),
     CONSTRAINT loan_repaid_at CHECK ((repaid_at IS NOT NULL) = (status = 'REPAID'))
-);
+) WITH (fillfactor = 70);
+-- fillfactor 70: close of business rewrites every open loan once a day
+-- without touching an indexed column; free space on the page lets those
+-- be HOT updates (no index writes, pruned in place) instead of 1M index
+-- insertions per date.
 CREATE INDEX loan_borrower_idx ON loan (borrower_id, id);
 CREATE INDEX loan_status_idx ON loan (status, id);
 
@@ -492,3 +510,322 @@ CREATE TABLE credit_restoration (
     amount_minor  bigint NOT NULL CHECK (amount_minor > 0),
     restored_at   timestamptz NOT NULL DEFAULT now()
 );
+
+-- riverbank:step 6 close of business
+-- Close-of-business runs, their chunk accounting and failed loans, the
+-- monthly accrual history, and collection cases (SPEC §4, §7).
+
+CREATE TYPE cob_run_status AS ENUM ('RUNNING', 'COMPLETED', 'FAILED');
+
+-- One row per business date. A date is closed when its run is COMPLETED;
+-- runs are sequential (the next date starts only after this one closed).
+-- Counters are kept here, by the chunk transactions, never in memory.
+CREATE TABLE cob_run (
+    business_date     date PRIMARY KEY,
+    status            cob_run_status NOT NULL DEFAULT 'RUNNING',
+    late_fee_day      integer NOT NULL CHECK (late_fee_day BETWEEN 1 AND 28),
+    id_lo             bigint NOT NULL,
+    id_hi             bigint NOT NULL,
+    chunk_size        integer NOT NULL CHECK (chunk_size > 0),
+    chunks_total      integer NOT NULL CHECK (chunks_total >= 0),
+    chunks_done       integer NOT NULL DEFAULT 0,
+    loans_total       bigint NOT NULL,
+    loans_done        bigint NOT NULL DEFAULT 0,
+    loans_failed      bigint NOT NULL DEFAULT 0,
+    -- the scheduler's catch-up: when this run completes, the next date up
+    -- to this one is started in the same transaction
+    catch_up_through  date,
+    trial_balance     jsonb,
+    started_at        timestamptz NOT NULL DEFAULT now(),
+    completed_at      timestamptz,
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT cob_run_chunks CHECK (chunks_done BETWEEN 0 AND chunks_total)
+);
+-- The one running run (runs are sequential).
+CREATE UNIQUE INDEX cob_run_one_running ON cob_run ((true)) WHERE status = 'RUNNING';
+
+-- What a run accrued, per currency (added by each chunk).
+CREATE TABLE cob_run_total (
+    business_date               date NOT NULL REFERENCES cob_run (business_date),
+    currency                    text NOT NULL,
+    interest_dealer_minor       numeric NOT NULL DEFAULT 0,
+    interest_manufacturer_minor numeric NOT NULL DEFAULT 0,
+    penalty_minor               numeric NOT NULL DEFAULT 0,
+    late_fee_minor              numeric NOT NULL DEFAULT 0,
+    PRIMARY KEY (business_date, currency)
+);
+
+-- One row per finished chunk: a chunk job run twice counts once, and the
+-- rows time every chunk.
+CREATE TABLE cob_chunk (
+    business_date  date NOT NULL REFERENCES cob_run (business_date),
+    chunk          integer NOT NULL,
+    loans_done     integer NOT NULL,
+    loans_failed   integer NOT NULL,
+    started_at     timestamptz NOT NULL,
+    completed_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (business_date, chunk)
+);
+
+-- Loans a run could not process, with the error; retry-failures re-runs
+-- them and deletes the row of each that succeeds.
+CREATE TABLE cob_failed_loan (
+    business_date  date NOT NULL REFERENCES cob_run (business_date),
+    loan_id        bigint NOT NULL REFERENCES loan (id),
+    error          text NOT NULL,
+    failed_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (business_date, loan_id)
+);
+
+-- A loan's accruals of one finished month, written once when the loan's
+-- first date of the next month closes (the current month lives on the
+-- loan row). 12 rows per loan-year, never updated: no bloat, fillfactor
+-- 100. No unique index (it would cost a third of the table's size): the
+-- row is written by the guarded update that closes the loan's date, once.
+CREATE TABLE loan_accrual_month (
+    loan_id                     bigint NOT NULL,
+    interest_dealer_minor       bigint NOT NULL,
+    interest_manufacturer_minor bigint NOT NULL,
+    penalty_minor               bigint NOT NULL,
+    late_fee_minor              bigint NOT NULL,
+    month                       date NOT NULL
+);
+-- Deduplicated btree (one entry per loan, a posting list of its months).
+CREATE INDEX loan_accrual_month_loan_idx ON loan_accrual_month (loan_id);
+
+CREATE TYPE collection_case_status AS ENUM ('OPEN', 'CLOSED');
+
+-- One OPEN case per borrower at most (the partial unique index), across
+-- currencies; a later overdue loan after the case closed opens a new one.
+CREATE TABLE collection_case (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    borrower_id  text NOT NULL,
+    status       collection_case_status NOT NULL DEFAULT 'OPEN',
+    opened_at    timestamptz NOT NULL DEFAULT now(),
+    closed_at    timestamptz,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT collection_case_closed CHECK ((closed_at IS NOT NULL) = (status = 'CLOSED'))
+);
+CREATE UNIQUE INDEX collection_case_one_open ON collection_case (borrower_id) WHERE status = 'OPEN';
+CREATE INDEX collection_case_borrower_idx ON collection_case (borrower_id, id);
+CREATE INDEX collection_case_status_idx ON collection_case (status, id);
+
+-- A loan's stay in collection: opened by the transaction that turns the
+-- loan OVERDUE, attached to the borrower's open case by case.merge,
+-- resolved by the transaction that repays the loan or finds it no longer
+-- overdue. One unresolved item per loan (partial unique index), so every
+-- overdue loan is in exactly one case.
+CREATE TABLE collection_item (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    loan_id      bigint NOT NULL REFERENCES loan (id),
+    borrower_id  text NOT NULL,
+    case_id      bigint REFERENCES collection_case (id),
+    opened_on    date NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    attached_at  timestamptz,
+    resolved_at  timestamptz,
+    CONSTRAINT collection_item_attached CHECK ((case_id IS NULL) = (attached_at IS NULL))
+);
+CREATE UNIQUE INDEX collection_item_one_open ON collection_item (loan_id) WHERE resolved_at IS NULL;
+CREATE INDEX collection_item_case_idx ON collection_item (case_id) WHERE case_id IS NOT NULL;
+-- The merge sweeper and the merge itself read only unattached open items.
+CREATE INDEX collection_item_unattached_idx ON collection_item (borrower_id) WHERE case_id IS NULL AND resolved_at IS NULL;
+
+-- One row per borrower whose new collection items await a case.merge job
+-- (the same protocol as ledger_apply_signal): a writer that finds none
+-- creates it and enqueues the job; the job deletes it in its transaction
+-- after taking the borrower's lock exclusively, so a merge requested while
+-- one runs still runs and no item slips past the job's last look.
+CREATE TABLE collection_merge_signal (
+    borrower_id  text PRIMARY KEY,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+
+-- collection_request_merge is a writer's half of the merge protocol: take a
+-- shared transaction lock per borrower (sorted; case.merge takes it
+-- exclusively, queueing new writers behind it), create missing signals,
+-- and return the borrowers whose signal was created: the caller enqueues
+-- case.merge for exactly those.
+CREATE FUNCTION collection_request_merge(borrowers text[]) RETURNS text[] LANGUAGE plpgsql AS $$
+DECLARE
+    created text[];
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(1919251320, hashtext(b))
+       FROM (SELECT DISTINCT unnest(borrowers) AS b ORDER BY 1) s;
+    WITH ins AS (
+        INSERT INTO collection_merge_signal (borrower_id)
+        SELECT DISTINCT unnest(borrowers)
+        ON CONFLICT (borrower_id) DO NOTHING
+        RETURNING borrower_id
+    )
+    SELECT coalesce(array_agg(borrower_id ORDER BY borrower_id), '{}') INTO created FROM ins;
+    RETURN created;
+END
+$$;
+
+-- collection_resolve_loans resolves the open collection items of loans
+-- that were repaid or are no longer overdue, and closes every case whose
+-- last open item that was. The cases are locked (in id order) before they
+-- are checked, by a later statement than the resolution, so two
+-- transactions resolving a case's last two items cannot both leave it
+-- open: the second waits for the first, then sees its resolution.
+-- Returns the cases closed.
+CREATE FUNCTION collection_resolve_loans(loan_ids bigint[]) RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+    touched bigint[];
+    closed  bigint[];
+BEGIN
+    WITH r AS (
+        UPDATE collection_item SET resolved_at = now()
+        WHERE loan_id = ANY(loan_ids) AND resolved_at IS NULL
+        RETURNING case_id
+    )
+    SELECT coalesce(array_agg(DISTINCT case_id) FILTER (WHERE case_id IS NOT NULL), '{}') INTO touched FROM r;
+    IF cardinality(touched) = 0 THEN
+        RETURN '{}';
+    END IF;
+    PERFORM 1 FROM collection_case WHERE id = ANY(touched) ORDER BY id FOR NO KEY UPDATE;
+    WITH c AS (
+        UPDATE collection_case cc SET status = 'CLOSED', closed_at = now(), updated_at = now()
+        WHERE cc.id = ANY(touched) AND cc.status = 'OPEN'
+          AND NOT EXISTS (SELECT 1 FROM collection_item i WHERE i.case_id = cc.id AND i.resolved_at IS NULL)
+        RETURNING cc.id
+    )
+    SELECT coalesce(array_agg(id ORDER BY id), '{}') INTO closed FROM c;
+    RETURN closed;
+END
+$$;
+
+-- riverbank_div_half_even is round_half_even(n / d) for n >= 0, d > 0,
+-- exact in numeric (Postgres's round() sends ties away from zero).
+CREATE FUNCTION riverbank_div_half_even(n numeric, d numeric) RETURNS bigint
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT (q + CASE WHEN 2 * r > d THEN 1 WHEN 2 * r = d THEN mod(q, 2) ELSE 0 END)::bigint
+    FROM (SELECT div(n, d) AS q, n - div(n, d) * d AS r) x
+$$;
+
+-- cob_close_loans closes business date p_date for the open loans with
+-- ids in [p_lo, p_hi) whose previous date is closed (last_closed_date =
+-- p_date - 1, or NULL for a loan's first date): SPEC §7's late fee,
+-- interest (split by mode), penalty and overdue detection, set-based. The
+-- guard on last_closed_date makes it exactly once per (loan, date): a
+-- chunk run twice finds nothing left. Loans are locked first (id order),
+-- and the computation reads repayments in a later statement, so every
+-- repayment committed before the lock is seen and none can commit for
+-- these loans until this transaction ends. Newly overdue loans get their
+-- collection item; loans no longer overdue get theirs resolved. Returns
+-- per currency what was accrued and how many loans were closed.
+CREATE FUNCTION cob_close_loans(p_date date, p_lo bigint, p_hi bigint, p_late_fee_day integer)
+RETURNS TABLE (currency text, loans bigint, interest_dealer_minor bigint, interest_manufacturer_minor bigint,
+               penalty_minor bigint, late_fee_minor bigint)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_month      date := date_trunc('month', p_date)::date;
+    v_prev_month date := (date_trunc('month', p_date) - interval '1 month')::date;
+    -- overdue interest counts dealer interest accrued through the end of
+    -- last month from the late-fee day on, else through the month before
+    v_cutoff_prev boolean := extract(day FROM p_date) >= p_late_fee_day;
+    v_fee_day     boolean := extract(day FROM p_date) = p_late_fee_day;
+    cured         bigint[];
+BEGIN
+    PERFORM 1 FROM loan l
+     WHERE l.id >= p_lo AND l.id < p_hi AND l.status <> 'REPAID' AND l.start_date <= p_date
+       AND (l.last_closed_date IS NULL OR l.last_closed_date = p_date - 1)
+     ORDER BY l.id FOR NO KEY UPDATE;
+
+    -- A finished month moves to the history before its accumulators reset.
+    INSERT INTO loan_accrual_month (loan_id, month, interest_dealer_minor, interest_manufacturer_minor, penalty_minor, late_fee_minor)
+    SELECT l.id, l.acc_month, l.month_interest_dealer_minor, l.month_interest_manufacturer_minor, l.month_penalty_minor, l.month_late_fee_minor
+      FROM loan l
+     WHERE l.id >= p_lo AND l.id < p_hi AND l.status <> 'REPAID' AND l.start_date <= p_date
+       AND (l.last_closed_date IS NULL OR l.last_closed_date = p_date - 1)
+       AND l.acc_month < v_month;
+
+    CREATE TEMP TABLE IF NOT EXISTS cob_closed (
+        id bigint, borrower_id text, currency text, was_overdue boolean, overdue boolean,
+        d_int bigint, m_int bigint, pen bigint, fee bigint
+    ) ON COMMIT DELETE ROWS;
+    DELETE FROM cob_closed;
+
+    WITH cand AS (
+        SELECT l.*, (l.acc_month IS NOT NULL AND l.acc_month < v_month) AS rolled
+          FROM loan l
+         WHERE l.id >= p_lo AND l.id < p_hi AND l.status <> 'REPAID' AND l.start_date <= p_date
+           AND (l.last_closed_date IS NULL OR l.last_closed_date = p_date - 1)
+    ), rep AS (
+        SELECT r.loan_id,
+               coalesce(sum(r.principal_minor) FILTER (WHERE r.value_date > p_date), 0) AS principal_after,
+               coalesce(sum(r.interest_dealer_minor) FILTER (WHERE r.value_date <= p_date), 0) AS dealer_repaid
+          FROM repayment r
+         WHERE r.loan_id >= p_lo AND r.loan_id < p_hi
+         GROUP BY r.loan_id
+    ), base AS (
+        SELECT c.id, c.borrower_id, c.currency, c.status, c.due_date, c.annual_rate_bps, c.penalty_rate_bps,
+               c.late_fee_minor, c.interest_mode, c.manufacturer_share_bps,
+               c.principal_outstanding_minor + coalesce(rep.principal_after, 0) AS p,
+               CASE WHEN c.rolled THEN 0 ELSE c.month_interest_dealer_minor END AS m_dealer,
+               CASE WHEN c.rolled THEN 0 ELSE c.month_interest_manufacturer_minor END AS m_manu,
+               CASE WHEN c.rolled THEN 0 ELSE c.month_penalty_minor END AS m_pen,
+               CASE WHEN c.rolled THEN 0 ELSE c.month_late_fee_minor END AS m_fee,
+               CASE WHEN NOT c.rolled THEN c.prev_month_interest_dealer_minor
+                    WHEN c.acc_month = v_prev_month THEN c.month_interest_dealer_minor
+                    ELSE 0 END AS prev_dealer,
+               c.interest_dealer_accrued_minor AS total_dealer,
+               coalesce(rep.dealer_repaid, 0) AS dealer_repaid
+          FROM cand c LEFT JOIN rep ON rep.loan_id = c.id
+    ), od AS (
+        SELECT b.*,
+               greatest(0, b.total_dealer - b.m_dealer - CASE WHEN v_cutoff_prev THEN 0 ELSE b.prev_dealer END - b.dealer_repaid) AS overdue_interest
+          FROM base b
+    ), calc AS (
+        SELECT o.*,
+               CASE WHEN v_fee_day AND o.overdue_interest > 0 THEN o.late_fee_minor ELSE 0 END AS fee,
+               riverbank_div_half_even(o.p::numeric * o.annual_rate_bps, 3650000) AS i,
+               riverbank_div_half_even((o.overdue_interest + CASE WHEN p_date > o.due_date THEN o.p ELSE 0 END)::numeric * o.penalty_rate_bps, 3650000) AS pen,
+               ((p_date > o.due_date AND o.p > 0) OR o.overdue_interest > 0) AS overdue
+          FROM od o
+    ), split AS (
+        SELECT c.*,
+               CASE c.interest_mode WHEN 'DEALER' THEN 0::bigint
+                                    WHEN 'MANUFACTURER' THEN c.i
+                                    ELSE riverbank_div_half_even(c.i::numeric * c.manufacturer_share_bps, 10000) END AS im
+          FROM calc c
+    ), upd AS (
+        UPDATE loan l
+           SET interest_outstanding_dealer_minor       = l.interest_outstanding_dealer_minor + (s.i - s.im),
+               interest_outstanding_manufacturer_minor = l.interest_outstanding_manufacturer_minor + s.im,
+               penalty_outstanding_minor               = l.penalty_outstanding_minor + s.pen,
+               late_fee_outstanding_minor              = l.late_fee_outstanding_minor + s.fee,
+               interest_dealer_accrued_minor           = l.interest_dealer_accrued_minor + (s.i - s.im),
+               acc_month                               = v_month,
+               month_interest_dealer_minor             = s.m_dealer + (s.i - s.im),
+               month_interest_manufacturer_minor       = s.m_manu + s.im,
+               month_penalty_minor                     = s.m_pen + s.pen,
+               month_late_fee_minor                    = s.m_fee + s.fee,
+               prev_month_interest_dealer_minor        = s.prev_dealer,
+               days_past_due = CASE WHEN s.overdue THEN l.days_past_due + 1 ELSE 0 END,
+               status        = CASE WHEN s.overdue THEN 'OVERDUE'::loan_status ELSE 'ACTIVE'::loan_status END,
+               last_closed_date = p_date,
+               updated_at       = now()
+          FROM split s
+         WHERE l.id = s.id
+        RETURNING l.id, l.borrower_id, l.currency, s.status = 'OVERDUE' AS was_overdue, s.overdue,
+                  s.i - s.im AS d_int, s.im AS m_int, s.pen, s.fee
+    )
+    INSERT INTO cob_closed SELECT * FROM upd;
+
+    INSERT INTO collection_item (loan_id, borrower_id, opened_on)
+    SELECT c.id, c.borrower_id, p_date FROM cob_closed c WHERE c.overdue AND NOT c.was_overdue
+    ON CONFLICT (loan_id) WHERE resolved_at IS NULL DO NOTHING;
+
+    SELECT coalesce(array_agg(c.id), '{}') INTO cured FROM cob_closed c WHERE c.was_overdue AND NOT c.overdue;
+    IF cardinality(cured) > 0 THEN
+        PERFORM collection_resolve_loans(cured);
+    END IF;
+
+    RETURN QUERY
+    SELECT c.currency, count(*)::bigint, sum(c.d_int)::bigint, sum(c.m_int)::bigint, sum(c.pen)::bigint, sum(c.fee)::bigint
+      FROM cob_closed c GROUP BY c.currency ORDER BY c.currency;
+END
+$$;

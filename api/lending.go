@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"reflect"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -204,19 +205,29 @@ type listRepaymentsOutput struct {
 	}
 }
 
+// alsoOK documents the 200 an operation whose default is 201 answers too
+// (an idempotent replay, or an update), with the same body as the 201, so a
+// generated client parses it.
+func alsoOK(api huma.API, body any, description string) map[string]*huma.Response {
+	schema := api.OpenAPI().Components.Schemas.Schema(reflect.TypeOf(body), true, "")
+	return map[string]*huma.Response{"200": {Description: description, Content: map[string]*huma.MediaType{"application/json": {Schema: schema}}}}
+}
+
 func (h *handlers) registerLending(api huma.API) {
 	tags := []string{"Lending"}
 	huma.Register(api, huma.Operation{OperationID: "put-credit-line", Method: http.MethodPut, Path: "/v1/credit-lines/{borrower_id}", Summary: "Create or update a borrower's credit line", Tags: tags,
 		Description: "Creates the line (201) or sets its limit and frozen flag (200). The currency is fixed for life (another is 409 conflict). " +
 			"The limit may be lowered below used_minor: available becomes 0 and nothing is clawed back.",
-		DefaultStatus: http.StatusCreated, Errors: []int{http.StatusConflict, http.StatusUnprocessableEntity}}, h.putCreditLine)
+		DefaultStatus: http.StatusCreated, Responses: alsoOK(api, CreditLineBody{}, "The line existed: updated."),
+		Errors: []int{http.StatusConflict, http.StatusUnprocessableEntity}}, h.putCreditLine)
 	huma.Register(api, huma.Operation{OperationID: "get-credit-line", Method: http.MethodGet, Path: "/v1/credit-lines/{borrower_id}", Summary: "Get a credit line with what is used and available", Tags: tags,
 		Errors: []int{http.StatusNotFound}}, h.getCreditLine)
 	huma.Register(api, huma.Operation{OperationID: "create-loan", Method: http.MethodPost, Path: "/v1/loans", Summary: "Grant a loan", Tags: tags,
 		Description: "In one transaction: takes the principal from the borrower's credit line with a conditional update that can never pass the limit " +
 			"(409 insufficient_credit when the line is missing, frozen or short), inserts the loan ACTIVE and posts the disbursement (debit loans:principal, credit platform:cash). " +
 			"201 with the loan; 200 with the original loan for a repeat of the same request; another request with the same loan_no is 409 idempotency_conflict.",
-		DefaultStatus: http.StatusCreated, Errors: []int{http.StatusConflict, http.StatusUnprocessableEntity}}, h.createLoan)
+		DefaultStatus: http.StatusCreated, Responses: alsoOK(api, LoanBody{}, "A repeat of the same request: the original loan."),
+		Errors: []int{http.StatusConflict, http.StatusUnprocessableEntity}}, h.createLoan)
 	huma.Register(api, huma.Operation{OperationID: "list-loans", Method: http.MethodGet, Path: "/v1/loans", Summary: "List loans, newest first", Tags: tags,
 		Errors: []int{http.StatusUnprocessableEntity}}, h.listLoans)
 	huma.Register(api, huma.Operation{OperationID: "get-loan", Method: http.MethodGet, Path: "/v1/loans/{id}", Summary: "Get a loan with what it owes", Tags: tags,
@@ -225,7 +236,8 @@ func (h *handlers) registerLending(api huma.API) {
 		Description: "In one transaction: locks the loan, allocates the amount in the payer's order, updates what the loan owes (REPAID when nothing is left), " +
 			"posts the entry (debit platform:cash, credit each receivable paid) and enqueues credit.restore for the principal part. " +
 			"201 with the repayment; 200 for a repeat of the same request; another request with the same identifier is 409 idempotency_conflict.",
-		DefaultStatus: http.StatusCreated, Errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusUnprocessableEntity}}, h.createRepayment)
+		DefaultStatus: http.StatusCreated, Responses: alsoOK(api, RepaymentBody{}, "A repeat of the same request: the original repayment."),
+		Errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusUnprocessableEntity}}, h.createRepayment)
 	huma.Register(api, huma.Operation{OperationID: "list-repayments", Method: http.MethodGet, Path: "/v1/loans/{id}/repayments", Summary: "A loan's repayments, oldest first", Tags: tags,
 		Errors: []int{http.StatusNotFound, http.StatusUnprocessableEntity}}, h.listRepayments)
 }
@@ -273,7 +285,11 @@ func (h *handlers) getLoan(ctx context.Context, in *loanIDInput) (*loanOutput, e
 	if err != nil {
 		return nil, err
 	}
-	return &loanOutput{Status: http.StatusOK, Body: loanBody(l)}, nil
+	body := []LoanBody{loanBody(l)}
+	if err := h.withCases(ctx, body); err != nil {
+		return nil, err
+	}
+	return &loanOutput{Status: http.StatusOK, Body: body[0]}, nil
 }
 
 func (h *handlers) listLoans(ctx context.Context, in *listLoansInput) (*listLoansOutput, error) {
@@ -293,6 +309,9 @@ func (h *handlers) listLoans(ctx context.Context, in *listLoansInput) (*listLoan
 	out.Body.Loans = make([]LoanBody, len(loans))
 	for i, l := range loans {
 		out.Body.Loans[i] = loanBody(l)
+	}
+	if err := h.withCases(ctx, out.Body.Loans); err != nil {
+		return nil, err
 	}
 	if len(loans) == limit {
 		out.Body.NextCursor = encodeIDCursor(loans[len(loans)-1].ID)

@@ -14,6 +14,8 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
+	"riverbank/internal/cob"
+	"riverbank/internal/collection"
 	"riverbank/internal/config"
 	"riverbank/internal/domains"
 	"riverbank/internal/ledger"
@@ -104,6 +106,31 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 
 	// Lending: credit restoration, the outbox of every repayment.
 	river.AddWorker(workers, &CreditRestoreWorker{Lending: deps.Lending})
+
+	// Close of business: chunks, the trial balance, failed-loan retries,
+	// and the scheduler that closes every open date up to yesterday (on
+	// RIVERBANK_COB_SCHEDULE, evaluated in the business time zone).
+	river.AddWorker(workers, &COBChunkWorker{COB: deps.COB})
+	river.AddWorker(workers, &COBTrialBalanceWorker{COB: deps.COB, Ledger: deps.Ledger})
+	river.AddWorker(workers, &COBRetryFailuresWorker{COB: deps.COB})
+	river.AddWorker(workers, &COBScheduleWorker{COB: deps.COB})
+	if deps.Config.COBScheduleParsed != nil {
+		*periodic = append(*periodic, river.NewPeriodicJob(
+			deps.Config.COBScheduleParsed,
+			func() (river.JobArgs, *river.InsertOpts) { return cob.ScheduleArgs{}, nil },
+			&river.PeriodicJobOpts{ID: cob.KindSchedule, RunOnStart: true},
+		))
+	}
+
+	// Collection: case merges at overdue time, and the sweep for items
+	// left unattached.
+	river.AddWorker(workers, &CaseMergeWorker{Collection: deps.Collection})
+	river.AddWorker(workers, &CaseSweepWorker{Collection: deps.Collection})
+	*periodic = append(*periodic, river.NewPeriodicJob(
+		river.PeriodicInterval(time.Minute),
+		func() (river.JobArgs, *river.InsertOpts) { return collection.SweepArgs{}, nil },
+		&river.PeriodicJobOpts{ID: collection.KindSweep},
+	))
 	return nil
 }
 

@@ -43,6 +43,9 @@ type Config struct {
 	// CreditRestoreBackoff is the first retry delay of a failed
 	// credit.restore job.
 	CreditRestoreBackoff time.Duration
+	// COBChunkSize is how many loan ids one close-of-business chunk job
+	// covers.
+	COBChunkSize int
 	// COBSchedule is the cron expression of the automatic close of business,
 	// or "off".
 	COBSchedule string
@@ -168,6 +171,14 @@ var settings = []setting{
 		}
 		// Parsed again with the business time zone once every setting is
 		// read (Load), whatever order they come in.
+		return nil
+	}},
+	{"RIVERBANK_COB_CHUNK_SIZE", "cob-chunk-size", "2000", "loan ids per close-of-business chunk job", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000000 {
+			return errors.New("must be a whole number from 1 to 1000000")
+		}
+		c.COBChunkSize = n
 		return nil
 	}},
 	{"RIVERBANK_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error {

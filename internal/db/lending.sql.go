@@ -46,7 +46,7 @@ func (q *Queries) GetCreditRestoration(ctx context.Context, repaymentID int64) (
 }
 
 const getLoan = `-- name: GetLoan :one
-SELECT id, loan_no, request_hash, borrower_id, currency, principal_minor, annual_rate_bps, penalty_rate_bps, late_fee_minor, start_date, due_date, interest_mode, dealer_id, manufacturer_id, manufacturer_share_bps, status, principal_outstanding_minor, interest_outstanding_dealer_minor, interest_outstanding_manufacturer_minor, penalty_outstanding_minor, late_fee_outstanding_minor, days_past_due, last_closed_date, disbursement_entry_id, created_at, updated_at, repaid_at FROM loan WHERE id = $1
+SELECT id, loan_no, request_hash, borrower_id, currency, principal_minor, annual_rate_bps, penalty_rate_bps, late_fee_minor, start_date, due_date, interest_mode, dealer_id, manufacturer_id, manufacturer_share_bps, status, principal_outstanding_minor, interest_outstanding_dealer_minor, interest_outstanding_manufacturer_minor, penalty_outstanding_minor, late_fee_outstanding_minor, days_past_due, last_closed_date, acc_month, month_interest_dealer_minor, month_interest_manufacturer_minor, month_penalty_minor, month_late_fee_minor, prev_month_interest_dealer_minor, interest_dealer_accrued_minor, disbursement_entry_id, created_at, updated_at, repaid_at FROM loan WHERE id = $1
 `
 
 func (q *Queries) GetLoan(ctx context.Context, id int64) (Loan, error) {
@@ -76,6 +76,13 @@ func (q *Queries) GetLoan(ctx context.Context, id int64) (Loan, error) {
 		&i.LateFeeOutstandingMinor,
 		&i.DaysPastDue,
 		&i.LastClosedDate,
+		&i.AccMonth,
+		&i.MonthInterestDealerMinor,
+		&i.MonthInterestManufacturerMinor,
+		&i.MonthPenaltyMinor,
+		&i.MonthLateFeeMinor,
+		&i.PrevMonthInterestDealerMinor,
+		&i.InterestDealerAccruedMinor,
 		&i.DisbursementEntryID,
 		&i.CreatedAt,
 		&i.UpdatedAt,
@@ -85,7 +92,7 @@ func (q *Queries) GetLoan(ctx context.Context, id int64) (Loan, error) {
 }
 
 const getLoanByNo = `-- name: GetLoanByNo :one
-SELECT id, loan_no, request_hash, borrower_id, currency, principal_minor, annual_rate_bps, penalty_rate_bps, late_fee_minor, start_date, due_date, interest_mode, dealer_id, manufacturer_id, manufacturer_share_bps, status, principal_outstanding_minor, interest_outstanding_dealer_minor, interest_outstanding_manufacturer_minor, penalty_outstanding_minor, late_fee_outstanding_minor, days_past_due, last_closed_date, disbursement_entry_id, created_at, updated_at, repaid_at FROM loan WHERE loan_no = $1
+SELECT id, loan_no, request_hash, borrower_id, currency, principal_minor, annual_rate_bps, penalty_rate_bps, late_fee_minor, start_date, due_date, interest_mode, dealer_id, manufacturer_id, manufacturer_share_bps, status, principal_outstanding_minor, interest_outstanding_dealer_minor, interest_outstanding_manufacturer_minor, penalty_outstanding_minor, late_fee_outstanding_minor, days_past_due, last_closed_date, acc_month, month_interest_dealer_minor, month_interest_manufacturer_minor, month_penalty_minor, month_late_fee_minor, prev_month_interest_dealer_minor, interest_dealer_accrued_minor, disbursement_entry_id, created_at, updated_at, repaid_at FROM loan WHERE loan_no = $1
 `
 
 func (q *Queries) GetLoanByNo(ctx context.Context, loanNo string) (Loan, error) {
@@ -115,6 +122,13 @@ func (q *Queries) GetLoanByNo(ctx context.Context, loanNo string) (Loan, error) 
 		&i.LateFeeOutstandingMinor,
 		&i.DaysPastDue,
 		&i.LastClosedDate,
+		&i.AccMonth,
+		&i.MonthInterestDealerMinor,
+		&i.MonthInterestManufacturerMinor,
+		&i.MonthPenaltyMinor,
+		&i.MonthLateFeeMinor,
+		&i.PrevMonthInterestDealerMinor,
+		&i.InterestDealerAccruedMinor,
 		&i.DisbursementEntryID,
 		&i.CreatedAt,
 		&i.UpdatedAt,
@@ -217,7 +231,7 @@ INSERT INTO loan (
     $10, $11, $12, $13,
     $14, $5, $15
 )
-RETURNING id, loan_no, request_hash, borrower_id, currency, principal_minor, annual_rate_bps, penalty_rate_bps, late_fee_minor, start_date, due_date, interest_mode, dealer_id, manufacturer_id, manufacturer_share_bps, status, principal_outstanding_minor, interest_outstanding_dealer_minor, interest_outstanding_manufacturer_minor, penalty_outstanding_minor, late_fee_outstanding_minor, days_past_due, last_closed_date, disbursement_entry_id, created_at, updated_at, repaid_at
+RETURNING id, loan_no, request_hash, borrower_id, currency, principal_minor, annual_rate_bps, penalty_rate_bps, late_fee_minor, start_date, due_date, interest_mode, dealer_id, manufacturer_id, manufacturer_share_bps, status, principal_outstanding_minor, interest_outstanding_dealer_minor, interest_outstanding_manufacturer_minor, penalty_outstanding_minor, late_fee_outstanding_minor, days_past_due, last_closed_date, acc_month, month_interest_dealer_minor, month_interest_manufacturer_minor, month_penalty_minor, month_late_fee_minor, prev_month_interest_dealer_minor, interest_dealer_accrued_minor, disbursement_entry_id, created_at, updated_at, repaid_at
 `
 
 type InsertLoanParams struct {
@@ -281,6 +295,13 @@ func (q *Queries) InsertLoan(ctx context.Context, arg InsertLoanParams) (Loan, e
 		&i.LateFeeOutstandingMinor,
 		&i.DaysPastDue,
 		&i.LastClosedDate,
+		&i.AccMonth,
+		&i.MonthInterestDealerMinor,
+		&i.MonthInterestManufacturerMinor,
+		&i.MonthPenaltyMinor,
+		&i.MonthLateFeeMinor,
+		&i.PrevMonthInterestDealerMinor,
+		&i.InterestDealerAccruedMinor,
 		&i.DisbursementEntryID,
 		&i.CreatedAt,
 		&i.UpdatedAt,
@@ -352,7 +373,7 @@ func (q *Queries) InsertRepayment(ctx context.Context, arg InsertRepaymentParams
 }
 
 const listLoans = `-- name: ListLoans :many
-SELECT id, loan_no, request_hash, borrower_id, currency, principal_minor, annual_rate_bps, penalty_rate_bps, late_fee_minor, start_date, due_date, interest_mode, dealer_id, manufacturer_id, manufacturer_share_bps, status, principal_outstanding_minor, interest_outstanding_dealer_minor, interest_outstanding_manufacturer_minor, penalty_outstanding_minor, late_fee_outstanding_minor, days_past_due, last_closed_date, disbursement_entry_id, created_at, updated_at, repaid_at FROM loan
+SELECT id, loan_no, request_hash, borrower_id, currency, principal_minor, annual_rate_bps, penalty_rate_bps, late_fee_minor, start_date, due_date, interest_mode, dealer_id, manufacturer_id, manufacturer_share_bps, status, principal_outstanding_minor, interest_outstanding_dealer_minor, interest_outstanding_manufacturer_minor, penalty_outstanding_minor, late_fee_outstanding_minor, days_past_due, last_closed_date, acc_month, month_interest_dealer_minor, month_interest_manufacturer_minor, month_penalty_minor, month_late_fee_minor, prev_month_interest_dealer_minor, interest_dealer_accrued_minor, disbursement_entry_id, created_at, updated_at, repaid_at FROM loan
 WHERE id < $1::bigint
   AND ($2::text IS NULL OR borrower_id = $2::text)
   AND ($3::loan_status IS NULL OR status = $3::loan_status)
@@ -407,6 +428,13 @@ func (q *Queries) ListLoans(ctx context.Context, arg ListLoansParams) ([]Loan, e
 			&i.LateFeeOutstandingMinor,
 			&i.DaysPastDue,
 			&i.LastClosedDate,
+			&i.AccMonth,
+			&i.MonthInterestDealerMinor,
+			&i.MonthInterestManufacturerMinor,
+			&i.MonthPenaltyMinor,
+			&i.MonthLateFeeMinor,
+			&i.PrevMonthInterestDealerMinor,
+			&i.InterestDealerAccruedMinor,
 			&i.DisbursementEntryID,
 			&i.CreatedAt,
 			&i.UpdatedAt,
@@ -491,7 +519,7 @@ func (q *Queries) LockCreditLine(ctx context.Context, borrowerID string) (Credit
 }
 
 const lockLoan = `-- name: LockLoan :one
-SELECT id, loan_no, request_hash, borrower_id, currency, principal_minor, annual_rate_bps, penalty_rate_bps, late_fee_minor, start_date, due_date, interest_mode, dealer_id, manufacturer_id, manufacturer_share_bps, status, principal_outstanding_minor, interest_outstanding_dealer_minor, interest_outstanding_manufacturer_minor, penalty_outstanding_minor, late_fee_outstanding_minor, days_past_due, last_closed_date, disbursement_entry_id, created_at, updated_at, repaid_at FROM loan WHERE id = $1 FOR NO KEY UPDATE
+SELECT id, loan_no, request_hash, borrower_id, currency, principal_minor, annual_rate_bps, penalty_rate_bps, late_fee_minor, start_date, due_date, interest_mode, dealer_id, manufacturer_id, manufacturer_share_bps, status, principal_outstanding_minor, interest_outstanding_dealer_minor, interest_outstanding_manufacturer_minor, penalty_outstanding_minor, late_fee_outstanding_minor, days_past_due, last_closed_date, acc_month, month_interest_dealer_minor, month_interest_manufacturer_minor, month_penalty_minor, month_late_fee_minor, prev_month_interest_dealer_minor, interest_dealer_accrued_minor, disbursement_entry_id, created_at, updated_at, repaid_at FROM loan WHERE id = $1 FOR NO KEY UPDATE
 `
 
 func (q *Queries) LockLoan(ctx context.Context, id int64) (Loan, error) {
@@ -521,6 +549,13 @@ func (q *Queries) LockLoan(ctx context.Context, id int64) (Loan, error) {
 		&i.LateFeeOutstandingMinor,
 		&i.DaysPastDue,
 		&i.LastClosedDate,
+		&i.AccMonth,
+		&i.MonthInterestDealerMinor,
+		&i.MonthInterestManufacturerMinor,
+		&i.MonthPenaltyMinor,
+		&i.MonthLateFeeMinor,
+		&i.PrevMonthInterestDealerMinor,
+		&i.InterestDealerAccruedMinor,
 		&i.DisbursementEntryID,
 		&i.CreatedAt,
 		&i.UpdatedAt,
@@ -579,7 +614,7 @@ SET principal_outstanding_minor = principal_outstanding_minor - $1::bigint,
     days_past_due = CASE WHEN $6::boolean THEN 0 ELSE days_past_due END,
     updated_at = now()
 WHERE id = $7
-RETURNING id, loan_no, request_hash, borrower_id, currency, principal_minor, annual_rate_bps, penalty_rate_bps, late_fee_minor, start_date, due_date, interest_mode, dealer_id, manufacturer_id, manufacturer_share_bps, status, principal_outstanding_minor, interest_outstanding_dealer_minor, interest_outstanding_manufacturer_minor, penalty_outstanding_minor, late_fee_outstanding_minor, days_past_due, last_closed_date, disbursement_entry_id, created_at, updated_at, repaid_at
+RETURNING id, loan_no, request_hash, borrower_id, currency, principal_minor, annual_rate_bps, penalty_rate_bps, late_fee_minor, start_date, due_date, interest_mode, dealer_id, manufacturer_id, manufacturer_share_bps, status, principal_outstanding_minor, interest_outstanding_dealer_minor, interest_outstanding_manufacturer_minor, penalty_outstanding_minor, late_fee_outstanding_minor, days_past_due, last_closed_date, acc_month, month_interest_dealer_minor, month_interest_manufacturer_minor, month_penalty_minor, month_late_fee_minor, prev_month_interest_dealer_minor, interest_dealer_accrued_minor, disbursement_entry_id, created_at, updated_at, repaid_at
 `
 
 type RepayLoanParams struct {
@@ -630,6 +665,13 @@ func (q *Queries) RepayLoan(ctx context.Context, arg RepayLoanParams) (Loan, err
 		&i.LateFeeOutstandingMinor,
 		&i.DaysPastDue,
 		&i.LastClosedDate,
+		&i.AccMonth,
+		&i.MonthInterestDealerMinor,
+		&i.MonthInterestManufacturerMinor,
+		&i.MonthPenaltyMinor,
+		&i.MonthLateFeeMinor,
+		&i.PrevMonthInterestDealerMinor,
+		&i.InterestDealerAccruedMinor,
 		&i.DisbursementEntryID,
 		&i.CreatedAt,
 		&i.UpdatedAt,

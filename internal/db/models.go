@@ -12,6 +12,125 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type CobRunStatus string
+
+const (
+	CobRunStatusRUNNING   CobRunStatus = "RUNNING"
+	CobRunStatusCOMPLETED CobRunStatus = "COMPLETED"
+	CobRunStatusFAILED    CobRunStatus = "FAILED"
+)
+
+func (e *CobRunStatus) Scan(src interface{}) error {
+	switch s := src.(type) {
+	case []byte:
+		*e = CobRunStatus(s)
+	case string:
+		*e = CobRunStatus(s)
+	default:
+		return fmt.Errorf("unsupported scan type for CobRunStatus: %T", src)
+	}
+	return nil
+}
+
+type NullCobRunStatus struct {
+	CobRunStatus CobRunStatus
+	Valid        bool // Valid is true if CobRunStatus is not NULL
+}
+
+// Scan implements the Scanner interface.
+func (ns *NullCobRunStatus) Scan(value interface{}) error {
+	if value == nil {
+		ns.CobRunStatus, ns.Valid = "", false
+		return nil
+	}
+	ns.Valid = true
+	return ns.CobRunStatus.Scan(value)
+}
+
+// Value implements the driver Valuer interface.
+func (ns NullCobRunStatus) Value() (driver.Value, error) {
+	if !ns.Valid {
+		return nil, nil
+	}
+	return string(ns.CobRunStatus), nil
+}
+
+func (e CobRunStatus) Valid() bool {
+	switch e {
+	case CobRunStatusRUNNING,
+		CobRunStatusCOMPLETED,
+		CobRunStatusFAILED:
+		return true
+	}
+	return false
+}
+
+func AllCobRunStatusValues() []CobRunStatus {
+	return []CobRunStatus{
+		CobRunStatusRUNNING,
+		CobRunStatusCOMPLETED,
+		CobRunStatusFAILED,
+	}
+}
+
+type CollectionCaseStatus string
+
+const (
+	CollectionCaseStatusOPEN   CollectionCaseStatus = "OPEN"
+	CollectionCaseStatusCLOSED CollectionCaseStatus = "CLOSED"
+)
+
+func (e *CollectionCaseStatus) Scan(src interface{}) error {
+	switch s := src.(type) {
+	case []byte:
+		*e = CollectionCaseStatus(s)
+	case string:
+		*e = CollectionCaseStatus(s)
+	default:
+		return fmt.Errorf("unsupported scan type for CollectionCaseStatus: %T", src)
+	}
+	return nil
+}
+
+type NullCollectionCaseStatus struct {
+	CollectionCaseStatus CollectionCaseStatus
+	Valid                bool // Valid is true if CollectionCaseStatus is not NULL
+}
+
+// Scan implements the Scanner interface.
+func (ns *NullCollectionCaseStatus) Scan(value interface{}) error {
+	if value == nil {
+		ns.CollectionCaseStatus, ns.Valid = "", false
+		return nil
+	}
+	ns.Valid = true
+	return ns.CollectionCaseStatus.Scan(value)
+}
+
+// Value implements the driver Valuer interface.
+func (ns NullCollectionCaseStatus) Value() (driver.Value, error) {
+	if !ns.Valid {
+		return nil, nil
+	}
+	return string(ns.CollectionCaseStatus), nil
+}
+
+func (e CollectionCaseStatus) Valid() bool {
+	switch e {
+	case CollectionCaseStatusOPEN,
+		CollectionCaseStatusCLOSED:
+		return true
+	}
+	return false
+}
+
+func AllCollectionCaseStatusValues() []CollectionCaseStatus {
+	return []CollectionCaseStatus{
+		CollectionCaseStatusOPEN,
+		CollectionCaseStatusCLOSED,
+	}
+}
+
 type LedgerAccountType string
 
 const (
@@ -463,6 +582,75 @@ func AllRiverJobStateValues() []RiverJobState {
 	}
 }
 
+type CobChunk struct {
+	BusinessDate time.Time
+	Chunk        int32
+	LoansDone    int32
+	LoansFailed  int32
+	StartedAt    time.Time
+	CompletedAt  time.Time
+}
+
+type CobFailedLoan struct {
+	BusinessDate time.Time
+	LoanID       int64
+	Error        string
+	FailedAt     time.Time
+}
+
+type CobRun struct {
+	BusinessDate   time.Time
+	Status         CobRunStatus
+	LateFeeDay     int32
+	IDLo           int64
+	IDHi           int64
+	ChunkSize      int32
+	ChunksTotal    int32
+	ChunksDone     int32
+	LoansTotal     int64
+	LoansDone      int64
+	LoansFailed    int64
+	CatchUpThrough *time.Time
+	TrialBalance   []byte
+	StartedAt      time.Time
+	CompletedAt    *time.Time
+	UpdatedAt      time.Time
+}
+
+type CobRunTotal struct {
+	BusinessDate              time.Time
+	Currency                  string
+	InterestDealerMinor       pgtype.Numeric
+	InterestManufacturerMinor pgtype.Numeric
+	PenaltyMinor              pgtype.Numeric
+	LateFeeMinor              pgtype.Numeric
+}
+
+type CollectionCase struct {
+	ID         int64
+	BorrowerID string
+	Status     CollectionCaseStatus
+	OpenedAt   time.Time
+	ClosedAt   *time.Time
+	UpdatedAt  time.Time
+}
+
+type CollectionItem struct {
+	ID         int64
+	LoanID     int64
+	BorrowerID string
+	CaseID     *int64
+	OpenedOn   time.Time
+	CreatedAt  time.Time
+	AttachedAt *time.Time
+	ResolvedAt *time.Time
+}
+
+type CollectionMergeSignal struct {
+	BorrowerID string
+	CreatedAt  time.Time
+}
+
 type CreditLine struct {
 	BorrowerID string
 	Currency   string
@@ -544,10 +732,26 @@ type Loan struct {
 	LateFeeOutstandingMinor              int64
 	DaysPastDue                          int32
 	LastClosedDate                       *time.Time
+	AccMonth                             *time.Time
+	MonthInterestDealerMinor             int64
+	MonthInterestManufacturerMinor       int64
+	MonthPenaltyMinor                    int64
+	MonthLateFeeMinor                    int64
+	PrevMonthInterestDealerMinor         int64
+	InterestDealerAccruedMinor           int64
 	DisbursementEntryID                  int64
 	CreatedAt                            time.Time
 	UpdatedAt                            time.Time
 	RepaidAt                             *time.Time
+}
+
+type LoanAccrualMonth struct {
+	LoanID                    int64
+	InterestDealerMinor       int64
+	InterestManufacturerMinor int64
+	PenaltyMinor              int64
+	LateFeeMinor              int64
+	Month                     time.Time
 }
 
 type Order struct {

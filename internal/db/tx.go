@@ -185,3 +185,51 @@ func IsUnavailable(err error) bool {
 	}
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }
+
+// Savepoint runs fn on a savepoint of tx: fn's error rolls back only what
+// fn did, and the transaction goes on (a chunk of work that fails is
+// retried in smaller pieces without losing the rest).
+func (t *Tx) Savepoint(ctx context.Context, fn func(tx *Tx) error) error {
+	sp, err := t.Tx.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	if err := fn(&Tx{Queries: New(sp), Tx: sp, river: t.river}); err != nil {
+		rbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if rbErr := sp.Rollback(rbCtx); rbErr != nil {
+			return errors.Join(err, fmt.Errorf("rollback to savepoint: %w", rbErr))
+		}
+		return err
+	}
+	if err := sp.Commit(ctx); err != nil {
+		return fmt.Errorf("release savepoint: %w", err)
+	}
+	return nil
+}
+
+// Describe summarises a database error for operators without SQL text or
+// values: the SQLSTATE condition and the constraint, table or column it
+// names. Non-database errors are described as "internal error".
+func Describe(err error) string {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return "internal error"
+	}
+	out := "SQLSTATE " + pgErr.Code
+	switch {
+	case pgErr.ConstraintName != "":
+		out += " (constraint " + pgErr.ConstraintName + ")"
+	case pgErr.ColumnName != "":
+		out += " (column " + pgErr.ColumnName + ")"
+	case pgErr.TableName != "":
+		out += " (table " + pgErr.TableName + ")"
+	}
+	switch {
+	case pgErr.Code == "22003":
+		out += ": a value is out of range"
+	case strings.HasPrefix(pgErr.Code, "23"):
+		out += ": a constraint was violated"
+	}
+	return out
+}

@@ -8,6 +8,8 @@ package domains
 import (
 	"log/slog"
 
+	"riverbank/internal/cob"
+	"riverbank/internal/collection"
 	"riverbank/internal/config"
 	"riverbank/internal/db"
 	"riverbank/internal/deadletter"
@@ -31,6 +33,10 @@ type Services struct {
 	// Lending are credit lines, loans, repayments and credit restoration
 	// (SPEC §6).
 	Lending *lending.Service
+	// COB is the close of business (SPEC §7).
+	COB *cob.Service
+	// Collection are collection cases (SPEC §4).
+	Collection *collection.Service
 	// DeadLetters are River's discarded jobs of every kind, listed and
 	// retried through River (SPEC: credit.restore's dead letter).
 	DeadLetters *deadletter.Service
@@ -55,6 +61,10 @@ func New(cfg *config.Config, logger *slog.Logger, store *db.Store) *Services {
 			Logger: logger, BusinessTZ: cfg.BusinessTZ,
 			RestoreMaxAttempts: cfg.CreditRestoreMaxAttempts, RestoreBackoff: cfg.CreditRestoreBackoff,
 		}),
+		COB: cob.NewService(store, cob.Options{
+			Logger: logger, BusinessTZ: cfg.BusinessTZ, LateFeeDay: cfg.LateFeeDay, ChunkSize: cfg.COBChunkSize,
+		}),
+		Collection: collection.NewService(store, logger),
 		// The store's River client retries too (*river.Client has
 		// JobRetryTx); another JobInserter leaves retries unavailable.
 		DeadLetters: deadletter.NewService(store, retrierOf(store)),

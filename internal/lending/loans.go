@@ -148,6 +148,20 @@ func (s *Service) CreateLoan(ctx context.Context, in LoanInput) (*Loan, bool, er
 		if !db.IsNotFound(err) {
 			return fmt.Errorf("read loan by loan_no: %w", err)
 		}
+		// A loan starts after the newest business date with a run (closed
+		// or closing); the shared lock keeps a run from starting meanwhile.
+		if err := tx.LockCOBDatesShared(ctx); err != nil {
+			return fmt.Errorf("lock business dates: %w", err)
+		}
+		latest, err := tx.LatestRunDate(ctx)
+		if err != nil {
+			return fmt.Errorf("read latest run date: %w", err)
+		}
+		if !start.After(latest) {
+			first := latest.AddDate(0, 0, 1).Format(DateLayout)
+			return riverbank.Errorf(riverbank.EDATENOTOPEN, "start_date %s is in a closed period: business dates through %s are closed (or closing); the first open date is %s",
+				in.StartDate, latest.Format(DateLayout), first).WithDetail("first_open_date", first).WithDetail("field", "start_date")
+		}
 		if err := takeCreditTx(ctx, tx, in.BorrowerID, in.Currency, in.PrincipalMinor); err != nil {
 			return err
 		}
@@ -231,6 +245,44 @@ func (s *Service) ListLoans(ctx context.Context, f LoanFilter) ([]*Loan, error) 
 	out := make([]*Loan, len(rows))
 	for i, r := range rows {
 		out[i] = &Loan{r}
+	}
+	return out, nil
+}
+
+// MonthAccrual is what a loan accrued in one month.
+type MonthAccrual struct {
+	Month                     time.Time
+	InterestDealerMinor       int64
+	InterestManufacturerMinor int64
+	PenaltyMinor              int64
+	LateFeeMinor              int64
+	// Current is true for the month still accruing (kept on the loan row).
+	Current bool
+}
+
+// Accruals returns a loan's accruals by month, oldest first: the finished
+// months from the history, then the current month from the loan.
+func (s *Service) Accruals(ctx context.Context, loanID int64) ([]MonthAccrual, error) {
+	q := s.store.Queries()
+	l, err := q.GetLoan(ctx, loanID)
+	if db.IsNotFound(err) {
+		return nil, riverbank.Errorf(riverbank.ENOTFOUND, "loan %d not found", loanID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get loan: %w", err)
+	}
+	rows, err := q.LoanAccrualMonths(ctx, loanID)
+	if err != nil {
+		return nil, fmt.Errorf("read accruals: %w", err)
+	}
+	out := make([]MonthAccrual, 0, len(rows)+1)
+	for _, r := range rows {
+		out = append(out, MonthAccrual{Month: r.Month, InterestDealerMinor: r.InterestDealerMinor, InterestManufacturerMinor: r.InterestManufacturerMinor,
+			PenaltyMinor: r.PenaltyMinor, LateFeeMinor: r.LateFeeMinor})
+	}
+	if l.AccMonth != nil {
+		out = append(out, MonthAccrual{Month: *l.AccMonth, InterestDealerMinor: l.MonthInterestDealerMinor, InterestManufacturerMinor: l.MonthInterestManufacturerMinor,
+			PenaltyMinor: l.MonthPenaltyMinor, LateFeeMinor: l.MonthLateFeeMinor, Current: true})
 	}
 	return out, nil
 }

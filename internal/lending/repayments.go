@@ -13,6 +13,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"riverbank"
+	"riverbank/internal/collection"
 	"riverbank/internal/db"
 	"riverbank/internal/ledger"
 	"riverbank/internal/lending/rules"
@@ -184,6 +185,13 @@ func (s *Service) Repay(ctx context.Context, in RepaymentInput) (*Repayment, boo
 		})
 		if err != nil {
 			return fmt.Errorf("insert repayment: %w", err)
+		}
+		if repaid {
+			// Its collection item resolves, and its case closes if it was
+			// the last (SPEC §4), in this transaction.
+			if _, err := collection.ResolveLoansTx(ctx, tx, []int64{loan.ID}); err != nil {
+				return err
+			}
 		}
 		if alloc.PrincipalMinor > 0 {
 			if _, err := tx.Insert(ctx, RestoreArgs{RepaymentID: rep.ID}, &river.InsertOpts{MaxAttempts: s.attempts}); err != nil {

@@ -43,8 +43,11 @@ func Suffix() string {
 	return hex.EncodeToString(b)
 }
 
-// Config returns the configuration a process gets with no environment:
-// every default of SPEC §9, validated.
+// Config returns the configuration a process gets with no environment
+// (every default of SPEC §9, validated), except that the automatic close
+// of business is off: it would close the past dates tests give their
+// loans. A test that wants the scheduler sets COBSchedule and
+// COBScheduleParsed itself (DBOptions.Configure).
 func Config(t testing.TB) *config.Config {
 	t.Helper()
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
@@ -52,6 +55,7 @@ func Config(t testing.TB) *config.Config {
 	require.NoError(t, fs.Parse(nil))
 	cfg, err := loader.Load(fs)
 	require.NoError(t, err)
+	cfg.COBSchedule, cfg.COBScheduleParsed = "off", nil
 	return cfg
 }
 
