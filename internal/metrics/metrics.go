@@ -137,6 +137,12 @@ var (
 	// carries the same numbers, but a dedicated name keeps alert rules and
 	// dashboards independent of River's state names. A kind with no
 	// discarded job has no series (absent means zero).
+	// cobLoansDesc is close-of-business progress: the newest run and any
+	// run not closed, by business date and state (total, done, failed);
+	// chunk durations are riverbank_job_run_duration_seconds{kind="cob.chunk"}.
+	cobLoansDesc    = prometheus.NewDesc("riverbank_cob_loans", "Loans of close-of-business runs (the newest and any not closed) by business date and state: total, done, failed.", []string{"date", "state"}, nil)
+	cobChunksDesc   = prometheus.NewDesc("riverbank_cob_chunks", "Chunks of close-of-business runs (the newest and any not closed) by business date and state: total, done.", []string{"date", "state"}, nil)
+	cobOpenDesc     = prometheus.NewDesc("riverbank_cob_run_open", "1 for a close-of-business run that is not closed (RUNNING or FAILED), by business date and status.", []string{"date", "status"}, nil)
 	deadLettersDesc = prometheus.NewDesc("riverbank_dead_letters", "Discarded River jobs (dead letters: attempts exhausted, waiting for an operator to retry them via POST /v1/dead-letters/{job_id}/retry or the River UI) by kind.", []string{"kind"}, nil)
 )
 
@@ -144,6 +150,9 @@ func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- jobsDesc
 	ch <- depthDesc
 	ch <- deadLettersDesc
+	ch <- cobLoansDesc
+	ch <- cobChunksDesc
+	ch <- cobOpenDesc
 	ch <- scrapeErrDesc
 }
 
@@ -174,6 +183,22 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, r := range dead {
 		ch <- prometheus.MustNewConstMetric(deadLettersDesc, prometheus.GaugeValue, float64(r.Count), r.Kind)
+	}
+	runs, err := c.q.COBProgress(ctx)
+	if err != nil {
+		c.logger.Warn("metrics: read close-of-business progress", "error", err)
+		failed = 1
+	}
+	for _, r := range runs {
+		d := r.BusinessDate.Format("2006-01-02")
+		ch <- prometheus.MustNewConstMetric(cobLoansDesc, prometheus.GaugeValue, float64(r.LoansTotal), d, "total")
+		ch <- prometheus.MustNewConstMetric(cobLoansDesc, prometheus.GaugeValue, float64(r.LoansDone), d, "done")
+		ch <- prometheus.MustNewConstMetric(cobLoansDesc, prometheus.GaugeValue, float64(r.LoansFailed), d, "failed")
+		ch <- prometheus.MustNewConstMetric(cobChunksDesc, prometheus.GaugeValue, float64(r.ChunksTotal), d, "total")
+		ch <- prometheus.MustNewConstMetric(cobChunksDesc, prometheus.GaugeValue, float64(r.ChunksDone), d, "done")
+		if r.Status != db.CobRunStatusCOMPLETED {
+			ch <- prometheus.MustNewConstMetric(cobOpenDesc, prometheus.GaugeValue, 1, d, string(r.Status))
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(scrapeErrDesc, prometheus.GaugeValue, failed)
 }
