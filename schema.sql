@@ -829,3 +829,31 @@ BEGIN
       FROM cob_closed c GROUP BY c.currency ORDER BY c.currency;
 END
 $$;
+
+-- riverbank:step 7 events
+-- The domain events feed (SPEC §8): one row per state change, appended by
+-- the transaction that makes the change.
+--
+-- Order: txid is the writing transaction's id (pg_current_xact_id()). A
+-- reader serves only events of transactions older than its snapshot's
+-- xmin — every transaction below xmin has ended, so no event can appear
+-- later below that line — and pages by (txid, id). A bigserial alone would
+-- not do: ids are taken before commit, so a slow transaction's event
+-- would appear behind a cursor that already passed it. See
+-- internal/events for the argument in full.
+CREATE TABLE event (
+    txid          bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
+    id            bigint GENERATED ALWAYS AS IDENTITY,
+    type          text NOT NULL CHECK (type ~ '^[a-z_]+\.[a-z_]+$'),
+    subject_type  text NOT NULL,
+    subject_id    text NOT NULL,
+    occurred_at   timestamptz NOT NULL DEFAULT now(),
+    data          jsonb NOT NULL,
+    CONSTRAINT event_pkey PRIMARY KEY (txid, id)
+);
+CREATE UNIQUE INDEX event_id_key ON event (id);
+CREATE INDEX event_type_idx ON event (type, txid, id);
+CREATE INDEX event_subject_idx ON event (subject_id, txid, id);
+-- Retention deletes by age in small batches; occurred_at grows with
+-- insertion, so a BRIN index finds the oldest rows cheaply.
+CREATE INDEX event_occurred_brin ON event USING brin (occurred_at);

@@ -43,6 +43,12 @@ type Config struct {
 	// CreditRestoreBackoff is the first retry delay of a failed
 	// credit.restore job.
 	CreditRestoreBackoff time.Duration
+	// EventRetention is how long events stay in the feed.
+	EventRetention time.Duration
+	// WebhookMaxAttempts bounds delivery attempts of one webhook event.
+	WebhookMaxAttempts int
+	// WebhookAllowPrivate allows webhook targets on private addresses.
+	WebhookAllowPrivate bool
 	// COBChunkSize is how many loan ids one close-of-business chunk job
 	// covers.
 	COBChunkSize int
@@ -179,6 +185,30 @@ var settings = []setting{
 			return errors.New("must be a whole number from 1 to 1000000")
 		}
 		c.COBChunkSize = n
+		return nil
+	}},
+	{"RIVERBANK_EVENT_RETENTION", "event-retention", "720h", "how long events stay in the feed (older ones are dropped; an older cursor is 410)", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Minute || d > 10*365*24*time.Hour {
+			return errors.New("must be a duration between 1m and 87600h (e.g. 720h for 30 days)")
+		}
+		c.EventRetention = d
+		return nil
+	}},
+	{"RIVERBANK_WEBHOOK_MAX_ATTEMPTS", "webhook-max-attempts", "12", "delivery attempts before a webhook delivery is discarded (dead letter)", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return errors.New("must be a whole number from 1 to 1000")
+		}
+		c.WebhookMaxAttempts = n
+		return nil
+	}},
+	{"RIVERBANK_WEBHOOK_ALLOW_PRIVATE", "webhook-allow-private", "0", "allow webhook targets on loopback, private and link-local addresses: 1/true or 0/false", func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return errors.New("must be 1, true, 0 or false")
+		}
+		c.WebhookAllowPrivate = b
 		return nil
 	}},
 	{"RIVERBANK_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error {

@@ -253,6 +253,11 @@ func TestLoadInvalid(t *testing.T) {
 		{"RIVERBANK_MIGRATE", []string{"yes", "on", "2"}, "1, true, 0 or false"},
 		{"RIVERBANK_SHUTDOWN_TIMEOUT", []string{"soon", "-1s", "2h", "30"}, "between 0s and 1h"},
 		{"RIVERBANK_JOB_TIMEOUT", []string{"soon", "0s", "500ms", "2h", "30"}, "between 1s and 1h"},
+		{"RIVERBANK_CREDIT_RESTORE_BACKOFF", []string{"soon", "1ms", "2h", "5"}, "between 10ms and 1h"},
+		{"RIVERBANK_COB_CHUNK_SIZE", []string{"0", "-1", "1000001", "big"}, "from 1 to 1000000"},
+		{"RIVERBANK_EVENT_RETENTION", []string{"forever", "30s", "100000h", "30"}, "between 1m and 87600h"},
+		{"RIVERBANK_WEBHOOK_MAX_ATTEMPTS", []string{"0", "1001", "lots"}, "from 1 to 1000"},
+		{"RIVERBANK_WEBHOOK_ALLOW_PRIVATE", []string{"yes", "2"}, "must be 1, true, 0 or false"},
 	}
 	for _, tt := range tests {
 		for _, v := range tt.values {
@@ -337,7 +342,8 @@ func TestUsageNamesEnvironmentVariables(t *testing.T) {
 		"DATABASE_URL", "RIVERBANK_ADDR", "RIVERBANK_API_TOKENS", "RIVERBANK_AUTH", "RIVERBANK_BUSINESS_TZ",
 		"RIVERBANK_ORDER_PAYMENT_TIMEOUT", "RIVERBANK_LATE_FEE_DAY", "RIVERBANK_CREDIT_RESTORE_MAX_ATTEMPTS",
 		"RIVERBANK_WORKERS", "RIVERBANK_COB_SCHEDULE", "RIVERBANK_LOG_LEVEL", "RIVERBANK_MIGRATE", "RIVERBANK_SHUTDOWN_TIMEOUT",
-		"RIVERBANK_JOB_TIMEOUT",
+		"RIVERBANK_JOB_TIMEOUT", "RIVERBANK_CREDIT_RESTORE_BACKOFF", "RIVERBANK_COB_CHUNK_SIZE", "RIVERBANK_EVENT_RETENTION",
+		"RIVERBANK_WEBHOOK_MAX_ATTEMPTS", "RIVERBANK_WEBHOOK_ALLOW_PRIVATE",
 	} {
 		require.Contains(t, out.String(), "(env "+env+",", "--help shows %s", env)
 	}

@@ -668,6 +668,16 @@ type CreditRestoration struct {
 	RestoredAt  time.Time
 }
 
+type Event struct {
+	Txid        int64
+	ID          int64
+	Type        string
+	SubjectType string
+	SubjectID   string
+	OccurredAt  time.Time
+	Data        []byte
+}
+
 type LedgerAccount struct {
 	ID              int64
 	Code            string
