@@ -20,6 +20,7 @@ const (
 	EBALANCEOUTOFRANGE   = "balance_out_of_range"
 	ECONFLICT            = "conflict"
 	ECURRENCYREQUIRED    = "currency_required"
+	ECURSOREXPIRED       = "cursor_expired"
 	EDATENOTOPEN         = "date_not_open"
 	EIDEMPOTENCYCONFLICT = "idempotency_conflict"
 	EINSUFFICIENTCREDIT  = "insufficient_credit"

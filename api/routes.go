@@ -12,5 +12,6 @@ func registerRoutes(api huma.API, h *handlers) {
 	h.registerOrders(api)      // /v1/orders, /v1/orders/{id}, .../events, .../pay|ship|receive|cancel
 	h.registerLending(api)     // /v1/credit-lines/{borrower_id}, /v1/loans, /v1/loans/{id}, .../repayments
 	h.registerCOB(api)         // /v1/cob-runs, /v1/cob-runs/{date}, .../retry-failures, /v1/cases, /v1/cases/{id}, /v1/loans/{id}/accruals
+	h.registerEvents(api)      // GET /v1/events
 	h.registerDeadLetters(api) // GET /v1/dead-letters, GET /v1/dead-letters/{job_id}, POST .../retry
 }

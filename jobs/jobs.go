@@ -18,6 +18,7 @@ import (
 	"riverbank/internal/collection"
 	"riverbank/internal/config"
 	"riverbank/internal/domains"
+	"riverbank/internal/events"
 	"riverbank/internal/ledger"
 	"riverbank/internal/orders"
 	"riverbank/internal/queue"
@@ -121,6 +122,14 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 			&river.PeriodicJobOpts{ID: cob.KindSchedule, RunOnStart: true},
 		))
 	}
+
+	// Events: retention, dropped in small batches every ten minutes.
+	river.AddWorker(workers, &EventsPruneWorker{Events: deps.Events})
+	*periodic = append(*periodic, river.NewPeriodicJob(
+		river.PeriodicInterval(10*time.Minute),
+		func() (river.JobArgs, *river.InsertOpts) { return events.PruneArgs{}, nil },
+		&river.PeriodicJobOpts{ID: "events.prune", RunOnStart: true},
+	))
 
 	// Collection: case merges at overdue time, and the sweep for items
 	// left unattached.

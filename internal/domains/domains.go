@@ -13,6 +13,7 @@ import (
 	"riverbank/internal/config"
 	"riverbank/internal/db"
 	"riverbank/internal/deadletter"
+	"riverbank/internal/events"
 	"riverbank/internal/ledger"
 	"riverbank/internal/lending"
 	"riverbank/internal/orders"
@@ -37,6 +38,9 @@ type Services struct {
 	COB *cob.Service
 	// Collection are collection cases (SPEC §4).
 	Collection *collection.Service
+	// Events is the events feed (SPEC §8); writers append with
+	// events.AppendTx in their own transactions.
+	Events *events.Feed
 	// DeadLetters are River's discarded jobs of every kind, listed and
 	// retried through River (SPEC: credit.restore's dead letter).
 	DeadLetters *deadletter.Service
@@ -65,6 +69,7 @@ func New(cfg *config.Config, logger *slog.Logger, store *db.Store) *Services {
 			Logger: logger, BusinessTZ: cfg.BusinessTZ, LateFeeDay: cfg.LateFeeDay, ChunkSize: cfg.COBChunkSize,
 		}),
 		Collection: collection.NewService(store, logger),
+		Events:     events.NewFeed(store, events.Options{Retention: cfg.EventRetention}),
 		// The store's River client retries too (*river.Client has
 		// JobRetryTx); another JobInserter leaves retries unavailable.
 		DeadLetters: deadletter.NewService(store, retrierOf(store)),

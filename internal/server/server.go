@@ -23,6 +23,7 @@ import (
 	"riverbank/internal/config"
 	"riverbank/internal/db"
 	"riverbank/internal/domains"
+	"riverbank/internal/events"
 	"riverbank/internal/metrics"
 	"riverbank/jobs"
 )
@@ -38,6 +39,7 @@ type App struct {
 	riverUI  *riverui.Handler
 	http     *http.Server
 	listener net.Listener
+	hub      *events.Hub
 	ready    chan struct{}
 }
 
@@ -100,6 +102,9 @@ func (a *App) init(ctx context.Context) error {
 	}
 	store := db.NewStore(a.pool, inserter)
 	svcs := domains.New(a.cfg, a.logger, store)
+	// One LISTEN connection wakes every long-polling reader of the feed.
+	a.hub = events.NewHub(a.pool, a.logger.With("component", "events"))
+	svcs.Events.SetHub(a.hub)
 	reg, err := jobs.NewRegistration(svcs)
 	if err != nil {
 		return err
@@ -229,8 +234,11 @@ func (a *App) Run(ctx context.Context) error {
 	if err := a.river.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("start river: %w", err)
 	}
-	events, cancelEvents := a.river.Subscribe(river.EventKindJobCompleted, river.EventKindJobFailed, river.EventKindJobCancelled, river.EventKindJobSnoozed)
-	go a.metrics.ObserveJobs(events)
+	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHub()
+	go a.hub.Run(hubCtx)
+	jobEvents, cancelEvents := a.river.Subscribe(river.EventKindJobCompleted, river.EventKindJobFailed, river.EventKindJobCancelled, river.EventKindJobSnoozed)
+	go a.metrics.ObserveJobs(jobEvents)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- a.http.Serve(a.listener) }()
