@@ -34,6 +34,13 @@ const (
 	ERESERVEDCODE        = "reserved_code"
 	EUNAUTHORIZED        = "unauthorized"
 	EUNPROCESSABLE       = "unprocessable"
+	// EWEBHOOKTARGETFORBIDDEN: a webhook URL whose host is, or resolves
+	// to, a loopback, private, link-local or otherwise internal address
+	// (SSRF), unless RIVERBANK_WEBHOOK_ALLOW_PRIVATE.
+	EWEBHOOKTARGETFORBIDDEN = "webhook_target_forbidden"
+	// EWEBHOOKKEYMISSING: webhook subscriptions cannot be created because
+	// RIVERBANK_WEBHOOK_KEY (which encrypts their secrets) is not set.
+	EWEBHOOKKEYMISSING = "webhook_key_missing"
 )
 
 // Error is a domain error: a code a client can act on and a message a human

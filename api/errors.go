@@ -21,7 +21,7 @@ type Problem struct {
 	Status   int                 `json:"status" doc:"HTTP status code." example:"409"`
 	Detail   string              `json:"detail,omitempty" doc:"Human-readable explanation of this occurrence." example:"not enough stock for sku A-1"`
 	Instance string              `json:"instance,omitempty" doc:"URI of this occurrence."`
-	Code     string              `json:"code" doc:"Machine-readable error code." example:"insufficient_stock" enum:"not_found,validation_failed,unprocessable,insufficient_stock,insufficient_credit,invalid_transition,idempotency_conflict,date_not_open,conflict,unauthorized,request_too_large,method_not_allowed,unsupported_media_type,not_acceptable,unavailable,database_unavailable,internal,balance_out_of_range,currency_required,reserved_code,overpayment,not_discarded,cursor_expired"`
+	Code     string              `json:"code" doc:"Machine-readable error code." example:"insufficient_stock" enum:"not_found,validation_failed,unprocessable,insufficient_stock,insufficient_credit,invalid_transition,idempotency_conflict,date_not_open,conflict,unauthorized,request_too_large,method_not_allowed,unsupported_media_type,not_acceptable,unavailable,database_unavailable,internal,balance_out_of_range,currency_required,reserved_code,overpayment,not_discarded,cursor_expired,webhook_target_forbidden,webhook_key_missing"`
 	Errors   []*huma.ErrorDetail `json:"errors,omitempty" doc:"Per-field validation errors."`
 	Details  map[string]any      `json:"details,omitempty" doc:"Structured facts about the error, e.g. the SKU that ran out or the first open date."`
 }
@@ -43,23 +43,25 @@ func (p *Problem) ContentType(ct string) string {
 
 // codeStatus is the one map from domain error code to HTTP status.
 var codeStatus = map[string]int{
-	riverbank.ENOTFOUND:            http.StatusNotFound,
-	riverbank.EINVALID:             http.StatusUnprocessableEntity,
-	riverbank.EUNPROCESSABLE:       http.StatusUnprocessableEntity,
-	riverbank.EINSUFFICIENTSTOCK:   http.StatusConflict,
-	riverbank.EINSUFFICIENTCREDIT:  http.StatusConflict,
-	riverbank.EINVALIDTRANSITION:   http.StatusConflict,
-	riverbank.EIDEMPOTENCYCONFLICT: http.StatusConflict,
-	riverbank.EDATENOTOPEN:         http.StatusConflict,
-	riverbank.ECONFLICT:            http.StatusConflict,
-	riverbank.ENOTDISCARDED:        http.StatusConflict,
-	riverbank.EUNAUTHORIZED:        http.StatusUnauthorized,
-	riverbank.EBALANCEOUTOFRANGE:   http.StatusUnprocessableEntity,
-	riverbank.ECURRENCYREQUIRED:    http.StatusConflict,
-	riverbank.ECURSOREXPIRED:       http.StatusGone,
-	riverbank.EOVERPAYMENT:         http.StatusUnprocessableEntity,
-	riverbank.ERESERVEDCODE:        http.StatusUnprocessableEntity,
-	riverbank.EINTERNAL:            http.StatusInternalServerError,
+	riverbank.ENOTFOUND:               http.StatusNotFound,
+	riverbank.EINVALID:                http.StatusUnprocessableEntity,
+	riverbank.EUNPROCESSABLE:          http.StatusUnprocessableEntity,
+	riverbank.EINSUFFICIENTSTOCK:      http.StatusConflict,
+	riverbank.EINSUFFICIENTCREDIT:     http.StatusConflict,
+	riverbank.EINVALIDTRANSITION:      http.StatusConflict,
+	riverbank.EIDEMPOTENCYCONFLICT:    http.StatusConflict,
+	riverbank.EDATENOTOPEN:            http.StatusConflict,
+	riverbank.ECONFLICT:               http.StatusConflict,
+	riverbank.ENOTDISCARDED:           http.StatusConflict,
+	riverbank.EUNAUTHORIZED:           http.StatusUnauthorized,
+	riverbank.EBALANCEOUTOFRANGE:      http.StatusUnprocessableEntity,
+	riverbank.ECURRENCYREQUIRED:       http.StatusConflict,
+	riverbank.ECURSOREXPIRED:          http.StatusGone,
+	riverbank.EOVERPAYMENT:            http.StatusUnprocessableEntity,
+	riverbank.ERESERVEDCODE:           http.StatusUnprocessableEntity,
+	riverbank.EWEBHOOKTARGETFORBIDDEN: http.StatusUnprocessableEntity,
+	riverbank.EWEBHOOKKEYMISSING:      http.StatusServiceUnavailable,
+	riverbank.EINTERNAL:               http.StatusInternalServerError,
 }
 
 // statusCode names the code of errors huma raises itself (decoding,
@@ -165,7 +167,10 @@ func problemFrom(ctx context.Context, op string, err error) *Problem {
 		if !ok {
 			status = http.StatusBadRequest
 		}
-		if status >= 500 {
+		// A domain's 503 (a feature the operator has not configured, e.g.
+		// webhook_key_missing) says what to do; only internal errors are
+		// hidden.
+		if status >= 500 && status != http.StatusServiceUnavailable {
 			loggerFrom(ctx).ErrorContext(ctx, "request failed", "op", op, "error", err)
 			return newProblem(status, de.Code, "internal error")
 		}

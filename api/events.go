@@ -10,6 +10,7 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 
 	"riverbank"
+	"riverbank/internal/batch"
 	"riverbank/internal/cob"
 	"riverbank/internal/collection"
 	"riverbank/internal/events"
@@ -43,6 +44,8 @@ func RenderResource(v any) (any, error) {
 		return caseBody(r), nil
 	case *cob.Run:
 		return cobRunBody(r), nil
+	case *batch.Batch:
+		return batchBody(r), nil
 	}
 	return v, nil
 }

@@ -14,4 +14,6 @@ func registerRoutes(api huma.API, h *handlers) {
 	h.registerCOB(api)         // /v1/cob-runs, /v1/cob-runs/{date}, .../retry-failures, /v1/cases, /v1/cases/{id}, /v1/loans/{id}/accruals
 	h.registerEvents(api)      // GET /v1/events
 	h.registerDeadLetters(api) // GET /v1/dead-letters, GET /v1/dead-letters/{job_id}, POST .../retry
+	h.registerBatches(api)     // POST /v1/batches, GET /v1/batches/{id}, GET .../items, POST .../cancel
+	h.registerWebhooks(api)    // /v1/webhook-subscriptions, /v1/webhook-subscriptions/{id}, .../deliveries
 }

@@ -14,8 +14,8 @@ import (
 	"riverbank/internal/metrics"
 )
 
-// MaxBodyBytes bounds every request body; batch-sized writes belong in
-// several requests (or the later batches API).
+// MaxBodyBytes bounds every request body except POST /v1/batches
+// (MaxBatchBodyBytes); batch-sized writes belong in a batch.
 const MaxBodyBytes = 1 << 20
 
 // HandlerOpts are the pieces NewHandler assembles.
@@ -140,14 +140,24 @@ func authMiddleware(tokens []string, off bool, next http.Handler) http.Handler {
 	})
 }
 
+// bodyLimit is the largest body r may send: MaxBatchBodyBytes for
+// POST /v1/batches (exactly that path), MaxBodyBytes for everything else.
+func bodyLimit(r *http.Request) int64 {
+	if r.Method == http.MethodPost && r.URL.Path == "/v1/batches" {
+		return MaxBatchBodyBytes
+	}
+	return MaxBodyBytes
+}
+
 func limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil && r.ContentLength > MaxBodyBytes {
-			writeProblem(w, newProblem(http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("request body exceeds %d bytes", MaxBodyBytes)))
+		limit := bodyLimit(r)
+		if r.Body != nil && r.ContentLength > limit {
+			writeProblem(w, newProblem(http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("request body exceeds %d bytes", limit)))
 			return
 		}
 		if r.Body != nil {
-			r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -22,6 +22,7 @@ import (
 	"riverbank/internal/ledger"
 	"riverbank/internal/orders"
 	"riverbank/internal/queue"
+	"riverbank/internal/webhook"
 )
 
 // Queue names, re-exported from internal/queue (where domains pick them).
@@ -30,6 +31,8 @@ const (
 	QueueLedger      = queue.Ledger
 	QueueCOB         = queue.COB
 	QueueMaintenance = queue.Maintenance
+	QueueBatch       = queue.Batch
+	QueueWebhook     = queue.Webhook
 )
 
 // Fetch settings, measured on the 2-core development machine (see
@@ -55,6 +58,10 @@ func Queues(workers int) map[string]river.QueueConfig {
 		QueueLedger:      {MaxWorkers: max(2, workers/2)},
 		QueueCOB:         {MaxWorkers: max(2, workers/4)},
 		QueueMaintenance: {MaxWorkers: 2},
+		QueueBatch:       {MaxWorkers: max(2, workers/2)},
+		// A delivery mostly waits on a receiver (up to 10 s) and holds no
+		// database connection meanwhile: as many as the default queue.
+		QueueWebhook: {MaxWorkers: max(4, workers)},
 	}
 }
 
@@ -139,6 +146,26 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 		river.PeriodicInterval(time.Minute),
 		func() (river.JobArgs, *river.InsertOpts) { return collection.SweepArgs{}, nil },
 		&river.PeriodicJobOpts{ID: collection.KindSweep},
+	))
+
+	// Batches: chunks of submitted batches, worked by every instance.
+	river.AddWorker(workers, &BatchChunkWorker{Batches: deps.Batches})
+
+	// Webhooks: per-subscription delivery, the dispatch that wakes
+	// subscriptions with new events (every few seconds, leader only), and
+	// the prune of old delivery rows.
+	river.AddWorker(workers, &WebhookDeliverWorker{Webhooks: deps.Webhooks})
+	river.AddWorker(workers, &WebhookDispatchWorker{Webhooks: deps.Webhooks})
+	river.AddWorker(workers, &WebhookPruneWorker{Webhooks: deps.Webhooks})
+	*periodic = append(*periodic, river.NewPeriodicJob(
+		river.PeriodicInterval(deps.Webhooks.DispatchInterval()),
+		func() (river.JobArgs, *river.InsertOpts) { return webhook.DispatchArgs{}, nil },
+		&river.PeriodicJobOpts{ID: webhook.KindDispatch, RunOnStart: true},
+	))
+	*periodic = append(*periodic, river.NewPeriodicJob(
+		river.PeriodicInterval(10*time.Minute),
+		func() (river.JobArgs, *river.InsertOpts) { return webhook.PruneArgs{}, nil },
+		&river.PeriodicJobOpts{ID: webhook.KindPrune},
 	))
 	return nil
 }

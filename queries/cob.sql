@@ -194,3 +194,19 @@ ORDER BY business_date;
 UPDATE cob_run
 SET catch_up_through = greatest(coalesce(catch_up_through, business_date), sqlc.arg(catch_up_through)::date), updated_at = now()
 WHERE business_date = sqlc.arg(business_date);
+
+-- name: LoansTurnedOverdue :many
+-- The loans of a chunk this transaction turned overdue (their items were
+-- opened now), for their loan.overdue events.
+SELECT l.* FROM loan l JOIN collection_item i ON i.loan_id = l.id
+WHERE i.loan_id >= sqlc.arg(id_lo)::bigint AND i.loan_id < sqlc.arg(id_hi)::bigint
+  AND i.resolved_at IS NULL AND i.created_at = now()
+ORDER BY l.id;
+
+-- name: CasesClosedNow :many
+-- The cases this transaction closed by resolving items of a chunk's
+-- loans, for their case.closed events.
+SELECT DISTINCT c.id FROM collection_item i JOIN collection_case c ON c.id = i.case_id
+WHERE i.loan_id >= sqlc.arg(id_lo)::bigint AND i.loan_id < sqlc.arg(id_hi)::bigint
+  AND i.resolved_at = now() AND c.status = 'CLOSED' AND c.closed_at = now()
+ORDER BY c.id;

@@ -41,3 +41,15 @@ DELETE FROM event d
 WHERE (d.txid, d.id) IN (
     SELECT o.txid, o.id FROM event o WHERE o.occurred_at < sqlc.arg(cutoff)::timestamptz LIMIT sqlc.arg(lim)
 );
+
+-- name: AppendEvents :exec
+-- Appends many events of one type in one statement (a chunk's loans
+-- turned overdue), then wakes readers.
+WITH ins AS (
+    INSERT INTO event (type, subject_type, subject_id, data)
+    SELECT sqlc.arg(type)::text, sqlc.arg(subject_type)::text, s.subject_id, d.data
+    FROM unnest(sqlc.arg(subject_ids)::text[]) WITH ORDINALITY AS s(subject_id, ord)
+    JOIN unnest(sqlc.arg(datas)::jsonb[]) WITH ORDINALITY AS d(data, ord) USING (ord)
+    RETURNING 1
+)
+SELECT count(*), pg_notify('riverbank_events', '') FROM ins;

@@ -8,6 +8,8 @@ import (
 
 	"riverbank/internal/collection"
 	"riverbank/internal/db"
+	"riverbank/internal/events"
+	"riverbank/internal/lending"
 	"riverbank/internal/ledger"
 )
 
@@ -198,14 +200,35 @@ func (s *Service) closeOneByOne(ctx context.Context, tx *db.Tx, date time.Time, 
 }
 
 // requestMergesTx asks for a case.merge for every borrower whose loans in
-// [lo, hi) turned overdue on date.
+// [lo, hi) turned overdue on date, and appends the events of what this
+// transaction did to those loans and cases: loan.overdue (one statement
+// for the chunk) and case.closed for cases whose last loan is no longer
+// overdue.
 func (s *Service) requestMergesTx(ctx context.Context, tx *db.Tx, date time.Time, lo, hi int64) error {
 	bs, err := tx.NewlyOverdueBorrowers(ctx, db.NewlyOverdueBorrowersParams{BusinessDate: date, IDLo: lo, IDHi: hi})
 	if err != nil {
 		return fmt.Errorf("find newly overdue borrowers: %w", err)
 	}
-	_, err = collection.RequestMergesTx(ctx, tx, bs)
-	return err
+	if _, err := collection.RequestMergesTx(ctx, tx, bs); err != nil {
+		return err
+	}
+	loans, err := tx.LoansTurnedOverdue(ctx, db.LoansTurnedOverdueParams{IDLo: lo, IDHi: hi})
+	if err != nil {
+		return fmt.Errorf("read loans turned overdue: %w", err)
+	}
+	ids := make([]string, len(loans))
+	resources := make([]any, len(loans))
+	for i := range loans {
+		ids[i], resources[i] = events.ID(loans[i].ID), &lending.Loan{Loan: loans[i]}
+	}
+	if err := events.AppendMany(ctx, tx.Queries, events.LoanOverdue, "loan", ids, resources); err != nil {
+		return err
+	}
+	closed, err := tx.CasesClosedNow(ctx, db.CasesClosedNowParams{IDLo: lo, IDHi: hi})
+	if err != nil {
+		return fmt.Errorf("read cases closed: %w", err)
+	}
+	return collection.ClosedEventsTx(ctx, tx, closed)
 }
 
 // finishTx ends a run whose last chunk (or last retry) is done: COMPLETED
@@ -307,7 +330,9 @@ type LedgerLine struct {
 	Currency          string `json:"currency"`
 	BalanceTotalMinor int64  `json:"balance_total_minor"`
 	PendingTotalMinor int64  `json:"pending_total_minor"`
-	Balanced          bool   `json:"balanced"`
+	// Balanced is true when the currency's postings, applied and pending,
+	// sum to zero (balance total + pending total = 0).
+	Balanced bool `json:"balanced"`
 }
 
 // SubledgerLine is one receivable account next to the loans' matching
@@ -332,9 +357,18 @@ func (s *Service) CheckTrialBalance(ctx context.Context, dateStr string, ledgerS
 	if err != nil {
 		return nil, err
 	}
-	out := &TrialBalanceCheck{Balanced: tb.Balanced, Ledger: []LedgerLine{}, Subledger: []SubledgerLine{}, CheckedAt: time.Now().UTC()}
+	// The ledger's own flag (both totals zero) also needs the apply queue
+	// drained, which this check, enqueued by the run's last chunk, cannot
+	// wait for: the run's entries are applied later per account, and an
+	// entry applied on one account but not yet on the other leaves both
+	// totals non-zero. What must hold whatever the backlog is that every
+	// posting made, applied or pending, sums to zero, and that every
+	// balance is the sum of its applied postings.
+	out := &TrialBalanceCheck{Balanced: len(tb.Mismatches) == 0, Ledger: []LedgerLine{}, Subledger: []SubledgerLine{}, CheckedAt: time.Now().UTC()}
 	for _, c := range tb.Currencies {
-		out.Ledger = append(out.Ledger, LedgerLine{Currency: c.Currency, BalanceTotalMinor: c.BalanceTotalMinor, PendingTotalMinor: c.PendingTotalMinor, Balanced: c.Balanced})
+		balanced := c.BalanceTotalMinor+c.PendingTotalMinor == 0
+		out.Balanced = out.Balanced && balanced
+		out.Ledger = append(out.Ledger, LedgerLine{Currency: c.Currency, BalanceTotalMinor: c.BalanceTotalMinor, PendingTotalMinor: c.PendingTotalMinor, Balanced: balanced})
 	}
 	q := s.store.Queries()
 	sub, err := q.COBSubledger(ctx)

@@ -22,6 +22,7 @@ import (
 
 	"riverbank"
 	"riverbank/internal/db"
+	"riverbank/internal/events"
 	"riverbank/internal/queue"
 )
 
@@ -310,6 +311,13 @@ func (s *Service) startTx(ctx context.Context, tx *db.Tx, date time.Time, catchU
 // the trial balance job, and the next date of a catch-up.
 func (s *Service) closedTx(ctx context.Context, tx *db.Tx, run db.CobRun) error {
 	if _, err := tx.Insert(ctx, TrialBalanceArgs{Date: fmtDate(run.BusinessDate)}, nil); err != nil {
+		return err
+	}
+	full, err := loadRun(ctx, tx.Queries, run)
+	if err != nil {
+		return err
+	}
+	if err := events.AppendTx(ctx, tx, events.COBRunCompleted, "cob_run", fmtDate(run.BusinessDate), full); err != nil {
 		return err
 	}
 	if run.CatchUpThrough != nil && run.CatchUpThrough.After(run.BusinessDate) {

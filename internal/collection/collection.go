@@ -9,6 +9,7 @@ package collection
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"riverbank"
 	"riverbank/internal/db"
+	"riverbank/internal/events"
 	"riverbank/internal/queue"
 )
 
@@ -87,7 +89,26 @@ func ResolveLoansTx(ctx context.Context, tx *db.Tx, loanIDs []int64) ([]int64, e
 	if err != nil {
 		return nil, fmt.Errorf("resolve collection items: %w", err)
 	}
-	return closed, nil
+	return closed, ClosedEventsTx(ctx, tx, closed)
+}
+
+// ClosedEventsTx appends case.closed for each case closed in tx (with
+// the case as the API shows it).
+func ClosedEventsTx(ctx context.Context, tx *db.Tx, ids []int64) error {
+	for _, id := range ids {
+		c, err := tx.GetCase(ctx, id)
+		if err != nil {
+			return fmt.Errorf("read closed case: %w", err)
+		}
+		cs, err := withItems(ctx, tx.Queries, []db.CollectionCase{c})
+		if err != nil {
+			return err
+		}
+		if err := events.AppendTx(ctx, tx, events.CaseClosed, "case", events.ID(id), cs[0]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Service merges and reads collection cases.
@@ -117,7 +138,10 @@ type MergeResult struct {
 // for every writer that requested a merge and has not committed — then
 // deletes the signal, so a writer after that creates a new signal and a
 // new job. Items resolved before the merge are left alone; with nothing to
-// attach no case is opened.
+// attach no case is opened — including when the items it saw are resolved
+// by a transaction that commits while it waits to attach them: the case
+// it opened is rolled back (a savepoint), since an OPEN case without an
+// open item would never close.
 func (s *Service) Merge(ctx context.Context, borrowerID string) (MergeResult, error) {
 	var res MergeResult
 	err := s.store.InTx(ctx, func(tx *db.Tx) error {
@@ -134,30 +158,51 @@ func (s *Service) Merge(ctx context.Context, borrowerID string) (MergeResult, er
 		if !has {
 			return nil
 		}
-		c, err := tx.LockOpenCase(ctx, borrowerID)
-		if db.IsNotFound(err) {
-			c, err = tx.InsertOpenCase(ctx, borrowerID)
-			res.Opened = err == nil
+		err = tx.Savepoint(ctx, func(sp *db.Tx) error {
+			res = MergeResult{}
+			c, err := sp.LockOpenCase(ctx, borrowerID)
+			if db.IsNotFound(err) {
+				c, err = sp.InsertOpenCase(ctx, borrowerID)
+				res.Opened = err == nil
+			}
+			if err != nil {
+				return fmt.Errorf("find or open case: %w", err)
+			}
+			items, err := sp.AttachItems(ctx, db.AttachItemsParams{CaseID: &c.ID, BorrowerID: borrowerID})
+			if err != nil {
+				return fmt.Errorf("attach items: %w", err)
+			}
+			if len(items) == 0 && res.Opened {
+				return errNothingAttached
+			}
+			if err := sp.TouchCase(ctx, c.ID); err != nil {
+				return fmt.Errorf("touch case: %w", err)
+			}
+			res.CaseID, res.Attached = c.ID, len(items)
+			return nil
+		})
+		if errors.Is(err, errNothingAttached) {
+			res = MergeResult{}
+			return nil
 		}
-		if err != nil {
-			return fmt.Errorf("find or open case: %w", err)
-		}
-		items, err := tx.AttachItems(ctx, db.AttachItemsParams{CaseID: &c.ID, BorrowerID: borrowerID})
-		if err != nil {
-			return fmt.Errorf("attach items: %w", err)
-		}
-		if err := tx.TouchCase(ctx, c.ID); err != nil {
-			return fmt.Errorf("touch case: %w", err)
-		}
-		res.CaseID, res.Attached = c.ID, len(items)
-		return nil
+		return err
 	})
 	return res, err
 }
 
-// Sweep re-requests merges for borrowers with unattached open items (a
-// merge job lost to an operator's cancel, say), found by a loose index
-// scan of the partial index; at most limit borrowers per run.
+// errNothingAttached rolls back a case Merge opened for items that were
+// resolved before it could attach them.
+var errNothingAttached = errors.New("nothing to attach")
+
+// Sweep enqueues a case.merge for every borrower with unattached open
+// items (found by a loose index scan of the partial index; at most limit
+// borrowers per run) — the safety net for a merge job that was lost (an
+// operator's cancel, a discard after its last attempt). Such a borrower's
+// signal is usually still there, so requesting a merge through the signal
+// would enqueue nothing and no writer would either: the sweep enqueues the
+// job whatever the signal, and the merge deletes the signal. A borrower
+// whose job is merely pending gets a second merge, which finds nothing to
+// do.
 func (s *Service) Sweep(ctx context.Context, limit int) (int, error) {
 	var n int
 	err := s.store.InTx(ctx, func(tx *db.Tx) error {
@@ -165,8 +210,15 @@ func (s *Service) Sweep(ctx context.Context, limit int) (int, error) {
 		if err != nil {
 			return fmt.Errorf("find unattached items: %w", err)
 		}
-		n, err = RequestMergesTx(ctx, tx, bs)
-		return err
+		params := make([]river.InsertManyParams, len(bs))
+		for i, b := range bs {
+			params[i] = river.InsertManyParams{Args: MergeArgs{BorrowerID: b}}
+		}
+		if _, err := tx.InsertMany(ctx, params); err != nil {
+			return err
+		}
+		n = len(bs)
+		return nil
 	})
 	return n, err
 }

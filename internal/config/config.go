@@ -5,6 +5,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -49,6 +50,11 @@ type Config struct {
 	WebhookMaxAttempts int
 	// WebhookAllowPrivate allows webhook targets on private addresses.
 	WebhookAllowPrivate bool
+	// WebhookKeys are the AES-256 keys that encrypt webhook signing secrets
+	// at rest (RIVERBANK_WEBHOOK_KEY): the first encrypts new secrets, every
+	// one decrypts, so a key is rotated by putting the new one first. Empty:
+	// webhook subscriptions cannot be created.
+	WebhookKeys [][]byte
 	// COBChunkSize is how many loan ids one close-of-business chunk job
 	// covers.
 	COBChunkSize int
@@ -211,6 +217,20 @@ var settings = []setting{
 		c.WebhookAllowPrivate = b
 		return nil
 	}},
+	{"RIVERBANK_WEBHOOK_KEY", "webhook-key", "", "base64 of 32 random bytes that encrypts webhook signing secrets at rest (openssl rand -base64 32); several comma-separated to rotate, the first encrypts", func(c *Config, v string) error {
+		c.WebhookKeys = nil
+		for _, k := range strings.Split(v, ",") {
+			if k = strings.TrimSpace(k); k == "" {
+				continue
+			}
+			key, err := decodeKey(k)
+			if err != nil {
+				return err
+			}
+			c.WebhookKeys = append(c.WebhookKeys, key)
+		}
+		return nil
+	}},
 	{"RIVERBANK_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
 			return errors.New("must be debug, info, warn or error")
@@ -249,7 +269,20 @@ var boolFlags = map[string]bool{"migrate": true}
 
 // secretEnv are settings whose value must never be echoed in an error: a
 // token list or a connection string with a password would end up in logs.
-var secretEnv = map[string]bool{"DATABASE_URL": true, "RIVERBANK_API_TOKENS": true}
+var secretEnv = map[string]bool{"DATABASE_URL": true, "RIVERBANK_API_TOKENS": true, "RIVERBANK_WEBHOOK_KEY": true}
+
+// decodeKey reads one 32-byte key in any base64 alphabet, padded or not.
+func decodeKey(s string) ([]byte, error) {
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			if len(b) != 32 {
+				return nil, fmt.Errorf("every key must be base64 of 32 bytes, not %d (openssl rand -base64 32)", len(b))
+			}
+			return b, nil
+		}
+	}
+	return nil, errors.New("every key must be base64 of 32 bytes (openssl rand -base64 32)")
+}
 
 // Names of settings, for Register.
 var (

@@ -175,6 +175,23 @@ func TestLoadSpecialValues(t *testing.T) {
 			},
 		},
 		{
+			// Keys in any base64 alphabet, padded or not; the first one
+			// encrypts, so rotating is putting a new key first.
+			name: "WebhookKeysForRotation",
+			env:  map[string]string{"RIVERBANK_WEBHOOK_KEY": " AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE= , ,_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v4"},
+			check: func(t *testing.T, c *config.Config) {
+				require.Len(t, c.WebhookKeys, 2)
+				require.Equal(t, bytes.Repeat([]byte{1}, 32), c.WebhookKeys[0])
+				require.Equal(t, bytes.Repeat([]byte{0xfe}, 32), c.WebhookKeys[1])
+			},
+		},
+		{
+			name: "NoWebhookKeyByDefault",
+			check: func(t *testing.T, c *config.Config) {
+				require.Empty(t, c.WebhookKeys)
+			},
+		},
+		{
 			name: "RangeBoundsAreInclusive",
 			env: map[string]string{
 				"RIVERBANK_LATE_FEE_DAY": "1", "RIVERBANK_CREDIT_RESTORE_MAX_ATTEMPTS": "1000",
@@ -258,6 +275,7 @@ func TestLoadInvalid(t *testing.T) {
 		{"RIVERBANK_EVENT_RETENTION", []string{"forever", "30s", "100000h", "30"}, "between 1m and 87600h"},
 		{"RIVERBANK_WEBHOOK_MAX_ATTEMPTS", []string{"0", "1001", "lots"}, "from 1 to 1000"},
 		{"RIVERBANK_WEBHOOK_ALLOW_PRIVATE", []string{"yes", "2"}, "must be 1, true, 0 or false"},
+		{"RIVERBANK_WEBHOOK_KEY", []string{"short", "not base64 at all!", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,tooshort"}, "base64 of 32 bytes"},
 	}
 	for _, tt := range tests {
 		for _, v := range tt.values {
@@ -272,7 +290,7 @@ func TestLoadInvalid(t *testing.T) {
 				require.Contains(t, msg, tt.want)
 				require.NotContains(t, msg, "\n", "one line")
 				require.Equal(t, 1, strings.Count(msg, "invalid "), "only the bad setting is reported: %q", msg)
-				if tt.env == "DATABASE_URL" || tt.env == "RIVERBANK_API_TOKENS" {
+				if tt.env == "DATABASE_URL" || tt.env == "RIVERBANK_API_TOKENS" || tt.env == "RIVERBANK_WEBHOOK_KEY" {
 					require.NotContains(t, msg, v, "secrets are never echoed")
 					require.NotContains(t, msg, "secret")
 				} else {
@@ -343,7 +361,7 @@ func TestUsageNamesEnvironmentVariables(t *testing.T) {
 		"RIVERBANK_ORDER_PAYMENT_TIMEOUT", "RIVERBANK_LATE_FEE_DAY", "RIVERBANK_CREDIT_RESTORE_MAX_ATTEMPTS",
 		"RIVERBANK_WORKERS", "RIVERBANK_COB_SCHEDULE", "RIVERBANK_LOG_LEVEL", "RIVERBANK_MIGRATE", "RIVERBANK_SHUTDOWN_TIMEOUT",
 		"RIVERBANK_JOB_TIMEOUT", "RIVERBANK_CREDIT_RESTORE_BACKOFF", "RIVERBANK_COB_CHUNK_SIZE", "RIVERBANK_EVENT_RETENTION",
-		"RIVERBANK_WEBHOOK_MAX_ATTEMPTS", "RIVERBANK_WEBHOOK_ALLOW_PRIVATE",
+		"RIVERBANK_WEBHOOK_MAX_ATTEMPTS", "RIVERBANK_WEBHOOK_ALLOW_PRIVATE", "RIVERBANK_WEBHOOK_KEY",
 	} {
 		require.Contains(t, out.String(), "(env "+env+",", "--help shows %s", env)
 	}

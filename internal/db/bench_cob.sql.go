@@ -86,12 +86,14 @@ func (q *Queries) BenchCOBCaseCheck(ctx context.Context) (BenchCOBCaseCheckRow, 
 
 const benchCOBChunkStats = `-- name: BenchCOBChunkStats :one
 SELECT count(*)::bigint AS chunks,
-       coalesce(sum(extract(epoch FROM completed_at - started_at)), 0)::float8 AS busy_seconds,
-       coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at)), 0)::float8 AS p50_seconds,
-       coalesce(percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at)), 0)::float8 AS p95_seconds,
-       coalesce(max(extract(epoch FROM completed_at - started_at)), 0)::float8 AS max_seconds,
-       coalesce(extract(epoch FROM max(completed_at) - min(started_at)), 0)::float8 AS span_seconds
-FROM cob_chunk WHERE business_date = $1
+       coalesce(sum(extract(epoch FROM j.finalized_at - j.attempted_at)), 0)::float8 AS busy_seconds,
+       coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM j.finalized_at - j.attempted_at)), 0)::float8 AS p50_seconds,
+       coalesce(percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM j.finalized_at - j.attempted_at)), 0)::float8 AS p95_seconds,
+       coalesce(max(extract(epoch FROM j.finalized_at - j.attempted_at)), 0)::float8 AS max_seconds,
+       coalesce(extract(epoch FROM max(j.finalized_at) - min(j.attempted_at)), 0)::float8 AS span_seconds,
+       coalesce(max(j.attempt), 0)::bigint AS max_attempt
+FROM river_job j
+WHERE j.kind = 'cob.chunk' AND j.args->>'date' = $1::text AND j.state = 'completed'
 `
 
 type BenchCOBChunkStatsRow struct {
@@ -101,11 +103,14 @@ type BenchCOBChunkStatsRow struct {
 	P95Seconds  float64
 	MaxSeconds  float64
 	SpanSeconds float64
+	MaxAttempt  int64
 }
 
-// Chunk durations of a run (cob_chunk.started_at is taken by the job before
-// its transaction, completed_at by the insert at its end), in seconds.
-func (q *Queries) BenchCOBChunkStats(ctx context.Context, businessDate time.Time) (BenchCOBChunkStatsRow, error) {
+// Chunk job durations of a run from River's rows (attempted_at: fetched by
+// a worker; finalized_at: the worker finished), in seconds. (cob_chunk's
+// completed_at is now(), the chunk transaction's start, so it does not time
+// the chunk.)
+func (q *Queries) BenchCOBChunkStats(ctx context.Context, businessDate string) (BenchCOBChunkStatsRow, error) {
 	row := q.db.QueryRow(ctx, benchCOBChunkStats, businessDate)
 	var i BenchCOBChunkStatsRow
 	err := row.Scan(
@@ -115,6 +120,7 @@ func (q *Queries) BenchCOBChunkStats(ctx context.Context, businessDate time.Time
 		&i.P95Seconds,
 		&i.MaxSeconds,
 		&i.SpanSeconds,
+		&i.MaxAttempt,
 	)
 	return i, err
 }

@@ -316,6 +316,40 @@ func (q *Queries) COBSubledger(ctx context.Context) ([]COBSubledgerRow, error) {
 	return items, nil
 }
 
+const casesClosedNow = `-- name: CasesClosedNow :many
+SELECT DISTINCT c.id FROM collection_item i JOIN collection_case c ON c.id = i.case_id
+WHERE i.loan_id >= $1::bigint AND i.loan_id < $2::bigint
+  AND i.resolved_at = now() AND c.status = 'CLOSED' AND c.closed_at = now()
+ORDER BY c.id
+`
+
+type CasesClosedNowParams struct {
+	IDLo int64
+	IDHi int64
+}
+
+// The cases this transaction closed by resolving items of a chunk's
+// loans, for their case.closed events.
+func (q *Queries) CasesClosedNow(ctx context.Context, arg CasesClosedNowParams) ([]int64, error) {
+	rows, err := q.db.Query(ctx, casesClosedNow, arg.IDLo, arg.IDHi)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []int64{}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const closeLoans = `-- name: CloseLoans :many
 SELECT c.currency::text AS currency, c.loans::bigint AS loans, c.interest_dealer_minor::bigint AS interest_dealer_minor,
        c.interest_manufacturer_minor::bigint AS interest_manufacturer_minor, c.penalty_minor::bigint AS penalty_minor,
@@ -686,6 +720,75 @@ func (q *Queries) LoanAccrualMonths(ctx context.Context, loanID int64) ([]LoanAc
 			&i.InterestManufacturerMinor,
 			&i.PenaltyMinor,
 			&i.LateFeeMinor,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const loansTurnedOverdue = `-- name: LoansTurnedOverdue :many
+SELECT l.id, l.loan_no, l.request_hash, l.borrower_id, l.currency, l.principal_minor, l.annual_rate_bps, l.penalty_rate_bps, l.late_fee_minor, l.start_date, l.due_date, l.interest_mode, l.dealer_id, l.manufacturer_id, l.manufacturer_share_bps, l.status, l.principal_outstanding_minor, l.interest_outstanding_dealer_minor, l.interest_outstanding_manufacturer_minor, l.penalty_outstanding_minor, l.late_fee_outstanding_minor, l.days_past_due, l.last_closed_date, l.acc_month, l.month_interest_dealer_minor, l.month_interest_manufacturer_minor, l.month_penalty_minor, l.month_late_fee_minor, l.prev_month_interest_dealer_minor, l.interest_dealer_accrued_minor, l.disbursement_entry_id, l.created_at, l.updated_at, l.repaid_at FROM loan l JOIN collection_item i ON i.loan_id = l.id
+WHERE i.loan_id >= $1::bigint AND i.loan_id < $2::bigint
+  AND i.resolved_at IS NULL AND i.created_at = now()
+ORDER BY l.id
+`
+
+type LoansTurnedOverdueParams struct {
+	IDLo int64
+	IDHi int64
+}
+
+// The loans of a chunk this transaction turned overdue (their items were
+// opened now), for their loan.overdue events.
+func (q *Queries) LoansTurnedOverdue(ctx context.Context, arg LoansTurnedOverdueParams) ([]Loan, error) {
+	rows, err := q.db.Query(ctx, loansTurnedOverdue, arg.IDLo, arg.IDHi)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Loan{}
+	for rows.Next() {
+		var i Loan
+		if err := rows.Scan(
+			&i.ID,
+			&i.LoanNo,
+			&i.RequestHash,
+			&i.BorrowerID,
+			&i.Currency,
+			&i.PrincipalMinor,
+			&i.AnnualRateBps,
+			&i.PenaltyRateBps,
+			&i.LateFeeMinor,
+			&i.StartDate,
+			&i.DueDate,
+			&i.InterestMode,
+			&i.DealerID,
+			&i.ManufacturerID,
+			&i.ManufacturerShareBps,
+			&i.Status,
+			&i.PrincipalOutstandingMinor,
+			&i.InterestOutstandingDealerMinor,
+			&i.InterestOutstandingManufacturerMinor,
+			&i.PenaltyOutstandingMinor,
+			&i.LateFeeOutstandingMinor,
+			&i.DaysPastDue,
+			&i.LastClosedDate,
+			&i.AccMonth,
+			&i.MonthInterestDealerMinor,
+			&i.MonthInterestManufacturerMinor,
+			&i.MonthPenaltyMinor,
+			&i.MonthLateFeeMinor,
+			&i.PrevMonthInterestDealerMinor,
+			&i.InterestDealerAccruedMinor,
+			&i.DisbursementEntryID,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.RepaidAt,
 		); err != nil {
 			return nil, err
 		}

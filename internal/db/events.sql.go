@@ -55,6 +55,36 @@ func (q *Queries) AppendEvent(ctx context.Context, arg AppendEventParams) (Appen
 	return i, err
 }
 
+const appendEvents = `-- name: AppendEvents :exec
+WITH ins AS (
+    INSERT INTO event (type, subject_type, subject_id, data)
+    SELECT $1::text, $2::text, s.subject_id, d.data
+    FROM unnest($3::text[]) WITH ORDINALITY AS s(subject_id, ord)
+    JOIN unnest($4::jsonb[]) WITH ORDINALITY AS d(data, ord) USING (ord)
+    RETURNING 1
+)
+SELECT count(*), pg_notify('riverbank_events', '') FROM ins
+`
+
+type AppendEventsParams struct {
+	Type        string
+	SubjectType string
+	SubjectIds  []string
+	Datas       [][]byte
+}
+
+// Appends many events of one type in one statement (a chunk's loans
+// turned overdue), then wakes readers.
+func (q *Queries) AppendEvents(ctx context.Context, arg AppendEventsParams) error {
+	_, err := q.db.Exec(ctx, appendEvents,
+		arg.Type,
+		arg.SubjectType,
+		arg.SubjectIds,
+		arg.Datas,
+	)
+	return err
+}
+
 const deleteExpiredEvents = `-- name: DeleteExpiredEvents :execrows
 DELETE FROM event d
 WHERE (d.txid, d.id) IN (

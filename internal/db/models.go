@@ -12,6 +12,192 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type BatchItemStatus string
+
+const (
+	BatchItemStatusPENDING   BatchItemStatus = "PENDING"
+	BatchItemStatusSUCCEEDED BatchItemStatus = "SUCCEEDED"
+	BatchItemStatusFAILED    BatchItemStatus = "FAILED"
+)
+
+func (e *BatchItemStatus) Scan(src interface{}) error {
+	switch s := src.(type) {
+	case []byte:
+		*e = BatchItemStatus(s)
+	case string:
+		*e = BatchItemStatus(s)
+	default:
+		return fmt.Errorf("unsupported scan type for BatchItemStatus: %T", src)
+	}
+	return nil
+}
+
+type NullBatchItemStatus struct {
+	BatchItemStatus BatchItemStatus
+	Valid           bool // Valid is true if BatchItemStatus is not NULL
+}
+
+// Scan implements the Scanner interface.
+func (ns *NullBatchItemStatus) Scan(value interface{}) error {
+	if value == nil {
+		ns.BatchItemStatus, ns.Valid = "", false
+		return nil
+	}
+	ns.Valid = true
+	return ns.BatchItemStatus.Scan(value)
+}
+
+// Value implements the driver Valuer interface.
+func (ns NullBatchItemStatus) Value() (driver.Value, error) {
+	if !ns.Valid {
+		return nil, nil
+	}
+	return string(ns.BatchItemStatus), nil
+}
+
+func (e BatchItemStatus) Valid() bool {
+	switch e {
+	case BatchItemStatusPENDING,
+		BatchItemStatusSUCCEEDED,
+		BatchItemStatusFAILED:
+		return true
+	}
+	return false
+}
+
+func AllBatchItemStatusValues() []BatchItemStatus {
+	return []BatchItemStatus{
+		BatchItemStatusPENDING,
+		BatchItemStatusSUCCEEDED,
+		BatchItemStatusFAILED,
+	}
+}
+
+type BatchOperation string
+
+const (
+	BatchOperationJournalEntry BatchOperation = "journal_entry"
+	BatchOperationOrder        BatchOperation = "order"
+	BatchOperationLoan         BatchOperation = "loan"
+	BatchOperationRepayment    BatchOperation = "repayment"
+)
+
+func (e *BatchOperation) Scan(src interface{}) error {
+	switch s := src.(type) {
+	case []byte:
+		*e = BatchOperation(s)
+	case string:
+		*e = BatchOperation(s)
+	default:
+		return fmt.Errorf("unsupported scan type for BatchOperation: %T", src)
+	}
+	return nil
+}
+
+type NullBatchOperation struct {
+	BatchOperation BatchOperation
+	Valid          bool // Valid is true if BatchOperation is not NULL
+}
+
+// Scan implements the Scanner interface.
+func (ns *NullBatchOperation) Scan(value interface{}) error {
+	if value == nil {
+		ns.BatchOperation, ns.Valid = "", false
+		return nil
+	}
+	ns.Valid = true
+	return ns.BatchOperation.Scan(value)
+}
+
+// Value implements the driver Valuer interface.
+func (ns NullBatchOperation) Value() (driver.Value, error) {
+	if !ns.Valid {
+		return nil, nil
+	}
+	return string(ns.BatchOperation), nil
+}
+
+func (e BatchOperation) Valid() bool {
+	switch e {
+	case BatchOperationJournalEntry,
+		BatchOperationOrder,
+		BatchOperationLoan,
+		BatchOperationRepayment:
+		return true
+	}
+	return false
+}
+
+func AllBatchOperationValues() []BatchOperation {
+	return []BatchOperation{
+		BatchOperationJournalEntry,
+		BatchOperationOrder,
+		BatchOperationLoan,
+		BatchOperationRepayment,
+	}
+}
+
+type BatchStatus string
+
+const (
+	BatchStatusRUNNING   BatchStatus = "RUNNING"
+	BatchStatusCOMPLETED BatchStatus = "COMPLETED"
+	BatchStatusCANCELLED BatchStatus = "CANCELLED"
+)
+
+func (e *BatchStatus) Scan(src interface{}) error {
+	switch s := src.(type) {
+	case []byte:
+		*e = BatchStatus(s)
+	case string:
+		*e = BatchStatus(s)
+	default:
+		return fmt.Errorf("unsupported scan type for BatchStatus: %T", src)
+	}
+	return nil
+}
+
+type NullBatchStatus struct {
+	BatchStatus BatchStatus
+	Valid       bool // Valid is true if BatchStatus is not NULL
+}
+
+// Scan implements the Scanner interface.
+func (ns *NullBatchStatus) Scan(value interface{}) error {
+	if value == nil {
+		ns.BatchStatus, ns.Valid = "", false
+		return nil
+	}
+	ns.Valid = true
+	return ns.BatchStatus.Scan(value)
+}
+
+// Value implements the driver Valuer interface.
+func (ns NullBatchStatus) Value() (driver.Value, error) {
+	if !ns.Valid {
+		return nil, nil
+	}
+	return string(ns.BatchStatus), nil
+}
+
+func (e BatchStatus) Valid() bool {
+	switch e {
+	case BatchStatusRUNNING,
+		BatchStatusCOMPLETED,
+		BatchStatusCANCELLED:
+		return true
+	}
+	return false
+}
+
+func AllBatchStatusValues() []BatchStatus {
+	return []BatchStatus{
+		BatchStatusRUNNING,
+		BatchStatusCOMPLETED,
+		BatchStatusCANCELLED,
+	}
+}
+
 type CobRunStatus string
 
 const (
@@ -582,6 +768,32 @@ func AllRiverJobStateValues() []RiverJobState {
 	}
 }
 
+type Batch struct {
+	ID             int64
+	IdempotencyKey string
+	RequestHash    string
+	Operation      BatchOperation
+	Status         BatchStatus
+	Total          int32
+	Succeeded      int32
+	Failed         int32
+	Pending        int32
+	CreatedAt      time.Time
+	CompletedAt    *time.Time
+	CancelledAt    *time.Time
+}
+
+type BatchItem struct {
+	BatchID     int64
+	Idx         int32
+	Status      BatchItemStatus
+	Payload     []byte
+	ResultID    *int64
+	ErrorCode   *string
+	ErrorDetail *string
+	FinishedAt  *time.Time
+}
+
 type CobChunk struct {
 	BusinessDate time.Time
 	Chunk        int32
@@ -889,4 +1101,31 @@ type RiverbankSchemaStep struct {
 	Name      string
 	Checksum  string
 	AppliedAt time.Time
+}
+
+type WebhookDelivery struct {
+	ID             int64
+	SubscriptionID int64
+	EventID        int64
+	EventType      string
+	Attempts       int32
+	LastStatus     *int32
+	LastError      *string
+	LastAttemptAt  time.Time
+	DeliveredAt    *time.Time
+	CreatedAt      time.Time
+}
+
+type WebhookSubscription struct {
+	ID               int64
+	Url              string
+	EventTypes       []string
+	Description      string
+	SecretKeyID      string
+	SecretNonce      []byte
+	SecretCiphertext []byte
+	CursorTxid       int64
+	CursorID         int64
+	StalledJobID     *int64
+	CreatedAt        time.Time
 }

@@ -8,6 +8,7 @@ package domains
 import (
 	"log/slog"
 
+	"riverbank/internal/batch"
 	"riverbank/internal/cob"
 	"riverbank/internal/collection"
 	"riverbank/internal/config"
@@ -17,6 +18,7 @@ import (
 	"riverbank/internal/ledger"
 	"riverbank/internal/lending"
 	"riverbank/internal/orders"
+	"riverbank/internal/webhook"
 )
 
 // Services are the domain services of one process.
@@ -44,6 +46,12 @@ type Services struct {
 	// DeadLetters are River's discarded jobs of every kind, listed and
 	// retried through River (SPEC: credit.restore's dead letter).
 	DeadLetters *deadletter.Service
+	// Batches are submitted batches of journal entries, orders, loans or
+	// repayments (SPEC §8), each item run through the services above.
+	Batches *batch.Service
+	// Webhooks are webhook subscriptions and the delivery of the events
+	// feed to them (SPEC §8).
+	Webhooks *webhook.Service
 }
 
 // New builds every domain service on store. cfg may be a zero Config in
@@ -55,16 +63,18 @@ func New(cfg *config.Config, logger *slog.Logger, store *db.Store) *Services {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	ordersOpts := orders.Options{PaymentTimeout: cfg.OrderPaymentTimeout, Logger: logger}
+	lendingOpts := lending.Options{
+		Logger: logger, BusinessTZ: cfg.BusinessTZ,
+		RestoreMaxAttempts: cfg.CreditRestoreMaxAttempts, RestoreBackoff: cfg.CreditRestoreBackoff,
+	}
 	return &Services{
-		Config: cfg,
-		Logger: logger,
-		Store:  store,
-		Ledger: ledger.NewService(store),
-		Orders: orders.NewService(store, orders.Options{PaymentTimeout: cfg.OrderPaymentTimeout, Logger: logger}),
-		Lending: lending.NewService(store, lending.Options{
-			Logger: logger, BusinessTZ: cfg.BusinessTZ,
-			RestoreMaxAttempts: cfg.CreditRestoreMaxAttempts, RestoreBackoff: cfg.CreditRestoreBackoff,
-		}),
+		Config:  cfg,
+		Logger:  logger,
+		Store:   store,
+		Ledger:  ledger.NewService(store),
+		Orders:  orders.NewService(store, ordersOpts),
+		Lending: lending.NewService(store, lendingOpts),
 		COB: cob.NewService(store, cob.Options{
 			Logger: logger, BusinessTZ: cfg.BusinessTZ, LateFeeDay: cfg.LateFeeDay, ChunkSize: cfg.COBChunkSize,
 		}),
@@ -73,6 +83,18 @@ func New(cfg *config.Config, logger *slog.Logger, store *db.Store) *Services {
 		// The store's River client retries too (*river.Client has
 		// JobRetryTx); another JobInserter leaves retries unavailable.
 		DeadLetters: deadletter.NewService(store, retrierOf(store)),
+		// A batch item runs through the same services, built with the same
+		// options on the store of the transaction that claims the item.
+		Webhooks: webhook.NewService(store, webhook.Options{
+			Logger: logger, Keys: cfg.WebhookKeys, MaxAttempts: cfg.WebhookMaxAttempts,
+			AllowPrivate: cfg.WebhookAllowPrivate, Retention: cfg.EventRetention,
+			// A run starts deliveries for a third of the job timeout, so its
+			// last one (up to 10 s) ends well within it.
+			Budget: min(webhook.DefaultBudget, cfg.JobTimeout/3),
+		}),
+		Batches: batch.NewService(store, batch.Options{Logger: logger, Domains: func(s *db.Store) batch.Domains {
+			return batch.Domains{Ledger: ledger.NewService(s), Orders: orders.NewService(s, ordersOpts), Lending: lending.NewService(s, lendingOpts)}
+		}}),
 	}
 }
 

@@ -109,12 +109,37 @@ func Data(v any) ([]byte, error) {
 // AppendTx appends one event in the caller's transaction: it commits or
 // rolls back with the change it describes. subject is the resource's id.
 func AppendTx(ctx context.Context, tx *db.Tx, typ, subjectType, subjectID string, resource any) error {
+	return Append(ctx, tx.Queries, typ, subjectType, subjectID, resource)
+}
+
+// Append is AppendTx for code that holds the transaction's queries (q must
+// be on the transaction that makes the change).
+func Append(ctx context.Context, q *db.Queries, typ, subjectType, subjectID string, resource any) error {
 	data, err := Data(resource)
 	if err != nil {
 		return err
 	}
-	if _, err := tx.AppendEvent(ctx, db.AppendEventParams{Type: typ, SubjectType: subjectType, SubjectID: subjectID, Data: data}); err != nil {
+	if _, err := q.AppendEvent(ctx, db.AppendEventParams{Type: typ, SubjectType: subjectType, SubjectID: subjectID, Data: data}); err != nil {
 		return fmt.Errorf("append event %s: %w", typ, err)
+	}
+	return nil
+}
+
+// AppendMany appends one event of type typ per resource, in one statement
+// (ids[i] is resources[i]'s subject id).
+func AppendMany(ctx context.Context, q *db.Queries, typ, subjectType string, ids []string, resources []any) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	datas := make([][]byte, len(resources))
+	for i, r := range resources {
+		var err error
+		if datas[i], err = Data(r); err != nil {
+			return err
+		}
+	}
+	if err := q.AppendEvents(ctx, db.AppendEventsParams{Type: typ, SubjectType: subjectType, SubjectIds: ids, Datas: datas}); err != nil {
+		return fmt.Errorf("append %d events %s: %w", len(ids), typ, err)
 	}
 	return nil
 }
@@ -206,6 +231,9 @@ func (h *Hub) Changed() <-chan struct{} {
 	defer h.mu.Unlock()
 	return h.ch
 }
+
+// Up reports whether the hub is listening now.
+func (h *Hub) Up() bool { return h.up.Load() }
 
 func (h *Hub) broadcast() {
 	h.mu.Lock()

@@ -30,6 +30,7 @@ import (
 
 	"riverbank"
 	"riverbank/internal/db"
+	"riverbank/internal/events"
 	"riverbank/internal/queue"
 )
 
@@ -461,6 +462,9 @@ func postTx(ctx context.Context, tx *db.Tx, in EntryInput, cache *accountCache) 
 	e := &Entry{ID: *row.ID, IdempotencyKey: in.IdempotencyKey, Description: in.Description, Currency: currency, Urgent: in.Urgent, Status: string(db.LedgerEntryStatusPENDING), CreatedAt: *row.CreatedAt}
 	for i, p := range in.Postings {
 		e.Postings = append(e.Postings, Posting{ID: row.PostingIds[i], EntryID: e.ID, Account: p.Account, Currency: currency, AmountMinor: amounts[i], CreatedAt: e.CreatedAt})
+	}
+	if err := events.AppendTx(ctx, tx, events.JournalEntryPosted, "journal_entry", events.ID(e.ID), e); err != nil {
+		return nil, false, err
 	}
 	return e, true, nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"riverbank"
 	"riverbank/internal/db"
+	"riverbank/internal/events"
 )
 
 // CreditLine is a borrower's credit line.
@@ -81,7 +82,7 @@ func (s *Service) PutCreditLine(ctx context.Context, in CreditLineInput) (*Credi
 		}
 		out = &CreditLine{BorrowerID: row.BorrowerID, Currency: row.Currency, LimitMinor: row.LimitMinor, UsedMinor: row.UsedMinor, Frozen: row.Frozen, CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt}
 		created = row.Inserted
-		return nil
+		return events.AppendTx(ctx, tx, events.CreditLineChanged, "credit_line", out.BorrowerID, out)
 	})
 	return out, created, err
 }

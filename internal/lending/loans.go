@@ -10,6 +10,7 @@ import (
 
 	"riverbank"
 	"riverbank/internal/db"
+	"riverbank/internal/events"
 	"riverbank/internal/ledger"
 )
 
@@ -193,7 +194,7 @@ func (s *Service) CreateLoan(ctx context.Context, in LoanInput) (*Loan, bool, er
 			return fmt.Errorf("insert loan: %w", err)
 		}
 		out, created = &Loan{row}, true
-		return nil
+		return events.AppendTx(ctx, tx, events.LoanCreated, "loan", events.ID(row.ID), out)
 	})
 	return out, created, err
 }

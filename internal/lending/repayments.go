@@ -15,6 +15,7 @@ import (
 	"riverbank"
 	"riverbank/internal/collection"
 	"riverbank/internal/db"
+	"riverbank/internal/events"
 	"riverbank/internal/ledger"
 	"riverbank/internal/lending/rules"
 )
@@ -192,6 +193,9 @@ func (s *Service) Repay(ctx context.Context, in RepaymentInput) (*Repayment, boo
 			if _, err := collection.ResolveLoansTx(ctx, tx, []int64{loan.ID}); err != nil {
 				return err
 			}
+			if err := events.AppendTx(ctx, tx, events.LoanRepaid, "loan", events.ID(loan.ID), &Loan{loan}); err != nil {
+				return err
+			}
 		}
 		if alloc.PrincipalMinor > 0 {
 			if _, err := tx.Insert(ctx, RestoreArgs{RepaymentID: rep.ID}, &river.InsertOpts{MaxAttempts: s.attempts}); err != nil {
@@ -199,7 +203,7 @@ func (s *Service) Repay(ctx context.Context, in RepaymentInput) (*Repayment, boo
 			}
 		}
 		out, created = &Repayment{Repayment: rep, Loan: &Loan{loan}}, true
-		return nil
+		return events.AppendTx(ctx, tx, events.RepaymentAccepted, "repayment", events.ID(rep.ID), out)
 	})
 	return out, created, err
 }
@@ -275,11 +279,12 @@ func (s *Service) Restore(ctx context.Context, repaymentID int64) (RestoreResult
 		if _, err := tx.InsertCreditRestoration(ctx, db.InsertCreditRestorationParams{RepaymentID: rep.ID, BorrowerID: loan.BorrowerID, AmountMinor: rep.PrincipalMinor}); err != nil {
 			return fmt.Errorf("record credit restoration: %w", err)
 		}
-		if _, err := tx.ReleaseCredit(ctx, db.ReleaseCreditParams{BorrowerID: loan.BorrowerID, Amount: rep.PrincipalMinor}); err != nil {
+		after, err := tx.ReleaseCredit(ctx, db.ReleaseCreditParams{BorrowerID: loan.BorrowerID, Amount: rep.PrincipalMinor})
+		if err != nil {
 			return fmt.Errorf("release credit: %w", err)
 		}
 		res.Restored = rep.PrincipalMinor
-		return nil
+		return events.AppendTx(ctx, tx, events.CreditLineRestored, "credit_line", after.BorrowerID, creditLineFromRow(after))
 	})
 	return res, err
 }

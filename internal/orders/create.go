@@ -14,6 +14,7 @@ import (
 
 	"riverbank"
 	"riverbank/internal/db"
+	"riverbank/internal/events"
 )
 
 // ItemInput is one requested line.
@@ -244,6 +245,9 @@ func (s *Service) createOnce(ctx context.Context, in *CreateInput, hash string) 
 		out.Items = make([]Item, len(in.Items))
 		for i, it := range in.Items {
 			out.Items[i] = Item{SKU: it.SKU, Quantity: it.Quantity, UnitPriceMinor: prices[i], AmountMinor: it.Quantity * prices[i]}
+		}
+		if err := events.AppendTx(ctx, tx, events.OrderCreated, "order", events.ID(out.ID), out); err != nil {
+			return nil, err
 		}
 		return out, nil
 	})

@@ -29,6 +29,7 @@ import (
 
 	"riverbank"
 	"riverbank/internal/db"
+	"riverbank/internal/events"
 	"riverbank/internal/ledger"
 )
 
@@ -315,7 +316,25 @@ func applyTransition(ctx context.Context, q *db.Queries, o *db.Order, to Status,
 		UpdatedAt: row.UpdatedAt, ConfirmedAt: row.ConfirmedAt, PaidAt: row.PaidAt, ShippedAt: row.ShippedAt, CompletedAt: row.CompletedAt,
 		CancelledAt: row.CancelledAt, CancelReason: row.CancelReason, PaymentID: row.PaymentID, LedgerEntryID: row.LedgerEntryID, TrackingNo: row.TrackingNo,
 	}
+	// The transition's event, in its transaction, with the order as the
+	// API shows it now.
+	full, err := loadOrder(ctx, q, &next)
+	if err != nil {
+		return nil, err
+	}
+	if err := events.Append(ctx, q, eventOf[to], "order", events.ID(next.ID), full); err != nil {
+		return nil, err
+	}
 	return &next, nil
+}
+
+// eventOf names the event of a transition into each status.
+var eventOf = map[Status]string{
+	StatusConfirmed: events.OrderConfirmed,
+	StatusPaid:      events.OrderPaid,
+	StatusShipped:   events.OrderShipped,
+	StatusCompleted: events.OrderCompleted,
+	StatusCancelled: events.OrderCancelled,
 }
 
 // lockedTransitionTx is transitionTx for a caller holding o's row lock: the

@@ -7,6 +7,7 @@ import (
 
 	"riverbank"
 	"riverbank/internal/db"
+	"riverbank/internal/events"
 )
 
 // ProductInput creates or updates a product (PUT /v1/products/{sku}).
@@ -108,7 +109,7 @@ func (s *Service) PutProduct(ctx context.Context, in ProductInput) (*Product, bo
 			StockOnHand: row.StockOnHand, StockReserved: row.StockReserved, Sold: row.Sold,
 			CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt,
 		})
-		return nil
+		return events.AppendTx(ctx, tx, events.ProductStockSet, "product", out.SKU, out)
 	})
 	if err != nil {
 		return nil, false, err

@@ -17,4 +17,11 @@ const (
 	COB = "cob"
 	// Maintenance holds sweepers and other periodic housekeeping.
 	Maintenance = "maintenance"
+	// Webhook holds webhook deliveries and their dispatch: receivers are
+	// other people's servers, and a slow one must hold up neither business
+	// jobs nor, beyond its own worker, other subscriptions.
+	Webhook = "webhook"
+	// Batch holds batch.chunk jobs: a 10,000-item batch is a hundred of
+	// them, which must not queue ahead of per-entity work.
+	Batch = "batch"
 )

@@ -45,8 +45,8 @@ func Suffix() string {
 
 // Config returns the configuration a process gets with no environment
 // (every default of SPEC §9, validated), except that the automatic close
-// of business is off: it would close the past dates tests give their
-// loans. A test that wants the scheduler sets COBSchedule and
+// of business is off (it would close the past dates tests give their
+// loans) and that a webhook key is set (WebhookKey). A test that wants the scheduler sets COBSchedule and
 // COBScheduleParsed itself (DBOptions.Configure).
 func Config(t testing.TB) *config.Config {
 	t.Helper()
@@ -56,8 +56,14 @@ func Config(t testing.TB) *config.Config {
 	cfg, err := loader.Load(fs)
 	require.NoError(t, err)
 	cfg.COBSchedule, cfg.COBScheduleParsed = "off", nil
+	// A fixed webhook key, so tests can create webhook subscriptions (a
+	// process without RIVERBANK_WEBHOOK_KEY cannot).
+	cfg.WebhookKeys = [][]byte{WebhookKey}
 	return cfg
 }
+
+// WebhookKey is the RIVERBANK_WEBHOOK_KEY of Config.
+var WebhookKey = []byte("riverbank-test-webhook-key-32byt")
 
 // Bundle is a test's database with the process's services on it.
 type Bundle struct {

@@ -1,0 +1,412 @@
+// Package batch runs submitted batches (SPEC §8): up to 10,000 journal
+// entries, orders, loans or repayments sent in one request, each item done
+// through the same domain function, validation and idempotency as its
+// single-item endpoint, by River jobs that every instance works.
+//
+// # Submission
+//
+// Create stores the batch (RUNNING, every item PENDING, each item's JSON as
+// sent) and inserts its batch.chunk jobs — one per ChunkSize items — in one
+// transaction: a batch without its jobs, or jobs without their batch,
+// cannot exist. The batch's idempotency_key makes a repeat of the same
+// request return the stored batch; the same key with another payload is
+// idempotency_conflict. Only the envelope is checked at submission
+// (operation, 1..10,000 items, each a JSON object); an item's own
+// validation happens when it runs, and an invalid item fails alone.
+//
+// # Exactly once
+//
+// A chunk job claims its items in small groups with FOR UPDATE SKIP LOCKED
+// on rows still PENDING, runs each through the domain function on a store
+// that sits on the claiming transaction (the domain's own InTx becomes a
+// savepoint: an item that fails rolls back its own writes and nothing
+// else), and records every outcome — SUCCEEDED with the result's id, or
+// FAILED with the domain's client-safe code and message — together with
+// the batch's counters in that same transaction. So an item's effect, its
+// status and the counters commit or roll back together:
+//
+//   - a runner killed mid-group loses its uncommitted group, rows and
+//     statuses alike; the items are PENDING again and the rescued job
+//     (River's rescuer, after RIVERBANK_JOB_TIMEOUT×2) does them once;
+//   - a committed item is no longer PENDING, so no runner claims it again;
+//   - two runners of one chunk (a rescued job whose first run is still
+//     alive) never hold the same item: SKIP LOCKED passes over the rows the
+//     other holds, and the PENDING re-check after a lock sees what it
+//     committed.
+//
+// Independently of that, every item carries its domain idempotency key
+// (a journal entry's idempotency_key, an order's (buyer_id, identifier), a
+// loan's loan_no, a repayment's (loan_id, identifier)): an item whose key
+// was already used — by the single endpoint, an earlier batch, or an
+// earlier item of this one — gets the original's result, as the single
+// endpoint would answer it.
+//
+// # Failures
+//
+// A domain error (riverbank.Error with a client code) fails the item with
+// that code and message — exactly what the single endpoint would answer;
+// a value Postgres refuses as text is validation_failed, as the API maps
+// it. Any other error (database unavailable, deadlock, timeout, a bug) is
+// internal and does not fail the item: it stays PENDING, the chunk's other
+// items go on, and the job returns an error so River retries the chunk
+// with backoff (ChunkMaxAttempts attempts). On the last attempt an item
+// that still fails internally is recorded FAILED with code internal and
+// detail "internal error" (the cause is logged, never stored), so every
+// batch completes. A group whose transaction fails as a whole is redone
+// one item per transaction, so one item cannot hold back the others.
+//
+// # Counting and completion
+//
+// succeeded, failed and pending live on the batch row and move in the
+// transaction that records the items; the transaction that takes pending
+// to 0 on a RUNNING batch sets it COMPLETED with completed_at and appends
+// batch.completed (events.AppendTx) before it commits.
+//
+// # Cancel
+//
+// Cancel moves a RUNNING batch to CANCELLED. Items not yet started are
+// never started (a claim requires a RUNNING batch) and stay PENDING —
+// pending on a cancelled batch counts the items that were not done; items
+// already claimed by a running group finish and are counted. A COMPLETED
+// batch cannot be cancelled (409 invalid_transition); cancelling a
+// cancelled batch returns it unchanged.
+package batch
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/riverqueue/river"
+
+	"riverbank"
+	"riverbank/internal/db"
+	"riverbank/internal/ledger"
+	"riverbank/internal/lending"
+	"riverbank/internal/orders"
+	"riverbank/internal/queue"
+)
+
+// Operations: what every item of a batch is.
+const (
+	OpJournalEntry = "journal_entry"
+	OpOrder        = "order"
+	OpLoan         = "loan"
+	OpRepayment    = "repayment"
+)
+
+// Operations lists every operation.
+var Operations = []string{OpJournalEntry, OpOrder, OpLoan, OpRepayment}
+
+// Batch statuses.
+const (
+	StatusRunning   = "RUNNING"
+	StatusCompleted = "COMPLETED"
+	StatusCancelled = "CANCELLED"
+)
+
+// Item statuses.
+const (
+	ItemPending   = "PENDING"
+	ItemSucceeded = "SUCCEEDED"
+	ItemFailed    = "FAILED"
+)
+
+// Limits.
+const (
+	// MaxItems bounds one batch.
+	MaxItems = 10_000
+	// MaxKeyLen bounds a batch's idempotency key.
+	MaxKeyLen = 200
+	// ChunkSize is how many items one batch.chunk job does.
+	ChunkSize = 100
+	// ChunkMaxAttempts is how often River runs a chunk before its last
+	// attempt records the items that still fail internally as FAILED.
+	ChunkMaxAttempts = 10
+)
+
+// KindChunk is the kind of the batch.chunk job.
+const KindChunk = "batch.chunk"
+
+// ChunkArgs are the args of batch.chunk: do the items of batch BatchID with
+// index in [From, To).
+type ChunkArgs struct {
+	BatchID int64 `json:"batch_id"`
+	From    int   `json:"from"`
+	To      int   `json:"to"`
+}
+
+// Kind implements river.JobArgs.
+func (ChunkArgs) Kind() string { return KindChunk }
+
+// InsertOpts implements river.JobArgsWithInsertOpts. Chunks have a queue
+// of their own, so a 10,000-item batch cannot hold back order confirmation
+// or credit restoration in the default queue.
+func (ChunkArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: queue.Batch, MaxAttempts: ChunkMaxAttempts}
+}
+
+// Domains are the single-item services an item runs through, built on a
+// store that sits on the transaction claiming the item.
+type Domains struct {
+	Ledger  *ledger.Service
+	Orders  *orders.Service
+	Lending *lending.Service
+}
+
+// DomainsFunc builds the domain services on store. The process passes one
+// that builds them with its own options (domains.New), so an item runs
+// exactly as the single endpoint's request would.
+type DomainsFunc func(store *db.Store) Domains
+
+// Options configure the service.
+type Options struct {
+	// Logger receives internal item errors (their text is never stored).
+	Logger *slog.Logger
+	// Domains builds the single-item services on a transaction's store
+	// (required).
+	Domains DomainsFunc
+	// ChunkSize overrides ChunkSize (tests).
+	ChunkSize int
+}
+
+// Service stores, runs, reads and cancels batches.
+type Service struct {
+	store     *db.Store
+	logger    *slog.Logger
+	domains   DomainsFunc
+	chunkSize int
+}
+
+// NewService returns a batch service on store.
+func NewService(store *db.Store, opts Options) *Service {
+	s := &Service{store: store, logger: opts.Logger, domains: opts.Domains, chunkSize: opts.ChunkSize}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	if s.chunkSize <= 0 {
+		s.chunkSize = ChunkSize
+	}
+	return s
+}
+
+// Batch is a batch with its counters.
+type Batch struct {
+	ID             int64
+	IdempotencyKey string
+	Operation      string
+	Status         string
+	Total          int
+	Succeeded      int
+	Failed         int
+	Pending        int
+	CreatedAt      time.Time
+	CompletedAt    *time.Time
+	CancelledAt    *time.Time
+}
+
+func batchFromRow(r db.Batch) *Batch {
+	return &Batch{
+		ID: r.ID, IdempotencyKey: r.IdempotencyKey, Operation: string(r.Operation), Status: string(r.Status),
+		Total: int(r.Total), Succeeded: int(r.Succeeded), Failed: int(r.Failed), Pending: int(r.Pending),
+		CreatedAt: r.CreatedAt, CompletedAt: r.CompletedAt, CancelledAt: r.CancelledAt,
+	}
+}
+
+// CreateInput is POST /v1/batches. Items are kept as sent (each the body
+// of the operation's single endpoint, plus loan_id for repayments).
+type CreateInput struct {
+	IdempotencyKey string
+	Operation      string
+	Items          []json.RawMessage
+}
+
+func invalid(format string, args ...any) *riverbank.Error {
+	return riverbank.Errorf(riverbank.EINVALID, format, args...)
+}
+
+// validate checks the envelope and returns the items in canonical form
+// (compact JSON, valid UTF-8) and the request's hash.
+func (in *CreateInput) validate() ([]string, string, error) {
+	if in.IdempotencyKey == "" || utf8.RuneCountInString(in.IdempotencyKey) > MaxKeyLen ||
+		!riverbank.ValidText(in.IdempotencyKey) || strings.ContainsRune(in.IdempotencyKey, utf8.RuneError) {
+		return nil, "", invalid("idempotency_key is required: 1..%d characters of valid UTF-8 without NUL", MaxKeyLen).WithDetail("field", "idempotency_key")
+	}
+	if !slices.Contains(Operations, in.Operation) {
+		return nil, "", invalid("operation must be one of %s", strings.Join(Operations, ", ")).WithDetail("field", "operation")
+	}
+	if len(in.Items) < 1 || len(in.Items) > MaxItems {
+		return nil, "", invalid("items must have 1..%d items", MaxItems).WithDetail("field", "items")
+	}
+	h := sha256.New()
+	h.Write([]byte(in.Operation))
+	out := make([]string, len(in.Items))
+	var buf bytes.Buffer
+	for i, raw := range in.Items {
+		buf.Reset()
+		if err := json.Compact(&buf, raw); err != nil || buf.Len() == 0 || buf.Bytes()[0] != '{' {
+			return nil, "", invalid("items[%d] must be a JSON object (the body of the %s endpoint)", i, in.Operation).WithDetail("field", fmt.Sprintf("items[%d]", i))
+		}
+		b := buf.Bytes()
+		if !utf8.Valid(b) {
+			// Only strings can hold invalid UTF-8 in valid JSON; a JSON
+			// decoder reads it as U+FFFD, and so will the item.
+			b = bytes.ToValidUTF8(b, []byte("\uFFFD"))
+		}
+		out[i] = string(b)
+		h.Write([]byte{'\n'})
+		h.Write(b)
+	}
+	return out, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Create stores a batch and its items and inserts its chunk jobs in one
+// transaction. It returns the batch and whether it was created now: the
+// same idempotency_key with the same operation and items (compared as
+// compact JSON) returns the stored batch with created=false, whatever it
+// has done since; with another payload it is idempotency_conflict.
+func (s *Service) Create(ctx context.Context, in CreateInput) (*Batch, bool, error) {
+	items, hash, err := in.validate()
+	if err != nil {
+		return nil, false, err
+	}
+	var (
+		out     *Batch
+		created bool
+	)
+	err = s.store.InTx(ctx, func(tx *db.Tx) error {
+		row, err := tx.InsertBatch(ctx, db.InsertBatchParams{
+			IdempotencyKey: in.IdempotencyKey, RequestHash: hash, Operation: db.BatchOperation(in.Operation), Total: int32(len(items)),
+		})
+		if db.IsNotFound(err) {
+			existing, err := tx.GetBatchByKey(ctx, in.IdempotencyKey)
+			if err != nil {
+				return fmt.Errorf("load batch by key: %w", err)
+			}
+			if existing.RequestHash != hash {
+				return riverbank.Errorf(riverbank.EIDEMPOTENCYCONFLICT, "idempotency_key %q was used for a different batch (%d)", in.IdempotencyKey, existing.ID).
+					WithDetail("batch_id", existing.ID)
+			}
+			out = batchFromRow(existing)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("insert batch: %w", err)
+		}
+		n, err := tx.InsertBatchItems(ctx, db.InsertBatchItemsParams{BatchID: row.ID, Payloads: items})
+		if err != nil {
+			return fmt.Errorf("insert batch items: %w", err)
+		}
+		if int(n) != len(items) {
+			return fmt.Errorf("insert batch items: %d of %d stored", n, len(items))
+		}
+		params := make([]river.InsertManyParams, 0, (len(items)+s.chunkSize-1)/s.chunkSize)
+		for from := 0; from < len(items); from += s.chunkSize {
+			params = append(params, river.InsertManyParams{Args: ChunkArgs{BatchID: row.ID, From: from, To: min(from+s.chunkSize, len(items))}})
+		}
+		if _, err := tx.InsertMany(ctx, params); err != nil {
+			return err
+		}
+		out, created = batchFromRow(row), true
+		return nil
+	})
+	return out, created, err
+}
+
+// Get returns a batch.
+func (s *Service) Get(ctx context.Context, id int64) (*Batch, error) {
+	r, err := s.store.Queries().GetBatch(ctx, id)
+	if db.IsNotFound(err) {
+		return nil, riverbank.Errorf(riverbank.ENOTFOUND, "batch %d not found", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get batch: %w", err)
+	}
+	return batchFromRow(r), nil
+}
+
+// Cancel stops a RUNNING batch: items not yet started are never started
+// (they stay PENDING); items already running finish. Cancelling a
+// CANCELLED batch returns it; a COMPLETED batch is invalid_transition.
+func (s *Service) Cancel(ctx context.Context, id int64) (*Batch, error) {
+	q := s.store.Queries()
+	r, err := q.CancelBatch(ctx, id)
+	if err == nil {
+		return batchFromRow(r), nil
+	}
+	if !db.IsNotFound(err) {
+		return nil, fmt.Errorf("cancel batch: %w", err)
+	}
+	b, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if b.Status == StatusCompleted {
+		return nil, riverbank.Errorf(riverbank.EINVALIDTRANSITION, "batch %d is COMPLETED: a completed batch cannot be cancelled", id).WithDetail("status", b.Status)
+	}
+	return b, nil
+}
+
+// ItemError is a failed item's error: the code and message its single
+// endpoint would answer.
+type ItemError struct {
+	Code   string
+	Detail string
+}
+
+// Item is one item's outcome.
+type Item struct {
+	Index      int
+	Status     string
+	ResultID   *int64
+	Error      *ItemError
+	FinishedAt *time.Time
+}
+
+// ItemFilter selects a page of a batch's items.
+type ItemFilter struct {
+	// Status is PENDING, SUCCEEDED, FAILED or empty for all.
+	Status string
+	// AfterIndex pages: items with a larger index (-1: from the first).
+	AfterIndex int
+	Limit      int
+}
+
+// Items returns a page of a batch's items in index order.
+func (s *Service) Items(ctx context.Context, id int64, f ItemFilter) ([]Item, error) {
+	p := db.ListBatchItemsParams{BatchID: id, AfterIdx: int32(max(f.AfterIndex, -1)), Lim: int32(f.Limit)}
+	if f.Status != "" {
+		st := db.BatchItemStatus(f.Status)
+		if !st.Valid() {
+			return nil, invalid("status must be PENDING, SUCCEEDED or FAILED").WithDetail("field", "status")
+		}
+		p.Status = &st
+	}
+	if _, err := s.Get(ctx, id); err != nil {
+		return nil, err
+	}
+	rows, err := s.store.Queries().ListBatchItems(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("list batch items: %w", err)
+	}
+	out := make([]Item, len(rows))
+	for i, r := range rows {
+		it := Item{Index: int(r.Idx), Status: string(r.Status), ResultID: r.ResultID, FinishedAt: r.FinishedAt}
+		if r.ErrorCode != nil {
+			it.Error = &ItemError{Code: *r.ErrorCode}
+			if r.ErrorDetail != nil {
+				it.Error.Detail = *r.ErrorDetail
+			}
+		}
+		out[i] = it
+	}
+	return out, nil
+}

@@ -1,0 +1,233 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"riverbank"
+	"riverbank/internal/db"
+	"riverbank/internal/events"
+)
+
+// groupSize is how many items one transaction does, by operation. Journal
+// entries take no row locks that other writers wait for (only entries
+// above ledger.LargeAmountMinor lock their accounts), so a group of them
+// shares one commit; 25 keeps a group's savepoints (one per entry) under
+// Postgres's 64 cached subtransactions per backend, past which every
+// other session's snapshots get slower. Orders, loans and repayments lock
+// business rows (products in sku order, the credit line, the loan) until
+// commit: one item per transaction holds those locks exactly as long as
+// the single endpoint does, and two chunks can never wait on each other in
+// a cycle.
+var groupSize = map[string]int{OpJournalEntry: 25, OpOrder: 1, OpLoan: 1, OpRepayment: 1}
+
+// ChunkResult says what one run of a chunk did.
+type ChunkResult struct {
+	Succeeded int
+	Failed    int
+	// Deferred are items left PENDING by an internal error, for the
+	// chunk's next attempt.
+	Deferred int
+	// Completed is true when this run completed the batch.
+	Completed bool
+}
+
+// ErrChunkUnfinished is wrapped by RunChunk's error when items of the
+// chunk are still PENDING after a run (internal errors, or items another
+// runner holds): River retries the chunk.
+var ErrChunkUnfinished = errors.New("batch chunk unfinished")
+
+// RunChunk does the pending items of one chunk (see the package comment
+// for the guarantees). final is true on the job's last attempt: items that
+// fail internally are then recorded FAILED (code internal) instead of
+// being left for a retry, and items another runner holds are waited for
+// instead of skipped, so the batch completes. An error means the chunk
+// must run again; what was committed stays done.
+func (s *Service) RunChunk(ctx context.Context, args ChunkArgs, final bool) (ChunkResult, error) {
+	var res ChunkResult
+	b, err := s.store.Queries().GetBatch(ctx, args.BatchID)
+	if db.IsNotFound(err) {
+		return res, nil
+	}
+	if err != nil {
+		return res, fmt.Errorf("get batch: %w", err)
+	}
+	if string(b.Status) != StatusRunning {
+		return res, nil
+	}
+	op := string(b.Operation)
+	size := groupSize[op]
+	if size == 0 {
+		return res, fmt.Errorf("batch %d: unknown operation %q", b.ID, op)
+	}
+	add := func(g groupOutcome) {
+		res.Succeeded += g.succeeded
+		res.Failed += g.failed
+		res.Deferred += g.deferred
+		res.Completed = res.Completed || g.completed
+	}
+	after := args.From - 1
+	for {
+		g, err := s.runGroup(ctx, op, args, after, size, final, false)
+		if err != nil && g.claimed > 0 && ctx.Err() == nil {
+			// The group's transaction failed as a whole: redo its items
+			// one per transaction, so one item cannot hold the others back.
+			s.logger.Warn("batch: a group's transaction failed; redoing its items one per transaction", "batch_id", args.BatchID, "from", after+1, "to", g.last, "error", err)
+			sub := args
+			sub.To = g.last + 1
+			if err := s.runSingly(ctx, op, sub, after, final, add); err != nil {
+				return res, err
+			}
+			after = g.last
+			continue
+		}
+		if err != nil {
+			return res, err
+		}
+		if g.claimed == 0 {
+			break
+		}
+		add(g)
+		after = g.last
+	}
+	// Items another runner held (or left by an internal error) must be
+	// done before the chunk is.
+	left, err := s.store.Queries().CountChunkPending(ctx, db.CountChunkPendingParams{BatchID: args.BatchID, FromIdx: int32(args.From), ToIdx: int32(args.To)})
+	if err != nil {
+		return res, fmt.Errorf("count pending items: %w", err)
+	}
+	if left > 0 {
+		return res, fmt.Errorf("batch %d items [%d, %d): %d still pending (%d deferred by internal errors): %w", args.BatchID, args.From, args.To, left, res.Deferred, ErrChunkUnfinished)
+	}
+	return res, nil
+}
+
+// runSingly does the pending items of args after after one per
+// transaction. A transaction that fails as a whole ends the run with its
+// error (River retries the chunk), except on the last attempt, when the
+// item is recorded FAILED internal in a transaction of its own.
+func (s *Service) runSingly(ctx context.Context, op string, args ChunkArgs, after int, final bool, add func(groupOutcome)) error {
+	for {
+		g, err := s.runGroup(ctx, op, args, after, 1, final, false)
+		if err != nil && final && g.claimed == 1 && ctx.Err() == nil {
+			s.logger.Error("batch: an item's transaction failed on the last attempt; recording it failed (internal)", "batch_id", args.BatchID, "index", g.last, "error", err)
+			g, err = s.runGroup(ctx, op, ChunkArgs{BatchID: args.BatchID, From: g.last, To: g.last + 1}, g.last-1, 1, final, true)
+		}
+		if err != nil {
+			return err
+		}
+		if g.claimed == 0 {
+			return nil
+		}
+		add(g)
+		after = g.last
+	}
+}
+
+type groupOutcome struct {
+	claimed                     int
+	last                        int
+	succeeded, failed, deferred int
+	completed                   bool
+}
+
+// internalDetail is what a failed item shows for an internal error; the
+// cause is logged.
+const internalDetail = "internal error"
+
+// runGroup claims up to size pending items of the chunk after index
+// after, runs each through its domain function on the claiming
+// transaction, and records their outcomes and the batch's counters in it
+// (appending batch.completed when it completes the batch). failAll records
+// every claimed item FAILED internal without running it. On error the
+// transaction is rolled back; claimed and last still say what was claimed.
+func (s *Service) runGroup(ctx context.Context, op string, args ChunkArgs, after, size int, final, failAll bool) (groupOutcome, error) {
+	var g groupOutcome
+	err := s.store.InTx(ctx, func(tx *db.Tx) error {
+		var rows []db.ClaimBatchItemsRow
+		var err error
+		if final {
+			var waited []db.ClaimBatchItemsWaitRow
+			waited, err = tx.ClaimBatchItemsWait(ctx, db.ClaimBatchItemsWaitParams{BatchID: args.BatchID, FromIdx: int32(args.From), ToIdx: int32(args.To), AfterIdx: int32(after), Lim: int32(size)})
+			for _, w := range waited {
+				rows = append(rows, db.ClaimBatchItemsRow(w))
+			}
+		} else {
+			rows, err = tx.ClaimBatchItems(ctx, db.ClaimBatchItemsParams{BatchID: args.BatchID, FromIdx: int32(args.From), ToIdx: int32(args.To), AfterIdx: int32(after), Lim: int32(size)})
+		}
+		if err != nil {
+			return fmt.Errorf("claim batch items: %w", err)
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+		g.claimed, g.last = len(rows), int(rows[len(rows)-1].Idx)
+		// The domain services sit on this transaction: each call's own
+		// InTx is a savepoint of it, so a failing item rolls back alone,
+		// and an item's effect commits with its recorded outcome.
+		d := s.domains(db.NewStore(tx.Tx, s.store.JobInserter()))
+		p := db.RecordBatchItemsParams{BatchID: args.BatchID}
+		record := func(idx int32, status string, resultID int64, code, detail string) {
+			p.Idxs = append(p.Idxs, idx)
+			p.Statuses = append(p.Statuses, status)
+			p.ResultIds = append(p.ResultIds, resultID)
+			p.ErrorCodes = append(p.ErrorCodes, code)
+			p.ErrorDetails = append(p.ErrorDetails, detail)
+		}
+		for _, r := range rows {
+			if failAll {
+				record(r.Idx, ItemFailed, 0, riverbank.EINTERNAL, internalDetail)
+				continue
+			}
+			id, err := runItem(ctx, d, op, r.Payload)
+			if err == nil {
+				record(r.Idx, ItemSucceeded, id, "", "")
+				continue
+			}
+			if code, detail, ok := clientError(err); ok {
+				record(r.Idx, ItemFailed, 0, code, detail)
+				continue
+			}
+			s.logger.Error("batch: item failed internally", "batch_id", args.BatchID, "index", r.Idx, "operation", op, "final_attempt", final, "error", err)
+			if final {
+				record(r.Idx, ItemFailed, 0, riverbank.EINTERNAL, internalDetail)
+				continue
+			}
+			g.deferred++
+		}
+		if len(p.Idxs) == 0 {
+			return nil
+		}
+		rec, err := tx.RecordBatchItems(ctx, p)
+		if err != nil {
+			return fmt.Errorf("record batch items: %w", err)
+		}
+		if int(rec.Recorded) != len(p.Idxs) {
+			// Only this transaction holds the claimed rows: a mismatch is
+			// a bug, and committing would make the counters lie.
+			return fmt.Errorf("record batch items: %d of %d recorded", rec.Recorded, len(p.Idxs))
+		}
+		for _, st := range p.Statuses {
+			if st == ItemSucceeded {
+				g.succeeded++
+			} else {
+				g.failed++
+			}
+		}
+		if rec.CompletedNow {
+			g.completed = true
+			b := batchFromRow(db.Batch{ID: rec.ID, IdempotencyKey: rec.IdempotencyKey, RequestHash: rec.RequestHash, Operation: rec.Operation,
+				Status: rec.Status, Total: rec.Total, Succeeded: rec.Succeeded, Failed: rec.Failed, Pending: rec.Pending,
+				CreatedAt: rec.CreatedAt, CompletedAt: rec.CompletedAt, CancelledAt: rec.CancelledAt})
+			if err := events.AppendTx(ctx, tx, events.BatchCompleted, "batch", events.ID(b.ID), b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return groupOutcome{claimed: g.claimed, last: g.last}, err
+	}
+	return g, nil
+}

@@ -1,0 +1,9 @@
+package collection_test
+
+import (
+	"testing"
+
+	"riverbank/internal/testdb"
+)
+
+func TestMain(m *testing.M) { testdb.Main(m) }

@@ -1,0 +1,132 @@
+-- Batches (SPEC §8). See schema.sql step 8 and internal/batch.
+
+-- name: InsertBatch :one
+-- Claims the idempotency key and stores the batch RUNNING with every item
+-- pending. ON CONFLICT DO NOTHING: a concurrent creator of the same key
+-- waits here until the first commits, then gets no row (a replay or a
+-- conflict, decided by the caller from the stored request hash).
+INSERT INTO batch (idempotency_key, request_hash, operation, total, pending)
+VALUES (sqlc.arg(idempotency_key), sqlc.arg(request_hash), sqlc.arg(operation), sqlc.arg(total), sqlc.arg(total))
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING *;
+
+-- name: InsertBatchItems :execrows
+-- Stores a batch's items in one statement, item i at idx i (0-based).
+INSERT INTO batch_item (batch_id, idx, payload)
+SELECT sqlc.arg(batch_id), (p.ord - 1)::int, p.payload::json
+FROM unnest(sqlc.arg(payloads)::text[]) WITH ORDINALITY AS p (payload, ord);
+
+-- name: GetBatch :one
+SELECT * FROM batch WHERE id = $1;
+
+-- name: GetBatchByKey :one
+SELECT * FROM batch WHERE idempotency_key = $1;
+
+-- name: CancelBatch :one
+-- RUNNING → CANCELLED; no row when the batch is not RUNNING (or does not
+-- exist). Waits for a chunk transaction that holds the batch row (its
+-- counters update) and re-checks the status after it commits, so a batch
+-- that chunk completed is not cancelled.
+UPDATE batch
+SET status = 'CANCELLED', cancelled_at = now()
+WHERE id = $1 AND status = 'RUNNING'
+RETURNING *;
+
+-- name: ClaimBatchItems :many
+-- Claims the next pending items of one chunk (idx in [from_idx, to_idx),
+-- after after_idx) while the batch is RUNNING. SKIP LOCKED: items another
+-- runner of the same chunk holds (a rescued job whose first run is still
+-- alive) are passed over, never done twice; the row lock is held until
+-- the claiming transaction records the outcome and commits.
+SELECT i.idx, i.payload
+FROM batch_item i
+WHERE i.batch_id = sqlc.arg(batch_id)
+  AND i.idx >= sqlc.arg(from_idx)::int
+  AND i.idx < sqlc.arg(to_idx)::int
+  AND i.idx > sqlc.arg(after_idx)::int
+  AND i.status = 'PENDING'
+  AND EXISTS (SELECT 1 FROM batch b WHERE b.id = sqlc.arg(batch_id) AND b.status = 'RUNNING')
+ORDER BY i.idx
+LIMIT sqlc.arg(lim)
+FOR UPDATE OF i SKIP LOCKED;
+
+-- name: ClaimBatchItemsWait :many
+-- ClaimBatchItems for a chunk's last attempt: it waits for items another
+-- runner holds instead of passing them over, then re-checks that they are
+-- still PENDING (READ COMMITTED re-reads a row after its lock is released),
+-- so the last attempt finishes every item the other runner rolled back.
+SELECT i.idx, i.payload
+FROM batch_item i
+WHERE i.batch_id = sqlc.arg(batch_id)
+  AND i.idx >= sqlc.arg(from_idx)::int
+  AND i.idx < sqlc.arg(to_idx)::int
+  AND i.idx > sqlc.arg(after_idx)::int
+  AND i.status = 'PENDING'
+  AND EXISTS (SELECT 1 FROM batch b WHERE b.id = sqlc.arg(batch_id) AND b.status = 'RUNNING')
+ORDER BY i.idx
+LIMIT sqlc.arg(lim)
+FOR UPDATE OF i;
+
+-- name: RecordBatchItems :one
+-- Records the outcome of claimed items (status SUCCEEDED with result_id,
+-- or FAILED with error_code and error_detail; parallel arrays) and moves
+-- the batch's counters by what was recorded, in one statement. The
+-- transaction that takes pending to 0 on a RUNNING batch completes it;
+-- completed_now says it was this one (the row lock on batch orders the
+-- updates, so exactly one does). A CANCELLED batch keeps its status while
+-- items that were already running finish.
+WITH d AS (
+    SELECT unnest(sqlc.arg(idxs)::int[]) AS idx,
+           unnest(sqlc.arg(statuses)::text[]) AS status,
+           unnest(sqlc.arg(result_ids)::bigint[]) AS result_id,
+           unnest(sqlc.arg(error_codes)::text[]) AS error_code,
+           unnest(sqlc.arg(error_details)::text[]) AS error_detail
+), done AS (
+    UPDATE batch_item i
+    SET status = d.status::batch_item_status,
+        result_id = NULLIF(d.result_id, 0),
+        error_code = NULLIF(d.error_code, ''),
+        error_detail = NULLIF(d.error_detail, ''),
+        finished_at = now()
+    FROM d
+    WHERE i.batch_id = sqlc.arg(batch_id) AND i.idx = d.idx AND i.status = 'PENDING'
+    RETURNING i.status
+), c AS (
+    SELECT count(*) FILTER (WHERE done.status = 'SUCCEEDED')::int AS s,
+           count(*) FILTER (WHERE done.status = 'FAILED')::int AS f
+    FROM done
+)
+UPDATE batch b
+SET succeeded = b.succeeded + c.s,
+    failed = b.failed + c.f,
+    pending = b.pending - c.s - c.f,
+    status = CASE WHEN b.status = 'RUNNING' AND b.pending - c.s - c.f = 0 THEN 'COMPLETED'::batch_status ELSE b.status END,
+    completed_at = CASE WHEN b.status = 'RUNNING' AND b.pending - c.s - c.f = 0 THEN now() ELSE b.completed_at END
+FROM c
+WHERE b.id = sqlc.arg(batch_id)
+RETURNING b.id, b.idempotency_key, b.request_hash, b.operation, b.status, b.total, b.succeeded, b.failed, b.pending,
+          b.created_at, b.completed_at, b.cancelled_at, (c.s + c.f)::int AS recorded,
+          (b.status = 'COMPLETED' AND c.s + c.f > 0)::boolean AS completed_now;
+
+-- name: CountChunkPending :one
+-- Items of one chunk still PENDING while the batch is RUNNING: left by an
+-- internal error, or held by another runner of the chunk.
+SELECT count(*)::int
+FROM batch_item i
+JOIN batch b ON b.id = i.batch_id
+WHERE i.batch_id = sqlc.arg(batch_id)
+  AND i.idx >= sqlc.arg(from_idx)::int
+  AND i.idx < sqlc.arg(to_idx)::int
+  AND i.status = 'PENDING'
+  AND b.status = 'RUNNING';
+
+-- name: ListBatchItems :many
+-- A page of a batch's items in index order after after_idx, optionally of
+-- one status.
+SELECT idx, status, result_id, error_code, error_detail, finished_at
+FROM batch_item
+WHERE batch_id = sqlc.arg(batch_id)
+  AND idx > sqlc.arg(after_idx)::int
+  AND (sqlc.narg(status)::batch_item_status IS NULL OR status = sqlc.narg(status)::batch_item_status)
+ORDER BY idx
+LIMIT sqlc.arg(lim);
