@@ -871,14 +871,14 @@ CREATE INDEX event_subject_idx ON event (subject_id, txid, id);
 CREATE INDEX event_occurred_brin ON event USING brin (occurred_at);
 
 -- riverbank:step 8 batches
--- Submitted batches (SPEC §8): one row per batch with its counters kept in
--- the database, and one row per item with its payload (json, not jsonb:
--- json keeps an item's text as sent, so an item Postgres's jsonb would
--- refuse — a \u0000 escape — still fails alone, with the code its single
--- endpoint gives, instead of failing the batch). Items are claimed by
--- batch.chunk jobs with FOR UPDATE SKIP LOCKED on rows still PENDING; an
--- item's outcome is written in the transaction that does its effect, and
--- the counters move in that transaction too (see internal/batch).
+-- Submitted batches (SPEC §8): one row per batch, one row per item with its
+-- payload (json, not jsonb: json keeps an item's text as sent, so an item
+-- Postgres's jsonb would refuse — a \u0000 escape — still fails alone, with
+-- the code its single endpoint gives, instead of failing the batch), and
+-- the counters as tally rows. Items are claimed by batch.chunk jobs with
+-- FOR UPDATE SKIP LOCKED on rows still PENDING; an item's outcome and its
+-- tally are written in the transaction that does its effect (see
+-- internal/batch).
 CREATE TYPE batch_operation AS ENUM ('journal_entry', 'order', 'loan', 'repayment');
 CREATE TYPE batch_status AS ENUM ('RUNNING', 'COMPLETED', 'CANCELLED');
 CREATE TYPE batch_item_status AS ENUM ('PENDING', 'SUCCEEDED', 'FAILED');
@@ -890,15 +890,11 @@ CREATE TABLE batch (
     operation       batch_operation NOT NULL,
     status          batch_status NOT NULL DEFAULT 'RUNNING',
     total           integer NOT NULL CHECK (total BETWEEN 1 AND 10000),
-    succeeded       integer NOT NULL DEFAULT 0 CHECK (succeeded >= 0),
-    failed          integer NOT NULL DEFAULT 0 CHECK (failed >= 0),
-    pending         integer NOT NULL CHECK (pending >= 0),
     created_at      timestamptz NOT NULL DEFAULT now(),
     completed_at    timestamptz,
     cancelled_at    timestamptz,
     CONSTRAINT batch_idempotency_key_key UNIQUE (idempotency_key),
-    CONSTRAINT batch_counts_check CHECK (succeeded + failed + pending = total),
-    CONSTRAINT batch_completed_check CHECK ((status = 'COMPLETED') = (completed_at IS NOT NULL) AND (status <> 'COMPLETED' OR pending = 0)),
+    CONSTRAINT batch_completed_check CHECK ((status = 'COMPLETED') = (completed_at IS NOT NULL)),
     CONSTRAINT batch_cancelled_check CHECK ((status = 'CANCELLED') = (cancelled_at IS NOT NULL))
 );
 
@@ -921,16 +917,40 @@ CREATE TABLE batch_item (
 -- by status scans its primary-key range; without one, recording an
 -- item's outcome is a HOT update (fillfactor leaves room on the page).
 
+-- One row per transaction that recorded items: how many it recorded
+-- SUCCEEDED and FAILED. A batch's counters are the sums (pending = total -
+-- succeeded - failed). Counters on the batch row would be one hot row that
+-- every chunk transaction of the batch locks until it commits, serialising
+-- all their commits (one fsync after another) however many instances work
+-- the batch; an insert locks nothing others wait for. No foreign key for
+-- the same reason (its check would share-lock the batch row from every
+-- chunk): tally rows are written only for items of an existing batch.
+CREATE TABLE batch_tally (
+    batch_id  bigint NOT NULL,
+    id        bigint GENERATED ALWAYS AS IDENTITY,
+    succeeded integer NOT NULL CHECK (succeeded >= 0),
+    failed    integer NOT NULL CHECK (failed >= 0),
+    PRIMARY KEY (batch_id, id)
+);
+
 -- riverbank:step 9 webhooks
 -- Webhook subscriptions and their deliveries (SPEC §8; internal/webhook).
 --
 -- A subscription's cursor (cursor_txid, cursor_id) is a position of the
 -- events feed — (txid, id), read only below the snapshot xmin, so gap-free
 -- (internal/events) — before which every event the subscription wants has
--- been delivered. It starts at the feed's end as a reader sees it when the
--- subscription is created, (xmin, 0), so only new events are delivered,
--- and it moves in the transaction that records a delivery (or over events
--- the subscription does not want, when none it wants lie in between).
+-- been delivered. It moves in the transaction that records a delivery (or
+-- over events the subscription does not want, when none it wants lie in
+-- between).
+--
+-- New events only: a subscription wants the events of transactions that
+-- were not visible to the snapshot of the statement that created it
+-- (start_snapshot, pg_snapshot as text), i.e. that committed after it. Its
+-- cursor starts at that snapshot's xmin, (xmin, 0): transactions below it
+-- had ended; those between xmin and xmax that the snapshot saw are
+-- skipped by the visibility test, the rest delivered. start_snapshot is
+-- cleared once the cursor passes its xmax (every later transaction is
+-- new).
 --
 -- The signing secret is not stored in clear: secret_ciphertext is
 -- AES-256-GCM under a key of RIVERBANK_WEBHOOK_KEY (secret_key_id names
@@ -940,7 +960,7 @@ CREATE TABLE batch_item (
 -- ciphertext), hence BY DEFAULT.
 CREATE TABLE webhook_subscription (
     id                bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-    url               text NOT NULL CHECK (url ~ '^https?://' AND length(url) <= 2048),
+    url               text NOT NULL CHECK (url ~* '^https?://' AND length(url) <= 2048),
     -- NULL: every event type.
     event_types       text[] CHECK (cardinality(event_types) > 0),
     description       text NOT NULL DEFAULT '',
@@ -949,6 +969,7 @@ CREATE TABLE webhook_subscription (
     secret_ciphertext bytea NOT NULL,
     cursor_txid       bigint NOT NULL,
     cursor_id         bigint NOT NULL,
+    start_snapshot    text,
     -- The webhook.deliver job River discarded after its last attempt (a
     -- dead letter): deliveries wait at the event it failed on until that
     -- job is retried (POST /v1/dead-letters/{job_id}/retry); the periodic

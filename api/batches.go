@@ -107,7 +107,8 @@ func (h *handlers) registerBatches(api huma.API) {
 			"(GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): operation, 1..10,000 items, each a JSON object. " +
 			"The body may be up to 16 MiB (every other endpoint: 1 MiB).",
 		DefaultStatus: http.StatusAccepted, MaxBodyBytes: MaxBatchBodyBytes,
-		Errors: []int{http.StatusConflict, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity}}, h.createBatch)
+		Responses: alsoOK(api, BatchBody{}, "A repeat of the same request (same idempotency_key, operation and items): the stored batch as it is now."),
+		Errors:    []int{http.StatusConflict, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity}}, h.createBatch)
 	huma.Register(api, huma.Operation{OperationID: "get-batch", Method: http.MethodGet, Path: "/v1/batches/{id}", Summary: "Get a batch with its counters", Tags: tags,
 		Errors: []int{http.StatusNotFound}}, h.getBatch)
 	huma.Register(api, huma.Operation{OperationID: "list-batch-items", Method: http.MethodGet, Path: "/v1/batches/{id}/items", Summary: "A batch's items and their outcomes, in index order", Tags: tags,

@@ -43,7 +43,7 @@ func TestCasesAPIFromCloseOfBusiness(t *testing.T) {
 	l1 := b.cobLoan(t, "b1", "L1", 36_500_000, "2026-01-01", "2026-01-02")
 	l2 := b.cobLoan(t, "b1", "L2", 73_000_000, "2026-01-01", "2026-01-03")
 	other := b.cobLoan(t, "b2", "O1", 1_000_000, "2026-01-01", "2026-02-01")
-	testkit.Start(t, b.Client(t, nil))
+	b.startWorkers(t)
 	b.closeDates(t, "2026-01-01", "2026-01-04")
 
 	var caseID int64
@@ -153,7 +153,7 @@ func TestCasesAPIListAndErrors(t *testing.T) {
 	for i, br := range borrowers {
 		b.cobLoan(t, br, "L-"+br, 1_000_000*int64(i+1), "2026-01-01", "2026-01-02")
 	}
-	testkit.Start(t, b.Client(t, nil))
+	b.startWorkers(t)
 	b.closeDates(t, "2026-01-01", "2026-01-03")
 	testkit.WaitFor(t, 20*time.Second, "a case per borrower", func() bool {
 		return len(b.casesPage(t, "status=OPEN").Cases) == len(borrowers)
@@ -221,7 +221,7 @@ func TestCOBAPILoanAccruals(t *testing.T) {
 	require.NotNil(t, got.Months)
 	require.Empty(t, got.Months, "nothing accrued before the first close")
 
-	testkit.Start(t, b.Client(t, nil))
+	b.startWorkers(t)
 	b.closeDates(t, "2026-01-30", "2026-02-01")
 	rec = b.api.Get(fmt.Sprintf("/v1/loans/%d/accruals", l.ID))
 	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())

@@ -463,6 +463,10 @@ func TestLendingAPIRepayments(t *testing.T) {
 
 	testkit.RequireProblem(t, b.api.Get("/v1/loans/999999999999/repayments"), "not_found", http.StatusNotFound)
 	testkit.RequireProblem(t, b.api.Get(path+"?cursor=%21%21"), "validation_failed", http.StatusUnprocessableEntity)
+
+	// identifier's limit is 128 characters, not bytes.
+	rec = b.api.Post(path, map[string]any{"identifier": strings.Repeat("é", 128), "payer": "DEALER", "amount_minor": 1, "value_date": "2026-04-01"})
+	require.Equal(t, http.StatusCreated, rec.Code, rec.Body.String())
 }
 
 // TestLendingAPIDocumentsEveryStatus: every status a lending operation

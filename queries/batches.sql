@@ -5,8 +5,8 @@
 -- pending. ON CONFLICT DO NOTHING: a concurrent creator of the same key
 -- waits here until the first commits, then gets no row (a replay or a
 -- conflict, decided by the caller from the stored request hash).
-INSERT INTO batch (idempotency_key, request_hash, operation, total, pending)
-VALUES (sqlc.arg(idempotency_key), sqlc.arg(request_hash), sqlc.arg(operation), sqlc.arg(total), sqlc.arg(total))
+INSERT INTO batch (idempotency_key, request_hash, operation, total)
+VALUES (sqlc.arg(idempotency_key), sqlc.arg(request_hash), sqlc.arg(operation), sqlc.arg(total))
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING *;
 
@@ -17,20 +17,47 @@ SELECT sqlc.arg(batch_id), (p.ord - 1)::int, p.payload::json
 FROM unnest(sqlc.arg(payloads)::text[]) WITH ORDINALITY AS p (payload, ord);
 
 -- name: GetBatch :one
-SELECT * FROM batch WHERE id = $1;
+-- A batch with its counters: the sums of its tally rows.
+SELECT b.*, t.succeeded, t.failed
+FROM batch b,
+     LATERAL (SELECT coalesce(sum(bt.succeeded), 0)::int AS succeeded, coalesce(sum(bt.failed), 0)::int AS failed
+              FROM batch_tally bt WHERE bt.batch_id = b.id) t
+WHERE b.id = $1;
 
 -- name: GetBatchByKey :one
-SELECT * FROM batch WHERE idempotency_key = $1;
+SELECT b.*, t.succeeded, t.failed
+FROM batch b,
+     LATERAL (SELECT coalesce(sum(bt.succeeded), 0)::int AS succeeded, coalesce(sum(bt.failed), 0)::int AS failed
+              FROM batch_tally bt WHERE bt.batch_id = b.id) t
+WHERE b.idempotency_key = $1;
 
 -- name: CancelBatch :one
 -- RUNNING → CANCELLED; no row when the batch is not RUNNING (or does not
--- exist). Waits for a chunk transaction that holds the batch row (its
--- counters update) and re-checks the status after it commits, so a batch
--- that chunk completed is not cancelled.
+-- exist). A concurrent completion (CompleteBatch) holds the row until it
+-- commits; the status is re-checked after, so a completed batch is not
+-- cancelled.
 UPDATE batch
 SET status = 'CANCELLED', cancelled_at = now()
 WHERE id = $1 AND status = 'RUNNING'
-RETURNING *;
+RETURNING id;
+
+-- name: CompleteBatch :one
+-- Completes a RUNNING batch whose items are all recorded (the tallies add
+-- up to total), returning it with its counters; no row otherwise. Every
+-- chunk run calls it after its last commit, so the run that commits the
+-- last items sees every tally and completes the batch (a run that checks
+-- earlier sees items pending); two runs that both see the full tallies
+-- meet on the row lock, and the second finds the batch COMPLETED.
+WITH t AS (
+    SELECT coalesce(sum(bt.succeeded), 0)::int AS succeeded, coalesce(sum(bt.failed), 0)::int AS failed
+    FROM batch_tally bt WHERE bt.batch_id = sqlc.arg(batch_id)
+)
+UPDATE batch b
+SET status = 'COMPLETED', completed_at = now()
+FROM t
+WHERE b.id = sqlc.arg(batch_id) AND b.status = 'RUNNING' AND t.succeeded + t.failed = b.total
+RETURNING b.id, b.idempotency_key, b.request_hash, b.operation, b.status, b.total, b.created_at, b.completed_at, b.cancelled_at,
+          t.succeeded, t.failed;
 
 -- name: ClaimBatchItems :many
 -- Claims the next pending items of one chunk (idx in [from_idx, to_idx),
@@ -69,12 +96,9 @@ FOR UPDATE OF i;
 
 -- name: RecordBatchItems :one
 -- Records the outcome of claimed items (status SUCCEEDED with result_id,
--- or FAILED with error_code and error_detail; parallel arrays) and moves
--- the batch's counters by what was recorded, in one statement. The
--- transaction that takes pending to 0 on a RUNNING batch completes it;
--- completed_now says it was this one (the row lock on batch orders the
--- updates, so exactly one does). A CANCELLED batch keeps its status while
--- items that were already running finish.
+-- or FAILED with error_code and error_detail; parallel arrays) and their
+-- tally row, in one statement, returning how many it recorded. The items
+-- are held by the caller's claim, so all of them are recorded.
 WITH d AS (
     SELECT unnest(sqlc.arg(idxs)::int[]) AS idx,
            unnest(sqlc.arg(statuses)::text[]) AS status,
@@ -91,22 +115,13 @@ WITH d AS (
     FROM d
     WHERE i.batch_id = sqlc.arg(batch_id) AND i.idx = d.idx AND i.status = 'PENDING'
     RETURNING i.status
-), c AS (
-    SELECT count(*) FILTER (WHERE done.status = 'SUCCEEDED')::int AS s,
-           count(*) FILTER (WHERE done.status = 'FAILED')::int AS f
+), tally AS (
+    INSERT INTO batch_tally (batch_id, succeeded, failed)
+    SELECT sqlc.arg(batch_id), count(*) FILTER (WHERE done.status = 'SUCCEEDED'), count(*) FILTER (WHERE done.status = 'FAILED')
     FROM done
+    RETURNING succeeded, failed
 )
-UPDATE batch b
-SET succeeded = b.succeeded + c.s,
-    failed = b.failed + c.f,
-    pending = b.pending - c.s - c.f,
-    status = CASE WHEN b.status = 'RUNNING' AND b.pending - c.s - c.f = 0 THEN 'COMPLETED'::batch_status ELSE b.status END,
-    completed_at = CASE WHEN b.status = 'RUNNING' AND b.pending - c.s - c.f = 0 THEN now() ELSE b.completed_at END
-FROM c
-WHERE b.id = sqlc.arg(batch_id)
-RETURNING b.id, b.idempotency_key, b.request_hash, b.operation, b.status, b.total, b.succeeded, b.failed, b.pending,
-          b.created_at, b.completed_at, b.cancelled_at, (c.s + c.f)::int AS recorded,
-          (b.status = 'COMPLETED' AND c.s + c.f > 0)::boolean AS completed_now;
+SELECT (succeeded + failed)::int AS recorded FROM tally;
 
 -- name: CountChunkPending :one
 -- Items of one chunk still PENDING while the batch is RUNNING: left by an

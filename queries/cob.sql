@@ -210,3 +210,6 @@ SELECT DISTINCT c.id FROM collection_item i JOIN collection_case c ON c.id = i.c
 WHERE i.loan_id >= sqlc.arg(id_lo)::bigint AND i.loan_id < sqlc.arg(id_hi)::bigint
   AND i.resolved_at = now() AND c.status = 'CLOSED' AND c.closed_at = now()
 ORDER BY c.id;
+
+-- name: COBChunkCounted :one
+SELECT EXISTS (SELECT 1 FROM cob_chunk WHERE business_date = sqlc.arg(business_date) AND chunk = sqlc.arg(chunk));

@@ -13,6 +13,15 @@ DELETE FROM collection_merge_signal WHERE borrower_id = $1;
 -- name: HasUnattachedItems :one
 SELECT EXISTS (SELECT 1 FROM collection_item WHERE borrower_id = $1 AND case_id IS NULL AND resolved_at IS NULL);
 
+-- name: LockUnattachedItems :many
+-- A merge locks the items it will attach before it locks the case, the
+-- same order as resolvers (items, then their cases), so the two never
+-- wait on each other in a cycle.
+SELECT id FROM collection_item
+WHERE borrower_id = $1 AND case_id IS NULL AND resolved_at IS NULL
+ORDER BY id
+FOR NO KEY UPDATE;
+
 -- name: LockOpenCase :one
 SELECT * FROM collection_case WHERE borrower_id = $1 AND status = 'OPEN' FOR NO KEY UPDATE;
 

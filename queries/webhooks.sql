@@ -2,6 +2,12 @@
 -- internal/webhook. Positions in the events feed are (txid, id) and are
 -- read only below the statement's snapshot xmin, as the feed is
 -- (queries/events.sql): gap-free.
+--
+-- An event e is wanted by a subscription s when its type is one of
+-- s.event_types (NULL: any) and its transaction was not visible to the
+-- snapshot s was created in (s.start_snapshot; NULL once the cursor is past
+-- that snapshot's xmax): new events only. Every query below spells out that
+-- same predicate.
 
 -- name: NextWebhookSubscriptionID :one
 -- The id of a new subscription, drawn before the insert: it is the
@@ -9,12 +15,15 @@
 SELECT nextval(pg_get_serial_sequence('webhook_subscription', 'id'))::bigint AS id;
 
 -- name: InsertWebhookSubscription :one
--- A new subscription starts at the feed's end as a gap-free reader sees it
--- now, (xmin, 0): every event of a transaction below xmin is before it,
--- every event of a later one (still running, or not started) after it.
-INSERT INTO webhook_subscription (id, url, event_types, description, secret_key_id, secret_nonce, secret_ciphertext, cursor_txid, cursor_id)
+-- A new subscription starts at this statement's snapshot: its cursor at the
+-- snapshot's xmin, (xmin, 0) (every event of a transaction below xmin is
+-- before it), and the snapshot kept to skip the transactions between xmin
+-- and xmax it saw committed. So exactly the events of transactions that
+-- commit after it are delivered.
+INSERT INTO webhook_subscription (id, url, event_types, description, secret_key_id, secret_nonce, secret_ciphertext, cursor_txid, cursor_id, start_snapshot)
 VALUES (sqlc.arg(id), sqlc.arg(url), sqlc.narg(event_types)::text[], sqlc.arg(description), sqlc.arg(secret_key_id),
-        sqlc.arg(secret_nonce), sqlc.arg(secret_ciphertext), pg_snapshot_xmin(pg_current_snapshot())::text::bigint, 0)
+        sqlc.arg(secret_nonce), sqlc.arg(secret_ciphertext), pg_snapshot_xmin(pg_current_snapshot())::text::bigint, 0,
+        pg_current_snapshot()::text)
 RETURNING *;
 
 -- name: GetWebhookSubscription :one
@@ -43,6 +52,7 @@ FROM event e
 WHERE (e.txid, e.id) > (sqlc.arg(after_txid)::bigint, sqlc.arg(after_id)::bigint)
   AND e.txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
   AND (sqlc.narg(types)::text[] IS NULL OR e.type = ANY (sqlc.narg(types)::text[]))
+  AND (sqlc.narg(start_snapshot)::text IS NULL OR NOT pg_visible_in_snapshot(e.txid::text::xid8, sqlc.narg(start_snapshot)::text::pg_snapshot))
 ORDER BY e.txid, e.id
 LIMIT sqlc.arg(lim);
 
@@ -51,7 +61,8 @@ LIMIT sqlc.arg(lim);
 -- delivery started at: a deleted subscription, or a cursor that moved
 -- meanwhile, updates nothing and the delivery job stops.
 UPDATE webhook_subscription
-SET cursor_txid = sqlc.arg(to_txid), cursor_id = sqlc.arg(to_id)
+SET cursor_txid = sqlc.arg(to_txid), cursor_id = sqlc.arg(to_id),
+    start_snapshot = CASE WHEN sqlc.arg(to_txid)::bigint >= pg_snapshot_xmax(start_snapshot::pg_snapshot)::text::bigint THEN NULL ELSE start_snapshot END
 WHERE id = sqlc.arg(id) AND cursor_txid = sqlc.arg(from_txid) AND cursor_id = sqlc.arg(from_id);
 
 -- name: LockWebhookSubscriptionAt :one
@@ -98,11 +109,13 @@ WHERE s.stalled_job_id IS NULL
   AND s.id > sqlc.arg(after_id)::bigint
   AND CASE WHEN s.event_types IS NULL THEN
         EXISTS (SELECT 1 FROM event e
-                WHERE (e.txid, e.id) > (s.cursor_txid, s.cursor_id) AND e.txid < h.xmin)
+                WHERE (e.txid, e.id) > (s.cursor_txid, s.cursor_id) AND e.txid < h.xmin
+                  AND (s.start_snapshot IS NULL OR NOT pg_visible_in_snapshot(e.txid::text::xid8, s.start_snapshot::pg_snapshot)))
       ELSE
         EXISTS (SELECT 1 FROM unnest(s.event_types) t (want)
                 CROSS JOIN LATERAL (SELECT 1 FROM event e
                     WHERE e.type = t.want AND (e.txid, e.id) > (s.cursor_txid, s.cursor_id) AND e.txid < h.xmin
+                      AND (s.start_snapshot IS NULL OR NOT pg_visible_in_snapshot(e.txid::text::xid8, s.start_snapshot::pg_snapshot))
                     LIMIT 1) m)
       END
 ORDER BY s.id
@@ -116,29 +129,33 @@ SELECT EXISTS (
     WHERE s.id = sqlc.arg(id)
       AND EXISTS (SELECT 1 FROM event e
                   WHERE (e.txid, e.id) > (s.cursor_txid, s.cursor_id) AND e.txid < h.xmin
-                    AND (s.event_types IS NULL OR e.type = ANY (s.event_types)))
+                    AND (s.event_types IS NULL OR e.type = ANY (s.event_types))
+                    AND (s.start_snapshot IS NULL OR NOT pg_visible_in_snapshot(e.txid::text::xid8, s.start_snapshot::pg_snapshot)))
 )::boolean AS behind;
 
 -- name: SkipUnwantedWebhookEvents :execrows
--- Moves the cursor of subscriptions with a type filter to the feed's end
--- (xmin, 0) when events lie between but none they want: without it, every
--- dispatch would probe past a growing run of unwanted events. Safe against
--- a running delivery: that job moves the cursor only over an event it
--- wants, and none lies in the skipped range (all of it is below xmin, so
--- committed and visible to this statement); its conditional update then
--- finds the cursor moved and it stops.
+-- Moves the cursor of subscriptions to the feed's end (xmin, 0) when
+-- events lie between but none they want (another type, or committed before
+-- the subscription): without it, every dispatch would probe past a growing
+-- run of unwanted events. Safe against a running delivery: that job moves
+-- the cursor only over an event it wants, and none lies in the skipped
+-- range (all of it is below xmin, so committed and visible to this
+-- statement); its conditional update then finds the cursor moved and it
+-- stops. Subscriptions without a filter or start snapshot never have
+-- unwanted events and are left out.
 WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin)
 UPDATE webhook_subscription s
-SET cursor_txid = h.xmin, cursor_id = 0
+SET cursor_txid = h.xmin, cursor_id = 0,
+    start_snapshot = CASE WHEN h.xmin >= pg_snapshot_xmax(s.start_snapshot::pg_snapshot)::text::bigint THEN NULL ELSE s.start_snapshot END
 FROM h
-WHERE s.event_types IS NOT NULL
+WHERE (s.event_types IS NOT NULL OR s.start_snapshot IS NOT NULL)
   AND s.stalled_job_id IS NULL
   AND (s.cursor_txid, s.cursor_id) < (h.xmin, 0)
   AND EXISTS (SELECT 1 FROM event e WHERE (e.txid, e.id) > (s.cursor_txid, s.cursor_id) AND e.txid < h.xmin)
-  AND NOT EXISTS (SELECT 1 FROM unnest(s.event_types) t (want)
-                  CROSS JOIN LATERAL (SELECT 1 FROM event e
-                      WHERE e.type = t.want AND (e.txid, e.id) > (s.cursor_txid, s.cursor_id) AND e.txid < h.xmin
-                      LIMIT 1) m);
+  AND NOT EXISTS (SELECT 1 FROM event e
+                  WHERE (e.txid, e.id) > (s.cursor_txid, s.cursor_id) AND e.txid < h.xmin
+                    AND (s.event_types IS NULL OR e.type = ANY (s.event_types))
+                    AND (s.start_snapshot IS NULL OR NOT pg_visible_in_snapshot(e.txid::text::xid8, s.start_snapshot::pg_snapshot)));
 
 -- name: DeleteOldWebhookDeliveries :execrows
 -- One small batch of delivered rows older than the cutoff (the event
@@ -150,3 +167,12 @@ WHERE d.id IN (
     WHERE o.created_at < sqlc.arg(cutoff)::timestamptz AND o.delivered_at IS NOT NULL
     LIMIT sqlc.arg(lim)
 );
+
+-- name: RelaxWebhookCommit :exec
+-- The transaction that records a delivery commits without waiting for its
+-- WAL flush: if the server crashes, the last few hundred milliseconds of
+-- cursor moves may be lost and those events are sent again — which
+-- at-least-once delivery allows (receivers de-duplicate on the event id) —
+-- while one subscription's deliveries, strictly one after another, no
+-- longer wait for a disk flush each.
+SELECT set_config('synchronous_commit', 'off', true)::text AS setting;

@@ -98,6 +98,10 @@ func runBenchCases(ctx context.Context, args []string, getenv func(string) strin
 	fmt.Fprintf(stdout, "workers: RIVERBANK_WORKERS=%d (case.merge on the default queue: %d; cob queue %d), chunk size %d, mode %s\n",
 		workers, jobs.Queues(workers)[jobs.QueueDefault].MaxWorkers, jobs.Queues(workers)[jobs.QueueCOB].MaxWorkers, chunkSize, mode)
 
+	self0, back0, err := cpuTicks(ctx, env.pool)
+	if err != nil {
+		return err
+	}
 	resetPeakRSS()
 	before, err := env.q.BenchCOBCounters(ctx)
 	if err != nil {
@@ -171,6 +175,10 @@ func runBenchCases(ctx context.Context, args []string, getenv func(string) strin
 		}
 	}
 	peak := readPeakRSS()
+	self1, back1, err := cpuTicks(ctx, env.pool)
+	if err != nil {
+		return err
+	}
 	after, err := env.q.BenchCOBCounters(ctx)
 	if err != nil {
 		return err
@@ -190,6 +198,7 @@ func runBenchCases(ctx context.Context, args []string, getenv func(string) strin
 		chk.OpenCases, chk.OverdueBorrowers, chk.DuplicateOpen, chk.BorrowersWithoutOneOpenCase)
 	fmt.Fprintf(stdout, "  overdue loans %d, open items %d, in their borrower's OPEN case %d, overdue loans without an open item %d\n",
 		chk.OverdueLoans, chk.OpenItems, chk.ItemsInOwnOpenCase, chk.OverdueLoansWithoutItem)
+	fmt.Fprintf(stdout, "  CPU (from the start, including the overdue transaction): Postgres backends %.1f s + this process %.1f s\n", float64(back1-back0)/100, float64(self1-self0)/100)
 	fmt.Fprintf(stdout, "  peak RSS of this process: %s; WAL %s; database growth %s\n", bench.MiB(peak), bench.MiB(after.WalBytes-before.WalBytes), bench.MiB(after.DbBytes-before.DbBytes))
 	ok := chk.DuplicateOpen == 0 && chk.BorrowersWithoutOneOpenCase == 0 && chk.OverdueLoans == int64(s.loans) &&
 		chk.OpenItems == chk.OverdueLoans && chk.ItemsInOwnOpenCase == chk.OpenItems && chk.OverdueLoansWithoutItem == 0 &&

@@ -14,8 +14,11 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"runtime"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -63,6 +66,7 @@ type cobBenchOpts struct {
 	keep       bool
 	template   bool
 	yearSample int
+	trace      bool
 }
 
 const cobBenchHelp = `Close-of-business benchmark, workers in this process.
@@ -106,6 +110,7 @@ func runBenchCOB(ctx context.Context, args []string, getenv func(string) string,
 	fs.BoolVar(&o.keep, "keep", false, "keep the bench database (its name is printed)")
 	fs.BoolVar(&o.template, "template", false, "keep the seeded database as a template named after the seed and reuse it on the next run with the same seed and schema")
 	fs.IntVar(&o.yearSample, "year-sample", 100_000, "loans in the accrual-history-per-year projection (0: skip)")
+	fs.BoolVar(&o.trace, "trace", false, "print per date the statements that took longest (client-side time, all connections of this process)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -153,11 +158,15 @@ func runBenchCOB(ctx context.Context, args []string, getenv func(string) string,
 	var results []*cobDateResult
 	for i := range o.dates {
 		d := o.seed.date.AddDate(0, 0, i)
+		env.tracer.print(io.Discard, 0) // reset
 		res, err := env.closeDate(ctx, d, o.checkpoint, 30*time.Minute)
 		if err != nil {
 			return fmt.Errorf("close %s: %w", d.Format(cob.DateLayout), err)
 		}
 		res.print(stdout)
+		if o.trace {
+			env.tracer.print(stdout, 25)
+		}
 		if d.Day() == 1 {
 			if err := printAccrualMonthSize(ctx, env.q, stdout); err != nil {
 				return err
@@ -172,9 +181,9 @@ func runBenchCOB(ctx context.Context, args []string, getenv func(string) string,
 	}
 	fmt.Fprintf(stdout, "\nsummary (%d loans, chunk %d, workers %d, load average now %s):\n", o.seed.loans, o.chunkSize, o.workers, loadAverage())
 	for _, r := range results {
-		fmt.Fprintf(stdout, "  %s  completed %6.1fs  trial balance %6.1fs  %8.0f loans/s  peak RSS %s  WAL %s  growth %s  balanced=%v\n",
-			r.date.Format(cob.DateLayout), r.completed.Seconds(), r.trialBalance.Seconds(), r.loansPerSec(), bench.MiB(r.peakRSS),
-			bench.MiB(r.walBytes), bench.MiB(r.growth), r.balanced)
+		fmt.Fprintf(stdout, "  %s  completed %6.1fs  trial balance %6.1fs  %8.0f loans/s  CPU %6.1fs  peak RSS %s  WAL %s  growth %s  balanced=%v\n",
+			r.date.Format(cob.DateLayout), r.completed.Seconds(), r.trialBalance.Seconds(), r.loansPerSec(), (r.cpuBackends + r.cpuSelf).Seconds(),
+			bench.MiB(r.peakRSS), bench.MiB(r.walBytes), bench.MiB(r.growth), r.balanced)
 	}
 	fmt.Fprintf(stdout, "peak RSS of this process over the whole bench (seeding included): %s\n", bench.MiB(bench.PeakRSS()))
 	return nil
@@ -238,6 +247,48 @@ func readPeakRSS() int64 {
 		}
 	}
 	return bench.PeakRSS()
+}
+
+// cpuTicks is the CPU time (user + system, in clock ticks of 1/100 s) of
+// this process and of the Postgres backends connected to the bench
+// database (same machine), so a figure can be judged on a shared machine
+// whatever else runs: wall time on an idle machine is at least the total
+// divided by the cores. Background processes (checkpointer, WAL writer,
+// autovacuum) are not included.
+func cpuTicks(ctx context.Context, pool *pgxpool.Pool) (self, backends int64, err error) {
+	self = procTicks("self")
+	rows, err := pool.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+	if err != nil {
+		return 0, 0, err
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, pid := range pids {
+		backends += procTicks(strconv.Itoa(int(pid)))
+	}
+	return self, backends, nil
+}
+
+// procTicks reads utime + stime from /proc/<pid>/stat (0 when unreadable).
+func procTicks(pid string) int64 {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may contain spaces) in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + st
 }
 
 // cobBenchDatabase creates the bench database next to adminDSN's and seeds
@@ -559,7 +610,79 @@ type cobEnv struct {
 	q      *db.Queries
 	svcs   *domains.Services
 	client *river.Client[pgx.Tx]
+	tracer *sqlTracer
 	stop   func()
+}
+
+// sqlTracer adds up, per SQL text, how often and how long (client side:
+// round trip, waits included) the bench process's queries ran: River's
+// and the workers' alike. --trace prints the top of it.
+type sqlTracer struct {
+	mu    sync.Mutex
+	stats map[string]*sqlStat
+}
+
+type sqlStat struct {
+	calls int64
+	total time.Duration
+}
+
+type sqlTraceKey struct{}
+
+type sqlTraceStart struct {
+	sql string
+	at  time.Time
+}
+
+func (t *sqlTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	return context.WithValue(ctx, sqlTraceKey{}, sqlTraceStart{d.SQL, time.Now()})
+}
+
+func (t *sqlTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
+	st, ok := ctx.Value(sqlTraceKey{}).(sqlTraceStart)
+	if !ok {
+		return
+	}
+	d := time.Since(st.at)
+	key := strings.Join(strings.Fields(st.sql), " ")
+	if i := strings.Index(key, "-- name: "); i >= 0 {
+		// sqlc queries start with their name
+		key = key[i+9:]
+	}
+	if len(key) > 90 {
+		key = key[:90]
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stats == nil {
+		t.stats = map[string]*sqlStat{}
+	}
+	s := t.stats[key]
+	if s == nil {
+		s = &sqlStat{}
+		t.stats[key] = s
+	}
+	s.calls++
+	s.total += d
+}
+
+// print writes the n statements that took longest in total, and resets.
+func (t *sqlTracer) print(w io.Writer, n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	keys := make([]string, 0, len(t.stats))
+	var all time.Duration
+	for k, s := range t.stats {
+		keys = append(keys, k)
+		all += s.total
+	}
+	sort.Slice(keys, func(i, j int) bool { return t.stats[keys[i]].total > t.stats[keys[j]].total })
+	fmt.Fprintf(w, "  statements by total client-side time (all connections, %.1f s in all):\n", all.Seconds())
+	for _, k := range keys[:min(n, len(keys))] {
+		s := t.stats[k]
+		fmt.Fprintf(w, "    %8.2f s %7d calls %8.3f ms/call  %s\n", s.total.Seconds(), s.calls, float64(s.total.Microseconds())/1000/float64(s.calls), k)
+	}
+	t.stats = nil
 }
 
 func startCOBWorkers(ctx context.Context, dsn string, workers, chunkSize int, stderr io.Writer) (*cobEnv, error) {
@@ -582,8 +705,19 @@ func startCOBWorkers(ctx context.Context, dsn string, workers, chunkSize int, st
 	for _, q := range jobs.Queues(cfg.Workers) {
 		conns += q.MaxWorkers
 	}
-	pool, err := server.Connect(ctx, dsn, int32(conns))
+	pc, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
+		return nil, err
+	}
+	pc.MaxConns = int32(conns)
+	tracer := &sqlTracer{}
+	pc.ConnConfig.Tracer = tracer
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, err
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
 		return nil, err
 	}
 	inserter, err := jobs.NewClient(pool, cfg, logger, nil)
@@ -607,7 +741,7 @@ func startCOBWorkers(ctx context.Context, dsn string, workers, chunkSize int, st
 		pool.Close()
 		return nil, err
 	}
-	env := &cobEnv{pool: pool, q: store.Queries(), svcs: svcs, client: client}
+	env := &cobEnv{pool: pool, q: store.Queries(), svcs: svcs, client: client, tracer: tracer}
 	env.stop = func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
@@ -628,6 +762,7 @@ type cobDateResult struct {
 	itemsOpened, borrowers int64
 	peakRSS                int64
 	walBytes, growth       int64
+	cpuSelf, cpuBackends   time.Duration // CPU time during the date (see cpuTicks)
 	balanced               bool
 	tb                     json.RawMessage
 	chunkStats             db.BenchCOBChunkStatsRow
@@ -645,6 +780,10 @@ func (e *cobEnv) closeDate(ctx context.Context, d time.Time, checkpoint bool, ti
 		}
 	}
 	before, err := e.q.BenchCOBCounters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	self0, back0, err := cpuTicks(ctx, e.pool)
 	if err != nil {
 		return nil, err
 	}
@@ -694,6 +833,11 @@ func (e *cobEnv) closeDate(ctx context.Context, d time.Time, checkpoint bool, ti
 		}
 	}
 	res.peakRSS = readPeakRSS()
+	self1, back1, err := cpuTicks(ctx, e.pool)
+	if err != nil {
+		return nil, err
+	}
+	res.cpuSelf, res.cpuBackends = time.Duration(self1-self0)*10*time.Millisecond, time.Duration(back1-back0)*10*time.Millisecond
 	after, err := e.q.BenchCOBCounters(ctx)
 	if err != nil {
 		return nil, err
@@ -732,6 +876,8 @@ func (r *cobDateResult) print(w io.Writer) {
 	cs := r.chunkStats
 	fmt.Fprintf(w, "  chunk jobs: p50 %.3f s, p95 %.3f s, max %.3f s; %.1f job-seconds over a %.2f s span (%.2f in flight on average); most attempts %d\n",
 		cs.P50Seconds, cs.P95Seconds, cs.MaxSeconds, cs.BusySeconds, cs.SpanSeconds, cs.BusySeconds/max(cs.SpanSeconds, 1e-9), cs.MaxAttempt)
+	fmt.Fprintf(w, "  CPU until the merges were done: Postgres backends %.1f s + this process %.1f s = %.1f s (%.1f s on %d idle cores at best)\n",
+		r.cpuBackends.Seconds(), r.cpuSelf.Seconds(), (r.cpuBackends + r.cpuSelf).Seconds(), (r.cpuBackends+r.cpuSelf).Seconds()/float64(runtime.NumCPU()), runtime.NumCPU())
 	fmt.Fprintf(w, "  peak RSS of this process during the date: %s\n", bench.MiB(r.peakRSS))
 	fmt.Fprintf(w, "  WAL: %s (%.0f B/loan); database growth: %s\n", bench.MiB(r.walBytes), float64(r.walBytes)/float64(max(r.loans, 1)), bench.MiB(r.growth))
 }
@@ -754,30 +900,50 @@ func printAccrualMonthSize(ctx context.Context, q *db.Queries, w io.Writer) erro
 // monthly rollovers of n loans written into a copy of loan_accrual_month
 // (same columns and index), month after month as close of business writes
 // them, so the deduplicated index holds a posting list of 12 months per
-// loan as it would after a year.
+// loan as it would after a year. The amounts come from the loans' current
+// accruals (a month's interest is about 30 days of it). For comparison the
+// same rows go into a variant that stores zero amounts as NULL (a NULL
+// takes no space; most loans accrue no penalty, no late fee, and either no
+// dealer or no manufacturer interest).
 func projectAccrualYear(ctx context.Context, pool *pgxpool.Pool, n int, w io.Writer) error {
 	t0 := time.Now()
-	if _, err := pool.Exec(ctx, "DROP TABLE IF EXISTS bench_accrual_year; CREATE TABLE bench_accrual_year (LIKE loan_accrual_month INCLUDING ALL)"); err != nil {
+	if _, err := pool.Exec(ctx, `DROP TABLE IF EXISTS bench_accrual_year, bench_accrual_year_nulls;
+		CREATE TABLE bench_accrual_year (LIKE loan_accrual_month INCLUDING ALL);
+		CREATE TABLE bench_accrual_year_nulls (
+		    loan_id bigint NOT NULL, interest_dealer_minor bigint, interest_manufacturer_minor bigint,
+		    penalty_minor bigint, late_fee_minor bigint, month date NOT NULL);
+		CREATE INDEX ON bench_accrual_year_nulls (loan_id)`); err != nil {
 		return err
 	}
-	defer pool.Exec(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS bench_accrual_year") //nolint:errcheck
+	defer pool.Exec(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS bench_accrual_year, bench_accrual_year_nulls") //nolint:errcheck
 	for m := range 12 {
-		if _, err := pool.Exec(ctx, `INSERT INTO bench_accrual_year (loan_id, month, interest_dealer_minor, interest_manufacturer_minor, penalty_minor, late_fee_minor)
-			SELECT id, (coalesce(acc_month, date_trunc('month', start_date)::date) + make_interval(months => $2))::date,
-			       30 * (interest_outstanding_dealer_minor / greatest(1, extract(day FROM last_closed_date)::int)),
-			       30 * (interest_outstanding_manufacturer_minor / greatest(1, extract(day FROM last_closed_date)::int)),
-			       penalty_outstanding_minor, late_fee_outstanding_minor
-			FROM loan WHERE id <= (SELECT min(id) FROM loan) + $1 - 1 ORDER BY id`, n, m); err != nil {
+		if _, err := pool.Exec(ctx, `WITH src AS (
+			SELECT id, (coalesce(acc_month, date_trunc('month', start_date)::date) + make_interval(months => $2))::date AS month,
+			       month_interest_dealer_minor * 30 / greatest(1, last_closed_date - start_date + 1) AS d,
+			       month_interest_manufacturer_minor * 30 / greatest(1, last_closed_date - start_date + 1) AS m,
+			       month_penalty_minor AS p, month_late_fee_minor AS f
+			FROM loan WHERE id <= (SELECT min(id) FROM loan) + $1 - 1 ORDER BY id
+		), a AS (
+			INSERT INTO bench_accrual_year (loan_id, month, interest_dealer_minor, interest_manufacturer_minor, penalty_minor, late_fee_minor)
+			SELECT id, month, d, m, p, f FROM src
+		)
+		INSERT INTO bench_accrual_year_nulls (loan_id, month, interest_dealer_minor, interest_manufacturer_minor, penalty_minor, late_fee_minor)
+		SELECT id, month, nullif(d, 0), nullif(m, 0), nullif(p, 0), nullif(f, 0) FROM src`, n, m); err != nil {
 			return fmt.Errorf("project month %d: %w", m, err)
 		}
 	}
-	var rows, heap, idx int64
-	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM bench_accrual_year), pg_relation_size('bench_accrual_year'), pg_indexes_size('bench_accrual_year')`).Scan(&rows, &heap, &idx); err != nil {
-		return err
+	fmt.Fprintf(w, "\naccrual history per loan-year (%d loans × 12 monthly rollovers into a copy of loan_accrual_month, %s):\n", n, time.Since(t0).Round(time.Millisecond))
+	for _, t := range []struct{ table, label string }{
+		{"bench_accrual_year", "as stored (loan_accrual_month)"},
+		{"bench_accrual_year_nulls", "variant: zero amounts as NULL"},
+	} {
+		var rows, heap, idx int64
+		if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM `+t.table+`), pg_relation_size('`+t.table+`'), pg_indexes_size('`+t.table+`')`).Scan(&rows, &heap, &idx); err != nil {
+			return err
+		}
+		loans := float64(rows) / 12
+		fmt.Fprintf(w, "  %-32s heap %4.0f B + index %3.0f B = %4.0f B per loan-year (%.1f B per loan-month)\n",
+			t.label+":", float64(heap)/loans, float64(idx)/loans, float64(heap+idx)/loans, float64(heap+idx)/float64(rows))
 	}
-	loans := rows / 12
-	fmt.Fprintf(w, "\naccrual history per loan-year (%d loans × 12 monthly rollovers into a copy of loan_accrual_month, %s):\n", loans, time.Since(t0).Round(time.Millisecond))
-	fmt.Fprintf(w, "  heap %.0f B + index %.0f B = %.0f B per loan-year (%.1f B per loan-month)\n",
-		float64(heap)/float64(loans), float64(idx)/float64(loans), float64(heap+idx)/float64(loans), float64(heap+idx)/float64(rows))
 	return nil
 }

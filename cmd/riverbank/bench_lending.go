@@ -208,6 +208,8 @@ type lendingPhase struct {
 	repIDs     []int64
 	drain      time.Duration // load stop → last restoration
 	restoreLag bench.Latencies
+	waits      map[string]int // sampled Postgres wait events of this database's backends
+	samples    int
 }
 
 func (p *lendingPhase) fail(op string, status int, err error, prob *bench.Problem) {
@@ -407,7 +409,15 @@ func benchLendingLoad(ctx context.Context, dsn string, o lendingBenchOpts, stdou
 
 	var phases []*lendingPhase
 	runPhase := func(name string, rate float64) (*lendingPhase, error) {
+		stop := make(chan struct{})
+		waitsDone := make(chan struct{})
+		var waits map[string]int
+		var samples int
+		go func() { waits, samples = sampleWaits(ctx, pool, stop); close(waitsDone) }()
 		p := runLendingPhase(ctx, c, name, run, lines, lineCur, o, rate)
+		close(stop)
+		<-waitsDone
+		p.waits, p.samples = waits, samples
 		phases = append(phases, p)
 		d, err := waitRestored(ctx, pool, p.repIDs, o.drainTimeout)
 		if err != nil {
@@ -486,6 +496,15 @@ func benchLendingLoad(ctx context.Context, dsn string, o lendingBenchOpts, stdou
 			}
 			fmt.Fprintf(stdout, "    errors: %s\n", strings.Join(parts, ", "))
 		}
+		if total := sumValues(p.waits); total > 0 {
+			var parts []string
+			keys := slices.SortedFunc(maps.Keys(p.waits), func(a, b string) int { return p.waits[b] - p.waits[a] })
+			for _, k := range keys[:min(len(keys), 6)] {
+				parts = append(parts, fmt.Sprintf("%s %.0f%%", k, 100*float64(p.waits[k])/float64(total)))
+			}
+			fmt.Fprintf(stdout, "    Postgres (active backends of this database, %d samples, %.1f active on average): %s\n",
+				p.samples, float64(total)/float64(max(p.samples, 1)), strings.Join(parts, ", "))
+		}
 		fmt.Fprintf(stdout, "    restore lag (restored_at − repayment.created_at, %d restorations): p50 %s, p95 %s, p99 %s, max %s; last restored %s after the load stopped; credit.restore jobs retried %d, not completed %d\n",
 			p.restoreLag.Count(), p.restoreLag.Percentile(50).Round(time.Millisecond), p.restoreLag.Percentile(95).Round(time.Millisecond),
 			p.restoreLag.Percentile(99).Round(time.Millisecond), p.restoreLag.Percentile(100).Round(time.Millisecond),
@@ -538,4 +557,62 @@ func benchLendingLoad(ctx context.Context, dsn string, o lendingBenchOpts, stdou
 	fmt.Fprintf(stdout, "  invariant used_minor == Σ principal_outstanding of the line's loans: %s (%d/%d lines match; Σ used %d, Σ outstanding %d; %d loans, %d REPAID; %d lines at 0)\n",
 		verdict, len(lines)-bad, len(lines), used, outstanding, loans, repaid, zero)
 	return res, nil
+}
+
+func sumValues(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// sampleWaits samples, every 50 ms until stop is closed, what this
+// database's active client backends are doing: the wait event (CPU when
+// none) and the statement (its sqlc name, or its first word). It returns
+// the counts and the number of samples.
+func sampleWaits(ctx context.Context, pool *pgxpool.Pool, stop <-chan struct{}) (map[string]int, int) {
+	out := map[string]int{}
+	samples := 0
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return out, samples
+		case <-ctx.Done():
+			return out, samples
+		case <-t.C:
+		}
+		rows, err := pool.Query(ctx, `SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU'), query
+			FROM pg_stat_activity
+			WHERE datname = current_database() AND state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()`)
+		if err != nil {
+			continue
+		}
+		samples++
+		for rows.Next() {
+			var wait, query string
+			if rows.Scan(&wait, &query) != nil {
+				continue
+			}
+			out[wait+" ("+statementName(query)+")"]++
+		}
+		rows.Close()
+	}
+}
+
+// statementName is a query's sqlc name ("-- name: X :one") or its first
+// word in lower case.
+func statementName(q string) string {
+	q = strings.TrimSpace(q)
+	if rest, ok := strings.CutPrefix(q, "-- name: "); ok {
+		if f := strings.Fields(rest); len(f) > 0 {
+			return f[0]
+		}
+	}
+	if f := strings.Fields(q); len(f) > 0 {
+		return strings.ToLower(strings.TrimSuffix(f[0], ";"))
+	}
+	return "?"
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -59,6 +61,21 @@ cluster is stopped on exit; its data is kept for the next run.`, stderr)
 		cfg.APITokens = []string{tok}
 	}
 	cfg.Migrate = true
+	// Webhooks work out of the box: receivers on this machine are allowed
+	// (unless RIVERBANK_WEBHOOK_ALLOW_PRIVATE is given), and secrets are
+	// encrypted with a key kept next to the dev token.
+	explicit := getenv("RIVERBANK_WEBHOOK_ALLOW_PRIVATE") != ""
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "webhook-allow-private" })
+	if !explicit {
+		cfg.WebhookAllowPrivate = true
+	}
+	if len(cfg.WebhookKeys) == 0 {
+		key, err := devWebhookKey()
+		if err != nil {
+			return err
+		}
+		cfg.WebhookKeys = [][]byte{key}
+	}
 
 	app, err := server.New(ctx, cfg, logger)
 	if err != nil {
@@ -104,6 +121,29 @@ func devToken() (string, error) {
 		return "", fmt.Errorf("write dev token: %w", err)
 	}
 	return tok, nil
+}
+
+// devWebhookKey returns the webhook key stored in .riverbank/webhook-key,
+// creating a random one the first time, so subscriptions made in dev keep
+// working across restarts.
+func devWebhookKey() ([]byte, error) {
+	path := filepath.Join(devDir, "webhook-key")
+	if b, err := os.ReadFile(path); err == nil {
+		if key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b))); err == nil && len(key) == 32 {
+			return key, nil
+		}
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(devDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", devDir, err)
+	}
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("write dev webhook key: %w", err)
+	}
+	return key, nil
 }
 
 func redactURL(u string) string {

@@ -21,9 +21,9 @@
 // that sits on the claiming transaction (the domain's own InTx becomes a
 // savepoint: an item that fails rolls back its own writes and nothing
 // else), and records every outcome — SUCCEEDED with the result's id, or
-// FAILED with the domain's client-safe code and message — together with
-// the batch's counters in that same transaction. So an item's effect, its
-// status and the counters commit or roll back together:
+// FAILED with the domain's client-safe code and message — and the group's
+// tally row in that same transaction. So an item's effect, its status and
+// its count commit or roll back together:
 //
 //   - a runner killed mid-group loses its uncommitted group, rows and
 //     statuses alike; the items are PENDING again and the rescued job
@@ -57,10 +57,20 @@
 //
 // # Counting and completion
 //
-// succeeded, failed and pending live on the batch row and move in the
-// transaction that records the items; the transaction that takes pending
-// to 0 on a RUNNING batch sets it COMPLETED with completed_at and appends
-// batch.completed (events.AppendTx) before it commits.
+// Counters live in the database as tally rows (batch_tally), one per
+// transaction that recorded items, written with those items; succeeded and
+// failed are their sums and pending = total − succeeded − failed. There is
+// no counter on the batch row on purpose: every chunk transaction would
+// lock that one row until it commits, so the commits of all chunks — on
+// every instance — would follow one another, one fsync at a time. After
+// its last commit every chunk run tries to complete the batch: one short
+// transaction sets a RUNNING batch whose tallies add up to total COMPLETED
+// with completed_at and appends batch.completed (events.AppendTx). The run
+// that commits the last items sees every tally, so it is the one; two runs
+// that both see them meet on the batch row and the second finds it
+// COMPLETED. A run cut off between its last commit and that step is run
+// again by River, and a chunk that exhausts its attempts is a dead letter
+// an operator retries (GET /v1/dead-letters).
 //
 // # Cancel
 //
@@ -213,10 +223,11 @@ type Batch struct {
 	CancelledAt    *time.Time
 }
 
-func batchFromRow(r db.Batch) *Batch {
+// batchFromRow is a batch row with its counters (the sums of its tallies).
+func batchFromRow(r db.GetBatchRow) *Batch {
 	return &Batch{
 		ID: r.ID, IdempotencyKey: r.IdempotencyKey, Operation: string(r.Operation), Status: string(r.Status),
-		Total: int(r.Total), Succeeded: int(r.Succeeded), Failed: int(r.Failed), Pending: int(r.Pending),
+		Total: int(r.Total), Succeeded: int(r.Succeeded), Failed: int(r.Failed), Pending: int(r.Total - r.Succeeded - r.Failed),
 		CreatedAt: r.CreatedAt, CompletedAt: r.CompletedAt, CancelledAt: r.CancelledAt,
 	}
 }
@@ -295,7 +306,7 @@ func (s *Service) Create(ctx context.Context, in CreateInput) (*Batch, bool, err
 				return riverbank.Errorf(riverbank.EIDEMPOTENCYCONFLICT, "idempotency_key %q was used for a different batch (%d)", in.IdempotencyKey, existing.ID).
 					WithDetail("batch_id", existing.ID)
 			}
-			out = batchFromRow(existing)
+			out = batchFromRow(db.GetBatchRow(existing))
 			return nil
 		}
 		if err != nil {
@@ -315,7 +326,8 @@ func (s *Service) Create(ctx context.Context, in CreateInput) (*Batch, bool, err
 		if _, err := tx.InsertMany(ctx, params); err != nil {
 			return err
 		}
-		out, created = batchFromRow(row), true
+		out, created = batchFromRow(db.GetBatchRow{ID: row.ID, IdempotencyKey: row.IdempotencyKey, RequestHash: row.RequestHash, Operation: row.Operation,
+			Status: row.Status, Total: row.Total, CreatedAt: row.CreatedAt, CompletedAt: row.CompletedAt, CancelledAt: row.CancelledAt}), true
 		return nil
 	})
 	return out, created, err
@@ -337,10 +349,9 @@ func (s *Service) Get(ctx context.Context, id int64) (*Batch, error) {
 // (they stay PENDING); items already running finish. Cancelling a
 // CANCELLED batch returns it; a COMPLETED batch is invalid_transition.
 func (s *Service) Cancel(ctx context.Context, id int64) (*Batch, error) {
-	q := s.store.Queries()
-	r, err := q.CancelBatch(ctx, id)
+	_, err := s.store.Queries().CancelBatch(ctx, id)
 	if err == nil {
-		return batchFromRow(r), nil
+		return s.Get(ctx, id)
 	}
 	if !db.IsNotFound(err) {
 		return nil, fmt.Errorf("cancel batch: %w", err)

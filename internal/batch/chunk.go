@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"riverbank"
 	"riverbank/internal/db"
@@ -65,7 +66,6 @@ func (s *Service) RunChunk(ctx context.Context, args ChunkArgs, final bool) (Chu
 		res.Succeeded += g.succeeded
 		res.Failed += g.failed
 		res.Deferred += g.deferred
-		res.Completed = res.Completed || g.completed
 	}
 	after := args.From - 1
 	for {
@@ -100,7 +100,29 @@ func (s *Service) RunChunk(ctx context.Context, args ChunkArgs, final bool) (Chu
 	if left > 0 {
 		return res, fmt.Errorf("batch %d items [%d, %d): %d still pending (%d deferred by internal errors): %w", args.BatchID, args.From, args.To, left, res.Deferred, ErrChunkUnfinished)
 	}
-	return res, nil
+	res.Completed, err = s.completeIfDone(ctx, args.BatchID)
+	return res, err
+}
+
+// completeIfDone completes the batch if every item is recorded, appending
+// batch.completed in the completing transaction. Every chunk run calls it
+// after its last commit (and a run cut off before calling it is run again
+// by River), so the batch completes once its last item is recorded.
+func (s *Service) completeIfDone(ctx context.Context, batchID int64) (bool, error) {
+	completed := false
+	err := s.store.InTx(ctx, func(tx *db.Tx) error {
+		r, err := tx.CompleteBatch(ctx, batchID)
+		if db.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("complete batch: %w", err)
+		}
+		completed = true
+		b := batchFromRow(db.GetBatchRow(r))
+		return events.AppendTx(ctx, tx, events.BatchCompleted, "batch", events.ID(b.ID), b)
+	})
+	return completed && err == nil, err
 }
 
 // runSingly does the pending items of args after after one per
@@ -129,7 +151,6 @@ type groupOutcome struct {
 	claimed                     int
 	last                        int
 	succeeded, failed, deferred int
-	completed                   bool
 }
 
 // internalDetail is what a failed item shows for an internal error; the
@@ -173,7 +194,8 @@ func (s *Service) runGroup(ctx context.Context, op string, args ChunkArgs, after
 			p.Statuses = append(p.Statuses, status)
 			p.ResultIds = append(p.ResultIds, resultID)
 			p.ErrorCodes = append(p.ErrorCodes, code)
-			p.ErrorDetails = append(p.ErrorDetails, detail)
+			// A message may quote client text: keep it storable.
+			p.ErrorDetails = append(p.ErrorDetails, strings.ToValidUTF8(strings.ReplaceAll(detail, "\x00", "\uFFFD"), "\uFFFD"))
 		}
 		for _, r := range rows {
 			if failAll {
@@ -199,29 +221,20 @@ func (s *Service) runGroup(ctx context.Context, op string, args ChunkArgs, after
 		if len(p.Idxs) == 0 {
 			return nil
 		}
-		rec, err := tx.RecordBatchItems(ctx, p)
+		recorded, err := tx.RecordBatchItems(ctx, p)
 		if err != nil {
 			return fmt.Errorf("record batch items: %w", err)
 		}
-		if int(rec.Recorded) != len(p.Idxs) {
+		if int(recorded) != len(p.Idxs) {
 			// Only this transaction holds the claimed rows: a mismatch is
 			// a bug, and committing would make the counters lie.
-			return fmt.Errorf("record batch items: %d of %d recorded", rec.Recorded, len(p.Idxs))
+			return fmt.Errorf("record batch items: %d of %d recorded", recorded, len(p.Idxs))
 		}
 		for _, st := range p.Statuses {
 			if st == ItemSucceeded {
 				g.succeeded++
 			} else {
 				g.failed++
-			}
-		}
-		if rec.CompletedNow {
-			g.completed = true
-			b := batchFromRow(db.Batch{ID: rec.ID, IdempotencyKey: rec.IdempotencyKey, RequestHash: rec.RequestHash, Operation: rec.Operation,
-				Status: rec.Status, Total: rec.Total, Succeeded: rec.Succeeded, Failed: rec.Failed, Pending: rec.Pending,
-				CreatedAt: rec.CreatedAt, CompletedAt: rec.CompletedAt, CancelledAt: rec.CancelledAt})
-			if err := events.AppendTx(ctx, tx, events.BatchCompleted, "batch", events.ID(b.ID), b); err != nil {
-				return err
 			}
 		}
 		return nil

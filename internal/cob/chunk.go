@@ -9,8 +9,8 @@ import (
 	"riverbank/internal/collection"
 	"riverbank/internal/db"
 	"riverbank/internal/events"
-	"riverbank/internal/lending"
 	"riverbank/internal/ledger"
+	"riverbank/internal/lending"
 )
 
 // accrualKinds are the ledger entries a chunk posts, each aggregated over
@@ -121,6 +121,16 @@ func (s *Service) RunChunk(ctx context.Context, a ChunkArgs) (ChunkResult, error
 		if err != nil {
 			return fmt.Errorf("read run: %w", err)
 		}
+		// A chunk counted before (its job ran again after a commit River
+		// did not record) does nothing: loans it left failed are closed by
+		// retry-failures, never under the chunk's ledger keys again.
+		done, err := tx.COBChunkCounted(ctx, db.COBChunkCountedParams{BusinessDate: date, Chunk: int32(a.Chunk)})
+		if err != nil {
+			return fmt.Errorf("read chunk: %w", err)
+		}
+		if done {
+			return nil
+		}
 		var rows []db.CloseLoansRow
 		chunkErr := tx.Savepoint(ctx, func(sp *db.Tx) error {
 			var err error
@@ -134,10 +144,14 @@ func (s *Service) RunChunk(ctx context.Context, a ChunkArgs) (ChunkResult, error
 				return err
 			}
 		}
-		if err := postAccrualsTx(ctx, tx, date, fmt.Sprintf("chunk:%d", a.Chunk), rows); err != nil {
+		if err := s.requestMergesTx(ctx, tx, date, a.Lo, a.Hi); err != nil {
 			return err
 		}
-		if err := s.requestMergesTx(ctx, tx, date, a.Lo, a.Hi); err != nil {
+		// The run's totals (cob_run_total) and progress (cob_run) are rows
+		// every chunk updates: they come last, so a chunk holds their locks
+		// only for the few statements before its commit and concurrent
+		// chunks do not queue behind each other's merge requests and events.
+		if err := postAccrualsTx(ctx, tx, date, fmt.Sprintf("chunk:%d", a.Chunk), rows); err != nil {
 			return err
 		}
 		res.Loans = loansIn(rows)

@@ -151,11 +151,12 @@ func (s *Service) Merge(ctx context.Context, borrowerID string) (MergeResult, er
 		if err := tx.DeleteMergeSignal(ctx, borrowerID); err != nil {
 			return fmt.Errorf("delete merge signal: %w", err)
 		}
-		has, err := tx.HasUnattachedItems(ctx, borrowerID)
+		// Items first, then the case: the lock order of resolvers too.
+		pending, err := tx.LockUnattachedItems(ctx, borrowerID)
 		if err != nil {
-			return fmt.Errorf("look for unattached items: %w", err)
+			return fmt.Errorf("lock unattached items: %w", err)
 		}
-		if !has {
+		if len(pending) == 0 {
 			return nil
 		}
 		err = tx.Savepoint(ctx, func(sp *db.Tx) error {

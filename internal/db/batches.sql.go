@@ -14,31 +14,18 @@ const cancelBatch = `-- name: CancelBatch :one
 UPDATE batch
 SET status = 'CANCELLED', cancelled_at = now()
 WHERE id = $1 AND status = 'RUNNING'
-RETURNING id, idempotency_key, request_hash, operation, status, total, succeeded, failed, pending, created_at, completed_at, cancelled_at
+RETURNING id
 `
 
 // RUNNING → CANCELLED; no row when the batch is not RUNNING (or does not
-// exist). Waits for a chunk transaction that holds the batch row (its
-// counters update) and re-checks the status after it commits, so a batch
-// that chunk completed is not cancelled.
-func (q *Queries) CancelBatch(ctx context.Context, id int64) (Batch, error) {
+// exist). A concurrent completion (CompleteBatch) holds the row until it
+// commits; the status is re-checked after, so a completed batch is not
+// cancelled.
+func (q *Queries) CancelBatch(ctx context.Context, id int64) (int64, error) {
 	row := q.db.QueryRow(ctx, cancelBatch, id)
-	var i Batch
-	err := row.Scan(
-		&i.ID,
-		&i.IdempotencyKey,
-		&i.RequestHash,
-		&i.Operation,
-		&i.Status,
-		&i.Total,
-		&i.Succeeded,
-		&i.Failed,
-		&i.Pending,
-		&i.CreatedAt,
-		&i.CompletedAt,
-		&i.CancelledAt,
-	)
-	return i, err
+	var id_2 int64
+	err := row.Scan(&id_2)
+	return id_2, err
 }
 
 const claimBatchItems = `-- name: ClaimBatchItems :many
@@ -156,6 +143,58 @@ func (q *Queries) ClaimBatchItemsWait(ctx context.Context, arg ClaimBatchItemsWa
 	return items, nil
 }
 
+const completeBatch = `-- name: CompleteBatch :one
+WITH t AS (
+    SELECT coalesce(sum(bt.succeeded), 0)::int AS succeeded, coalesce(sum(bt.failed), 0)::int AS failed
+    FROM batch_tally bt WHERE bt.batch_id = $1
+)
+UPDATE batch b
+SET status = 'COMPLETED', completed_at = now()
+FROM t
+WHERE b.id = $1 AND b.status = 'RUNNING' AND t.succeeded + t.failed = b.total
+RETURNING b.id, b.idempotency_key, b.request_hash, b.operation, b.status, b.total, b.created_at, b.completed_at, b.cancelled_at,
+          t.succeeded, t.failed
+`
+
+type CompleteBatchRow struct {
+	ID             int64
+	IdempotencyKey string
+	RequestHash    string
+	Operation      BatchOperation
+	Status         BatchStatus
+	Total          int32
+	CreatedAt      time.Time
+	CompletedAt    *time.Time
+	CancelledAt    *time.Time
+	Succeeded      int32
+	Failed         int32
+}
+
+// Completes a RUNNING batch whose items are all recorded (the tallies add
+// up to total), returning it with its counters; no row otherwise. Every
+// chunk run calls it after its last commit, so the run that commits the
+// last items sees every tally and completes the batch (a run that checks
+// earlier sees items pending); two runs that both see the full tallies
+// meet on the row lock, and the second finds the batch COMPLETED.
+func (q *Queries) CompleteBatch(ctx context.Context, batchID int64) (CompleteBatchRow, error) {
+	row := q.db.QueryRow(ctx, completeBatch, batchID)
+	var i CompleteBatchRow
+	err := row.Scan(
+		&i.ID,
+		&i.IdempotencyKey,
+		&i.RequestHash,
+		&i.Operation,
+		&i.Status,
+		&i.Total,
+		&i.CreatedAt,
+		&i.CompletedAt,
+		&i.CancelledAt,
+		&i.Succeeded,
+		&i.Failed,
+	)
+	return i, err
+}
+
 const countChunkPending = `-- name: CountChunkPending :one
 SELECT count(*)::int
 FROM batch_item i
@@ -183,12 +222,31 @@ func (q *Queries) CountChunkPending(ctx context.Context, arg CountChunkPendingPa
 }
 
 const getBatch = `-- name: GetBatch :one
-SELECT id, idempotency_key, request_hash, operation, status, total, succeeded, failed, pending, created_at, completed_at, cancelled_at FROM batch WHERE id = $1
+SELECT b.id, b.idempotency_key, b.request_hash, b.operation, b.status, b.total, b.created_at, b.completed_at, b.cancelled_at, t.succeeded, t.failed
+FROM batch b,
+     LATERAL (SELECT coalesce(sum(bt.succeeded), 0)::int AS succeeded, coalesce(sum(bt.failed), 0)::int AS failed
+              FROM batch_tally bt WHERE bt.batch_id = b.id) t
+WHERE b.id = $1
 `
 
-func (q *Queries) GetBatch(ctx context.Context, id int64) (Batch, error) {
+type GetBatchRow struct {
+	ID             int64
+	IdempotencyKey string
+	RequestHash    string
+	Operation      BatchOperation
+	Status         BatchStatus
+	Total          int32
+	CreatedAt      time.Time
+	CompletedAt    *time.Time
+	CancelledAt    *time.Time
+	Succeeded      int32
+	Failed         int32
+}
+
+// A batch with its counters: the sums of its tally rows.
+func (q *Queries) GetBatch(ctx context.Context, id int64) (GetBatchRow, error) {
 	row := q.db.QueryRow(ctx, getBatch, id)
-	var i Batch
+	var i GetBatchRow
 	err := row.Scan(
 		&i.ID,
 		&i.IdempotencyKey,
@@ -196,23 +254,40 @@ func (q *Queries) GetBatch(ctx context.Context, id int64) (Batch, error) {
 		&i.Operation,
 		&i.Status,
 		&i.Total,
-		&i.Succeeded,
-		&i.Failed,
-		&i.Pending,
 		&i.CreatedAt,
 		&i.CompletedAt,
 		&i.CancelledAt,
+		&i.Succeeded,
+		&i.Failed,
 	)
 	return i, err
 }
 
 const getBatchByKey = `-- name: GetBatchByKey :one
-SELECT id, idempotency_key, request_hash, operation, status, total, succeeded, failed, pending, created_at, completed_at, cancelled_at FROM batch WHERE idempotency_key = $1
+SELECT b.id, b.idempotency_key, b.request_hash, b.operation, b.status, b.total, b.created_at, b.completed_at, b.cancelled_at, t.succeeded, t.failed
+FROM batch b,
+     LATERAL (SELECT coalesce(sum(bt.succeeded), 0)::int AS succeeded, coalesce(sum(bt.failed), 0)::int AS failed
+              FROM batch_tally bt WHERE bt.batch_id = b.id) t
+WHERE b.idempotency_key = $1
 `
 
-func (q *Queries) GetBatchByKey(ctx context.Context, idempotencyKey string) (Batch, error) {
+type GetBatchByKeyRow struct {
+	ID             int64
+	IdempotencyKey string
+	RequestHash    string
+	Operation      BatchOperation
+	Status         BatchStatus
+	Total          int32
+	CreatedAt      time.Time
+	CompletedAt    *time.Time
+	CancelledAt    *time.Time
+	Succeeded      int32
+	Failed         int32
+}
+
+func (q *Queries) GetBatchByKey(ctx context.Context, idempotencyKey string) (GetBatchByKeyRow, error) {
 	row := q.db.QueryRow(ctx, getBatchByKey, idempotencyKey)
-	var i Batch
+	var i GetBatchByKeyRow
 	err := row.Scan(
 		&i.ID,
 		&i.IdempotencyKey,
@@ -220,22 +295,21 @@ func (q *Queries) GetBatchByKey(ctx context.Context, idempotencyKey string) (Bat
 		&i.Operation,
 		&i.Status,
 		&i.Total,
-		&i.Succeeded,
-		&i.Failed,
-		&i.Pending,
 		&i.CreatedAt,
 		&i.CompletedAt,
 		&i.CancelledAt,
+		&i.Succeeded,
+		&i.Failed,
 	)
 	return i, err
 }
 
 const insertBatch = `-- name: InsertBatch :one
 
-INSERT INTO batch (idempotency_key, request_hash, operation, total, pending)
-VALUES ($1, $2, $3, $4, $4)
+INSERT INTO batch (idempotency_key, request_hash, operation, total)
+VALUES ($1, $2, $3, $4)
 ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING id, idempotency_key, request_hash, operation, status, total, succeeded, failed, pending, created_at, completed_at, cancelled_at
+RETURNING id, idempotency_key, request_hash, operation, status, total, created_at, completed_at, cancelled_at
 `
 
 type InsertBatchParams struct {
@@ -265,9 +339,6 @@ func (q *Queries) InsertBatch(ctx context.Context, arg InsertBatchParams) (Batch
 		&i.Operation,
 		&i.Status,
 		&i.Total,
-		&i.Succeeded,
-		&i.Failed,
-		&i.Pending,
 		&i.CreatedAt,
 		&i.CompletedAt,
 		&i.CancelledAt,
@@ -357,11 +428,11 @@ func (q *Queries) ListBatchItems(ctx context.Context, arg ListBatchItemsParams) 
 
 const recordBatchItems = `-- name: RecordBatchItems :one
 WITH d AS (
-    SELECT unnest($2::int[]) AS idx,
-           unnest($3::text[]) AS status,
-           unnest($4::bigint[]) AS result_id,
-           unnest($5::text[]) AS error_code,
-           unnest($6::text[]) AS error_detail
+    SELECT unnest($1::int[]) AS idx,
+           unnest($2::text[]) AS status,
+           unnest($3::bigint[]) AS result_id,
+           unnest($4::text[]) AS error_code,
+           unnest($5::text[]) AS error_detail
 ), done AS (
     UPDATE batch_item i
     SET status = d.status::batch_item_status,
@@ -370,84 +441,40 @@ WITH d AS (
         error_detail = NULLIF(d.error_detail, ''),
         finished_at = now()
     FROM d
-    WHERE i.batch_id = $1 AND i.idx = d.idx AND i.status = 'PENDING'
+    WHERE i.batch_id = $6 AND i.idx = d.idx AND i.status = 'PENDING'
     RETURNING i.status
-), c AS (
-    SELECT count(*) FILTER (WHERE done.status = 'SUCCEEDED')::int AS s,
-           count(*) FILTER (WHERE done.status = 'FAILED')::int AS f
+), tally AS (
+    INSERT INTO batch_tally (batch_id, succeeded, failed)
+    SELECT $6, count(*) FILTER (WHERE done.status = 'SUCCEEDED'), count(*) FILTER (WHERE done.status = 'FAILED')
     FROM done
+    RETURNING succeeded, failed
 )
-UPDATE batch b
-SET succeeded = b.succeeded + c.s,
-    failed = b.failed + c.f,
-    pending = b.pending - c.s - c.f,
-    status = CASE WHEN b.status = 'RUNNING' AND b.pending - c.s - c.f = 0 THEN 'COMPLETED'::batch_status ELSE b.status END,
-    completed_at = CASE WHEN b.status = 'RUNNING' AND b.pending - c.s - c.f = 0 THEN now() ELSE b.completed_at END
-FROM c
-WHERE b.id = $1
-RETURNING b.id, b.idempotency_key, b.request_hash, b.operation, b.status, b.total, b.succeeded, b.failed, b.pending,
-          b.created_at, b.completed_at, b.cancelled_at, (c.s + c.f)::int AS recorded,
-          (b.status = 'COMPLETED' AND c.s + c.f > 0)::boolean AS completed_now
+SELECT (succeeded + failed)::int AS recorded FROM tally
 `
 
 type RecordBatchItemsParams struct {
-	BatchID      int64
 	Idxs         []int32
 	Statuses     []string
 	ResultIds    []int64
 	ErrorCodes   []string
 	ErrorDetails []string
-}
-
-type RecordBatchItemsRow struct {
-	ID             int64
-	IdempotencyKey string
-	RequestHash    string
-	Operation      BatchOperation
-	Status         BatchStatus
-	Total          int32
-	Succeeded      int32
-	Failed         int32
-	Pending        int32
-	CreatedAt      time.Time
-	CompletedAt    *time.Time
-	CancelledAt    *time.Time
-	Recorded       int32
-	CompletedNow   bool
+	BatchID      int64
 }
 
 // Records the outcome of claimed items (status SUCCEEDED with result_id,
-// or FAILED with error_code and error_detail; parallel arrays) and moves
-// the batch's counters by what was recorded, in one statement. The
-// transaction that takes pending to 0 on a RUNNING batch completes it;
-// completed_now says it was this one (the row lock on batch orders the
-// updates, so exactly one does). A CANCELLED batch keeps its status while
-// items that were already running finish.
-func (q *Queries) RecordBatchItems(ctx context.Context, arg RecordBatchItemsParams) (RecordBatchItemsRow, error) {
+// or FAILED with error_code and error_detail; parallel arrays) and their
+// tally row, in one statement, returning how many it recorded. The items
+// are held by the caller's claim, so all of them are recorded.
+func (q *Queries) RecordBatchItems(ctx context.Context, arg RecordBatchItemsParams) (int32, error) {
 	row := q.db.QueryRow(ctx, recordBatchItems,
-		arg.BatchID,
 		arg.Idxs,
 		arg.Statuses,
 		arg.ResultIds,
 		arg.ErrorCodes,
 		arg.ErrorDetails,
+		arg.BatchID,
 	)
-	var i RecordBatchItemsRow
-	err := row.Scan(
-		&i.ID,
-		&i.IdempotencyKey,
-		&i.RequestHash,
-		&i.Operation,
-		&i.Status,
-		&i.Total,
-		&i.Succeeded,
-		&i.Failed,
-		&i.Pending,
-		&i.CreatedAt,
-		&i.CompletedAt,
-		&i.CancelledAt,
-		&i.Recorded,
-		&i.CompletedNow,
-	)
-	return i, err
+	var recorded int32
+	err := row.Scan(&recorded)
+	return recorded, err
 }

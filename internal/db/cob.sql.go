@@ -88,6 +88,22 @@ func (q *Queries) AddCOBTotals(ctx context.Context, arg AddCOBTotalsParams) erro
 	return err
 }
 
+const cOBChunkCounted = `-- name: COBChunkCounted :one
+SELECT EXISTS (SELECT 1 FROM cob_chunk WHERE business_date = $1 AND chunk = $2)
+`
+
+type COBChunkCountedParams struct {
+	BusinessDate time.Time
+	Chunk        int32
+}
+
+func (q *Queries) COBChunkCounted(ctx context.Context, arg COBChunkCountedParams) (bool, error) {
+	row := q.db.QueryRow(ctx, cOBChunkCounted, arg.BusinessDate, arg.Chunk)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const cOBEligibleRange = `-- name: COBEligibleRange :one
 SELECT count(*)::bigint AS loans, coalesce(min(id), 0)::bigint AS id_lo, coalesce(max(id), 0)::bigint AS id_hi
 FROM loan

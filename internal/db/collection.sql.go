@@ -267,6 +267,36 @@ func (q *Queries) LockOpenCase(ctx context.Context, borrowerID string) (Collecti
 	return i, err
 }
 
+const lockUnattachedItems = `-- name: LockUnattachedItems :many
+SELECT id FROM collection_item
+WHERE borrower_id = $1 AND case_id IS NULL AND resolved_at IS NULL
+ORDER BY id
+FOR NO KEY UPDATE
+`
+
+// A merge locks the items it will attach before it locks the case, the
+// same order as resolvers (items, then their cases), so the two never
+// wait on each other in a cycle.
+func (q *Queries) LockUnattachedItems(ctx context.Context, borrowerID string) ([]int64, error) {
+	rows, err := q.db.Query(ctx, lockUnattachedItems, borrowerID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []int64{}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const openCaseOfLoans = `-- name: OpenCaseOfLoans :many
 SELECT loan_id, case_id FROM collection_item
 WHERE loan_id = ANY($1::bigint[]) AND resolved_at IS NULL AND case_id IS NOT NULL

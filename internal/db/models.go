@@ -775,9 +775,6 @@ type Batch struct {
 	Operation      BatchOperation
 	Status         BatchStatus
 	Total          int32
-	Succeeded      int32
-	Failed         int32
-	Pending        int32
 	CreatedAt      time.Time
 	CompletedAt    *time.Time
 	CancelledAt    *time.Time
@@ -792,6 +789,13 @@ type BatchItem struct {
 	ErrorCode   *string
 	ErrorDetail *string
 	FinishedAt  *time.Time
+}
+
+type BatchTally struct {
+	BatchID   int64
+	ID        int64
+	Succeeded int32
+	Failed    int32
 }
 
 type CobChunk struct {
@@ -1126,6 +1130,7 @@ type WebhookSubscription struct {
 	SecretCiphertext []byte
 	CursorTxid       int64
 	CursorID         int64
+	StartSnapshot    *string
 	StalledJobID     *int64
 	CreatedAt        time.Time
 }

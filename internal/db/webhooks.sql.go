@@ -12,7 +12,8 @@ import (
 
 const advanceWebhookCursor = `-- name: AdvanceWebhookCursor :execrows
 UPDATE webhook_subscription
-SET cursor_txid = $1, cursor_id = $2
+SET cursor_txid = $1, cursor_id = $2,
+    start_snapshot = CASE WHEN $1::bigint >= pg_snapshot_xmax(start_snapshot::pg_snapshot)::text::bigint THEN NULL ELSE start_snapshot END
 WHERE id = $3 AND cursor_txid = $4 AND cursor_id = $5
 `
 
@@ -94,7 +95,7 @@ func (q *Queries) DeleteWebhookSubscription(ctx context.Context, id int64) (int6
 }
 
 const getWebhookSubscription = `-- name: GetWebhookSubscription :one
-SELECT id, url, event_types, description, secret_key_id, secret_nonce, secret_ciphertext, cursor_txid, cursor_id, stalled_job_id, created_at FROM webhook_subscription WHERE id = $1
+SELECT id, url, event_types, description, secret_key_id, secret_nonce, secret_ciphertext, cursor_txid, cursor_id, start_snapshot, stalled_job_id, created_at FROM webhook_subscription WHERE id = $1
 `
 
 func (q *Queries) GetWebhookSubscription(ctx context.Context, id int64) (WebhookSubscription, error) {
@@ -110,6 +111,7 @@ func (q *Queries) GetWebhookSubscription(ctx context.Context, id int64) (Webhook
 		&i.SecretCiphertext,
 		&i.CursorTxid,
 		&i.CursorID,
+		&i.StartSnapshot,
 		&i.StalledJobID,
 		&i.CreatedAt,
 	)
@@ -117,10 +119,11 @@ func (q *Queries) GetWebhookSubscription(ctx context.Context, id int64) (Webhook
 }
 
 const insertWebhookSubscription = `-- name: InsertWebhookSubscription :one
-INSERT INTO webhook_subscription (id, url, event_types, description, secret_key_id, secret_nonce, secret_ciphertext, cursor_txid, cursor_id)
+INSERT INTO webhook_subscription (id, url, event_types, description, secret_key_id, secret_nonce, secret_ciphertext, cursor_txid, cursor_id, start_snapshot)
 VALUES ($1, $2, $3::text[], $4, $5,
-        $6, $7, pg_snapshot_xmin(pg_current_snapshot())::text::bigint, 0)
-RETURNING id, url, event_types, description, secret_key_id, secret_nonce, secret_ciphertext, cursor_txid, cursor_id, stalled_job_id, created_at
+        $6, $7, pg_snapshot_xmin(pg_current_snapshot())::text::bigint, 0,
+        pg_current_snapshot()::text)
+RETURNING id, url, event_types, description, secret_key_id, secret_nonce, secret_ciphertext, cursor_txid, cursor_id, start_snapshot, stalled_job_id, created_at
 `
 
 type InsertWebhookSubscriptionParams struct {
@@ -133,9 +136,11 @@ type InsertWebhookSubscriptionParams struct {
 	SecretCiphertext []byte
 }
 
-// A new subscription starts at the feed's end as a gap-free reader sees it
-// now, (xmin, 0): every event of a transaction below xmin is before it,
-// every event of a later one (still running, or not started) after it.
+// A new subscription starts at this statement's snapshot: its cursor at the
+// snapshot's xmin, (xmin, 0) (every event of a transaction below xmin is
+// before it), and the snapshot kept to skip the transactions between xmin
+// and xmax it saw committed. So exactly the events of transactions that
+// commit after it are delivered.
 func (q *Queries) InsertWebhookSubscription(ctx context.Context, arg InsertWebhookSubscriptionParams) (WebhookSubscription, error) {
 	row := q.db.QueryRow(ctx, insertWebhookSubscription,
 		arg.ID,
@@ -157,6 +162,7 @@ func (q *Queries) InsertWebhookSubscription(ctx context.Context, arg InsertWebho
 		&i.SecretCiphertext,
 		&i.CursorTxid,
 		&i.CursorID,
+		&i.StartSnapshot,
 		&i.StalledJobID,
 		&i.CreatedAt,
 	)
@@ -210,7 +216,7 @@ func (q *Queries) ListWebhookDeliveries(ctx context.Context, arg ListWebhookDeli
 }
 
 const listWebhookSubscriptions = `-- name: ListWebhookSubscriptions :many
-SELECT id, url, event_types, description, secret_key_id, secret_nonce, secret_ciphertext, cursor_txid, cursor_id, stalled_job_id, created_at FROM webhook_subscription
+SELECT id, url, event_types, description, secret_key_id, secret_nonce, secret_ciphertext, cursor_txid, cursor_id, start_snapshot, stalled_job_id, created_at FROM webhook_subscription
 WHERE id > $1::bigint
 ORDER BY id
 LIMIT $2
@@ -240,6 +246,7 @@ func (q *Queries) ListWebhookSubscriptions(ctx context.Context, arg ListWebhookS
 			&i.SecretCiphertext,
 			&i.CursorTxid,
 			&i.CursorID,
+			&i.StartSnapshot,
 			&i.StalledJobID,
 			&i.CreatedAt,
 		); err != nil {
@@ -283,6 +290,12 @@ SELECT nextval(pg_get_serial_sequence('webhook_subscription', 'id'))::bigint AS 
 // internal/webhook. Positions in the events feed are (txid, id) and are
 // read only below the statement's snapshot xmin, as the feed is
 // (queries/events.sql): gap-free.
+//
+// An event e is wanted by a subscription s when its type is one of
+// s.event_types (NULL: any) and its transaction was not visible to the
+// snapshot s was created in (s.start_snapshot; NULL once the cursor is past
+// that snapshot's xmax): new events only. Every query below spells out that
+// same predicate.
 // The id of a new subscription, drawn before the insert: it is the
 // additional data of the secret's encryption.
 func (q *Queries) NextWebhookSubscriptionID(ctx context.Context) (int64, error) {
@@ -341,28 +354,46 @@ func (q *Queries) RecordWebhookAttempt(ctx context.Context, arg RecordWebhookAtt
 	return i, err
 }
 
+const relaxWebhookCommit = `-- name: RelaxWebhookCommit :exec
+SELECT set_config('synchronous_commit', 'off', true)::text AS setting
+`
+
+// The transaction that records a delivery commits without waiting for its
+// WAL flush: if the server crashes, the last few hundred milliseconds of
+// cursor moves may be lost and those events are sent again — which
+// at-least-once delivery allows (receivers de-duplicate on the event id) —
+// while one subscription's deliveries, strictly one after another, no
+// longer wait for a disk flush each.
+func (q *Queries) RelaxWebhookCommit(ctx context.Context) error {
+	_, err := q.db.Exec(ctx, relaxWebhookCommit)
+	return err
+}
+
 const skipUnwantedWebhookEvents = `-- name: SkipUnwantedWebhookEvents :execrows
 WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin)
 UPDATE webhook_subscription s
-SET cursor_txid = h.xmin, cursor_id = 0
+SET cursor_txid = h.xmin, cursor_id = 0,
+    start_snapshot = CASE WHEN h.xmin >= pg_snapshot_xmax(s.start_snapshot::pg_snapshot)::text::bigint THEN NULL ELSE s.start_snapshot END
 FROM h
-WHERE s.event_types IS NOT NULL
+WHERE (s.event_types IS NOT NULL OR s.start_snapshot IS NOT NULL)
   AND s.stalled_job_id IS NULL
   AND (s.cursor_txid, s.cursor_id) < (h.xmin, 0)
   AND EXISTS (SELECT 1 FROM event e WHERE (e.txid, e.id) > (s.cursor_txid, s.cursor_id) AND e.txid < h.xmin)
-  AND NOT EXISTS (SELECT 1 FROM unnest(s.event_types) t (want)
-                  CROSS JOIN LATERAL (SELECT 1 FROM event e
-                      WHERE e.type = t.want AND (e.txid, e.id) > (s.cursor_txid, s.cursor_id) AND e.txid < h.xmin
-                      LIMIT 1) m)
+  AND NOT EXISTS (SELECT 1 FROM event e
+                  WHERE (e.txid, e.id) > (s.cursor_txid, s.cursor_id) AND e.txid < h.xmin
+                    AND (s.event_types IS NULL OR e.type = ANY (s.event_types))
+                    AND (s.start_snapshot IS NULL OR NOT pg_visible_in_snapshot(e.txid::text::xid8, s.start_snapshot::pg_snapshot)))
 `
 
-// Moves the cursor of subscriptions with a type filter to the feed's end
-// (xmin, 0) when events lie between but none they want: without it, every
-// dispatch would probe past a growing run of unwanted events. Safe against
-// a running delivery: that job moves the cursor only over an event it
-// wants, and none lies in the skipped range (all of it is below xmin, so
-// committed and visible to this statement); its conditional update then
-// finds the cursor moved and it stops.
+// Moves the cursor of subscriptions to the feed's end (xmin, 0) when
+// events lie between but none they want (another type, or committed before
+// the subscription): without it, every dispatch would probe past a growing
+// run of unwanted events. Safe against a running delivery: that job moves
+// the cursor only over an event it wants, and none lies in the skipped
+// range (all of it is below xmin, so committed and visible to this
+// statement); its conditional update then finds the cursor moved and it
+// stops. Subscriptions without a filter or start snapshot never have
+// unwanted events and are left out.
 func (q *Queries) SkipUnwantedWebhookEvents(ctx context.Context) (int64, error) {
 	result, err := q.db.Exec(ctx, skipUnwantedWebhookEvents)
 	if err != nil {
@@ -391,15 +422,17 @@ FROM event e
 WHERE (e.txid, e.id) > ($1::bigint, $2::bigint)
   AND e.txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
   AND ($3::text[] IS NULL OR e.type = ANY ($3::text[]))
+  AND ($4::text IS NULL OR NOT pg_visible_in_snapshot(e.txid::text::xid8, $4::text::pg_snapshot))
 ORDER BY e.txid, e.id
-LIMIT $4
+LIMIT $5
 `
 
 type WebhookEventsAfterParams struct {
-	AfterTxid int64
-	AfterID   int64
-	Types     []string
-	Lim       int32
+	AfterTxid     int64
+	AfterID       int64
+	Types         []string
+	StartSnapshot *string
+	Lim           int32
 }
 
 // The next events a subscription wants after its cursor, in feed order,
@@ -409,6 +442,7 @@ func (q *Queries) WebhookEventsAfter(ctx context.Context, arg WebhookEventsAfter
 		arg.AfterTxid,
 		arg.AfterID,
 		arg.Types,
+		arg.StartSnapshot,
 		arg.Lim,
 	)
 	if err != nil {
@@ -444,7 +478,8 @@ SELECT EXISTS (
     WHERE s.id = $1
       AND EXISTS (SELECT 1 FROM event e
                   WHERE (e.txid, e.id) > (s.cursor_txid, s.cursor_id) AND e.txid < h.xmin
-                    AND (s.event_types IS NULL OR e.type = ANY (s.event_types)))
+                    AND (s.event_types IS NULL OR e.type = ANY (s.event_types))
+                    AND (s.start_snapshot IS NULL OR NOT pg_visible_in_snapshot(e.txid::text::xid8, s.start_snapshot::pg_snapshot)))
 )::boolean AS behind
 `
 
@@ -464,11 +499,13 @@ WHERE s.stalled_job_id IS NULL
   AND s.id > $1::bigint
   AND CASE WHEN s.event_types IS NULL THEN
         EXISTS (SELECT 1 FROM event e
-                WHERE (e.txid, e.id) > (s.cursor_txid, s.cursor_id) AND e.txid < h.xmin)
+                WHERE (e.txid, e.id) > (s.cursor_txid, s.cursor_id) AND e.txid < h.xmin
+                  AND (s.start_snapshot IS NULL OR NOT pg_visible_in_snapshot(e.txid::text::xid8, s.start_snapshot::pg_snapshot)))
       ELSE
         EXISTS (SELECT 1 FROM unnest(s.event_types) t (want)
                 CROSS JOIN LATERAL (SELECT 1 FROM event e
                     WHERE e.type = t.want AND (e.txid, e.id) > (s.cursor_txid, s.cursor_id) AND e.txid < h.xmin
+                      AND (s.start_snapshot IS NULL OR NOT pg_visible_in_snapshot(e.txid::text::xid8, s.start_snapshot::pg_snapshot))
                     LIMIT 1) m)
       END
 ORDER BY s.id

@@ -177,7 +177,7 @@ func (s *Service) Deliver(ctx context.Context, run Run) error {
 	secret := ""
 	delivered := 0
 	for {
-		evs, err := q.WebhookEventsAfter(ctx, db.WebhookEventsAfterParams{AfterTxid: posTxid, AfterID: posID, Types: sub.EventTypes, Lim: int32(min(s.batch-delivered, 50))})
+		evs, err := q.WebhookEventsAfter(ctx, db.WebhookEventsAfterParams{AfterTxid: posTxid, AfterID: posID, Types: sub.EventTypes, StartSnapshot: sub.StartSnapshot, Lim: int32(min(s.batch-delivered, 50))})
 		if err != nil {
 			return fmt.Errorf("read events of subscription %d: %w", sub.ID, err)
 		}
@@ -233,6 +233,9 @@ func (s *Service) Deliver(ctx context.Context, run Run) error {
 					return nil // deleted meanwhile
 				}
 				moved = true
+				if err := tx.RelaxWebhookCommit(ctx); err != nil {
+					return fmt.Errorf("relax commit: %w", err)
+				}
 				if _, err := tx.RecordWebhookAttempt(ctx, db.RecordWebhookAttemptParams{SubscriptionID: sub.ID, EventID: ev.ID, EventType: ev.Type, LastStatus: out.status, Delivered: true}); err != nil {
 					return fmt.Errorf("record delivery: %w", err)
 				}

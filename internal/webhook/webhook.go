@@ -61,6 +61,7 @@ import (
 	"net/http"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"riverbank"
 	"riverbank/internal/db"
@@ -272,7 +273,7 @@ func (s *Service) Create(ctx context.Context, in CreateInput) (*Subscription, st
 	if err != nil {
 		return nil, "", err
 	}
-	if len(in.Description) > MaxDescriptionLength || !riverbank.ValidText(in.Description) {
+	if !riverbank.ValidText(in.Description) || utf8.RuneCountInString(in.Description) > MaxDescriptionLength {
 		return nil, "", riverbank.Errorf(riverbank.EINVALID, "description must be valid text of at most %d characters", MaxDescriptionLength).WithDetail("field", "description")
 	}
 	if s.keys.seal == nil {
