@@ -35,7 +35,7 @@ func TestEventsAPIDataIsTheResource(t *testing.T) {
 	// Read the order's events (long-polling: another test's open write
 	// transaction may hold the feed back a moment).
 	var page eventsPage
-	testkit.WaitFor(t, 20*time.Second, "order.created in the feed", func() bool {
+	testkit.WaitFor(t, 90*time.Second, "order.created in the feed", func() bool {
 		rec := tapi.Get(fmt.Sprintf("/v1/events?subject_id=%d&wait=1", order.ID))
 		require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
 		page = testkit.DecodeJSON[eventsPage](t, rec)
@@ -53,7 +53,7 @@ func TestEventsAPIDataIsTheResource(t *testing.T) {
 	// The product's stock_set came first, in another transaction.
 	var all []api.EventBody
 	cursor := ""
-	testkit.WaitFor(t, 20*time.Second, "both events", func() bool {
+	testkit.WaitFor(t, 90*time.Second, "both events", func() bool {
 		rec := tapi.Get("/v1/events?limit=1&wait=1&after=" + cursor)
 		require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
 		p := testkit.DecodeJSON[eventsPage](t, rec)

@@ -96,7 +96,7 @@ func TestFeedIsGapFree(t *testing.T) {
 	require.NoError(t, slow.Commit(k.Ctx))
 	// Other tests' open transactions may hold the feed back a moment
 	// longer: long-poll until everything arrived.
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for len(seen) < 101 && time.Now().Before(deadline) {
 		evs, next, err := f.Read(k.Ctx, events.Query{After: cursor, Limit: 5, Wait: time.Second})
 		require.NoError(t, err)
@@ -133,8 +133,12 @@ func TestFeedServesCommittedEventsBelowAnOpenTransaction(t *testing.T) {
 		return events.AppendTx(k.Ctx, tx, events.ProductStockSet, "product", "slow", nil)
 	}))
 	appendOne(t, k, "after")
-	evs, _, err := f.Read(k.Ctx, events.Query{Limit: 10, Wait: 10 * time.Second})
-	require.NoError(t, err)
+	var evs []events.Event
+	for deadline := time.Now().Add(90 * time.Second); len(evs) == 0 && time.Now().Before(deadline); {
+		var err error
+		evs, _, err = f.Read(k.Ctx, events.Query{Limit: 10, Wait: 5 * time.Second})
+		require.NoError(t, err)
+	}
 	for _, e := range evs {
 		require.NotEqual(t, "after", e.SubjectID, "a younger transaction's event waits for the open one")
 		require.NotEqual(t, "slow", e.SubjectID)
@@ -160,8 +164,15 @@ func TestFeedLongPoll(t *testing.T) {
 	}
 	got := make(chan result, 1)
 	go func() {
-		evs, _, err := f.Read(ctx, events.Query{Wait: 10 * time.Second})
-		got <- result{evs, time.Now(), err}
+		// Another package's open write transaction can hold the feed back
+		// past one wait: keep long-polling until the event is served.
+		for deadline := time.Now().Add(90 * time.Second); ; {
+			evs, _, err := f.Read(ctx, events.Query{Wait: 30 * time.Second})
+			if err != nil || len(evs) > 0 || time.Now().After(deadline) {
+				got <- result{evs, time.Now(), err}
+				return
+			}
+		}
 	}()
 	time.Sleep(300 * time.Millisecond)
 	committed := time.Now()
@@ -171,12 +182,12 @@ func TestFeedLongPoll(t *testing.T) {
 	require.Len(t, r.evs, 1)
 	lag := r.at.Sub(committed)
 	t.Logf("long-poll returned %s after the commit", lag)
-	// The wake-up is a notification, not a poll: on an idle server this is
-	// a few milliseconds (docs/benchmarks.md has the lag percentiles under
-	// load). A write transaction open anywhere on the server (another test
-	// package's) holds the feed back until it ends, so the bound here
-	// leaves room for that.
-	require.Less(t, lag, 3*time.Second)
+	// A write transaction open anywhere on the server (another package's
+	// test) holds the feed back until it ends, so no bound on the lag is
+	// asserted here (TestHubWakesOnCommit checks the wake-up itself, and
+	// docs/benchmarks.md has the lag under load): the long-poll must
+	// return the event rather than time out empty.
+	require.Less(t, lag, 90*time.Second)
 
 	// An empty wait returns empty after the wait.
 	start := time.Now()
@@ -230,7 +241,7 @@ func TestFeedFilters(t *testing.T) {
 	// test's) holds the feed back until it ends.
 	var evs []events.Event
 	var c events.Cursor
-	for deadline := time.Now().Add(20 * time.Second); len(evs) < 2 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(90 * time.Second); len(evs) < 2 && time.Now().Before(deadline); {
 		page, next, err := f.Read(k.Ctx, events.Query{After: c, SubjectID: "a", Limit: 2, Wait: time.Second})
 		require.NoError(t, err)
 		evs, c = append(evs, page...), next
@@ -272,4 +283,30 @@ func TestAppendRollsBackWithTheChange(t *testing.T) {
 	})
 	require.Error(t, err)
 	require.Zero(t, k.Count(t, "SELECT count(*) FROM event"))
+}
+
+// TestHubWakesOnCommit: the wake-up of long-polls is the commit's
+// notification, fanned out by the hub — not a poll. (Whether the woken
+// read can serve the event depends on the server's oldest open write
+// transaction, see TestFeedLongPoll.)
+func TestHubWakesOnCommit(t *testing.T) {
+	t.Parallel()
+	k := testkit.DB(t, testkit.DBOptions{})
+	hub := events.NewHub(k.Pool, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go hub.Run(ctx)
+	testkit.WaitFor(t, 5*time.Second, "hub listening", hub.Up)
+	for i := range 3 {
+		changed := hub.Changed()
+		start := time.Now()
+		appendOne(t, k, fmt.Sprintf("wake-%d", i))
+		committed := time.Since(start)
+		select {
+		case <-changed:
+			t.Logf("woken %s after the append began (its commit took %s)", time.Since(start), committed)
+		case <-time.After(2 * time.Second):
+			t.Fatal("the hub did not wake waiters within 2s of a commit")
+		}
+	}
 }
