@@ -918,6 +918,9 @@ func TestDev(t *testing.T) {
 	t.Parallel()
 	dbURL := emptyDB(t)
 	env := serveEnv(dbURL)
+	// A key of its own, so dev does not write .riverbank/webhook-key into
+	// the package directory.
+	env["RIVERBANK_WEBHOOK_KEY"] = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 	proc := start(t, []string{"dev"}, env)
 	addr := proc.waitServing(t)
 	base := "http://" + addr
