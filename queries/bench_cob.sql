@@ -39,6 +39,16 @@ FROM collection_item WHERE opened_on = $1;
 -- collection_item_unattached_idx covers exactly these).
 SELECT count(*)::bigint FROM collection_item WHERE case_id IS NULL AND resolved_at IS NULL;
 
+-- name: BenchCOBAnyUnattached :one
+-- Whether some open collection item is not in a case yet (stops at the
+-- first one: cheap enough to poll).
+SELECT EXISTS (SELECT 1 FROM collection_item WHERE case_id IS NULL AND resolved_at IS NULL);
+
+-- name: BenchCOBMergesPending :one
+-- Whether some borrower still awaits a case.merge (its signal row is
+-- deleted by the merge's transaction): a tiny table, cheap to poll.
+SELECT EXISTS (SELECT 1 FROM collection_merge_signal);
+
 -- name: BenchCOBCaseCheck :one
 -- The collection invariants after the merges: no borrower with two OPEN
 -- cases, every borrower with an overdue loan has exactly one OPEN case, and

@@ -1,15 +1,19 @@
 -- The events feed (SPEC §8). See schema.sql step 7 and internal/events.
 
 -- name: AppendEvent :one
--- Appends an event and wakes long-polling readers (the notification is
--- delivered when the transaction commits; several in one transaction
--- collapse into one).
-WITH ins AS (
-    INSERT INTO event (type, subject_type, subject_id, data)
-    VALUES (sqlc.arg(type), sqlc.arg(subject_type), sqlc.arg(subject_id), sqlc.arg(data))
-    RETURNING id, txid, occurred_at
-)
-SELECT ins.id, ins.txid, ins.occurred_at, pg_notify('riverbank_events', '')::text AS notified FROM ins;
+-- Appends an event. Readers are woken after the commit, from outside the
+-- transaction (NotifyEvents): a NOTIFY inside it would hold Postgres's
+-- server-wide notification lock until the commit is flushed, serialising
+-- every writing transaction.
+INSERT INTO event (type, subject_type, subject_id, data)
+VALUES (sqlc.arg(type), sqlc.arg(subject_type), sqlc.arg(subject_id), sqlc.arg(data))
+RETURNING id, txid, occurred_at;
+
+-- name: NotifyEvents :exec
+-- Wakes the long-polling readers of every process (their hubs LISTEN).
+-- Sent in its own short transaction, which writes nothing and so waits
+-- for no flush.
+SELECT pg_notify('riverbank_events', '');
 
 -- name: ReadEvents :many
 -- A page of the feed after (after_txid, after_id), only of transactions
@@ -44,12 +48,8 @@ WHERE (d.txid, d.id) IN (
 
 -- name: AppendEvents :exec
 -- Appends many events of one type in one statement (a chunk's loans
--- turned overdue), then wakes readers.
-WITH ins AS (
-    INSERT INTO event (type, subject_type, subject_id, data)
-    SELECT sqlc.arg(type)::text, sqlc.arg(subject_type)::text, s.subject_id, d.data
-    FROM unnest(sqlc.arg(subject_ids)::text[]) WITH ORDINALITY AS s(subject_id, ord)
-    JOIN unnest(sqlc.arg(datas)::jsonb[]) WITH ORDINALITY AS d(data, ord) USING (ord)
-    RETURNING 1
-)
-SELECT count(*), pg_notify('riverbank_events', '') FROM ins;
+-- turned overdue).
+INSERT INTO event (type, subject_type, subject_id, data)
+SELECT sqlc.arg(type)::text, sqlc.arg(subject_type)::text, s.subject_id, d.data
+FROM unnest(sqlc.arg(subject_ids)::text[]) WITH ORDINALITY AS s(subject_id, ord)
+JOIN unnest(sqlc.arg(datas)::jsonb[]) WITH ORDINALITY AS d(data, ord) USING (ord);

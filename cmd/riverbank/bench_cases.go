@@ -51,6 +51,7 @@ func runBenchCases(ctx context.Context, args []string, getenv func(string) strin
 		chunkSize        int
 		workers          int
 		keep, template   bool
+		trace            bool
 		timeout          time.Duration
 	)
 	fs.IntVar(&s.loans, "loans", 100_000, "loans to seed (all turn overdue)")
@@ -63,6 +64,7 @@ func runBenchCases(ctx context.Context, args []string, getenv func(string) strin
 	fs.BoolVar(&keep, "keep", false, "keep the bench database (its name is printed)")
 	fs.BoolVar(&template, "template", false, "keep the seeded database as a template and reuse it on the next run with the same seed and schema")
 	fs.DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long")
+	fs.BoolVar(&trace, "trace", false, "print the statements that took longest (client-side time, all connections of this process)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -102,6 +104,7 @@ func runBenchCases(ctx context.Context, args []string, getenv func(string) strin
 	if err != nil {
 		return err
 	}
+	env.tracer.print(io.Discard, 0) // reset
 	resetPeakRSS()
 	before, err := env.q.BenchCOBCounters(ctx)
 	if err != nil {
@@ -143,7 +146,7 @@ func runBenchCases(ctx context.Context, args []string, getenv func(string) strin
 		if time.Now().After(deadline) {
 			return fmt.Errorf("items still unattached after %s", timeout)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 		if mode == "cob" && completed == 0 {
 			r, err := env.q.GetCOBRun(ctx, s.date)
 			if err != nil {
@@ -159,18 +162,26 @@ func runBenchCases(ctx context.Context, args []string, getenv func(string) strin
 		if mode == "cob" && completed == 0 {
 			continue // items keep appearing until the last chunk commits
 		}
-		n, err := env.q.BenchCOBUnattachedItems(ctx)
+		if firstUnattach == 0 || time.Since(lastProgressAt) > 10*time.Second {
+			n, err := env.q.BenchCOBUnattachedItems(ctx)
+			if err != nil {
+				return err
+			}
+			if firstUnattach == 0 {
+				firstUnattach = max(n, 1)
+			} else {
+				fmt.Fprintf(stdout, "  %6.1fs: %d items unattached\n", time.Since(t0).Seconds(), n)
+			}
+			lastProgressAt = time.Now()
+		}
+		left, err := env.q.BenchCOBMergesPending(ctx)
+		if err == nil && !left {
+			left, err = env.q.BenchCOBAnyUnattached(ctx)
+		}
 		if err != nil {
 			return err
 		}
-		if firstUnattach == 0 {
-			firstUnattach = n
-		}
-		if time.Since(lastProgressAt) > 5*time.Second {
-			fmt.Fprintf(stdout, "  %6.1fs: %d items unattached\n", time.Since(t0).Seconds(), n)
-			lastProgressAt = time.Now()
-		}
-		if n == 0 {
+		if !left {
 			attached = time.Since(t0)
 		}
 	}
@@ -204,6 +215,9 @@ func runBenchCases(ctx context.Context, args []string, getenv func(string) strin
 		chk.OpenItems == chk.OverdueLoans && chk.ItemsInOwnOpenCase == chk.OpenItems && chk.OverdueLoansWithoutItem == 0 &&
 		chk.OpenCases == chk.OverdueBorrowers
 	fmt.Fprintf(stdout, "  invariants hold: %v\n", ok)
+	if trace {
+		env.tracer.print(stdout, 25)
+	}
 	if !ok {
 		return errors.New("collection invariants violated")
 	}

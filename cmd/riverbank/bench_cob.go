@@ -51,7 +51,7 @@ type cobSeedOpts struct {
 	currencies []string
 	// overdueEvery: the loans of every n-th borrower are due the day
 	// before date, so they turn overdue on date (10: ~10% of the loans; 1:
-	// all of them).
+	// all of them; 0: none).
 	overdueEvery int
 	lateFeeDay   int
 }
@@ -76,32 +76,37 @@ unless --keep), migrated, and seeded with COPY: --borrowers credit lines
 modes DEALER / MANUFACTURER / SPLIT in turn, principals 10,000.00-500,000.00,
 rates 4-15 %, penalty 10-30 %, late fees), all started in the month of
 --date before it and carrying the accruals earlier runs would have made
-(last_closed_date = --date - 1, a seeded COMPLETED run for that day), and the
-loans of every 10th borrower due the day before --date (~10 %, they turn
-overdue on --date, open collection items and case.merge jobs). The ledger
-gets the matching aggregated entries per currency (disbursement, accrued
-interest) through the normal posting path, so the trial balance's
+(last_closed_date = --date - 1, a seeded COMPLETED run for that day). The
+loans of --overdue-pct % of the borrowers are due the day before --date:
+they turn overdue on --date, opening collection items and case.merge jobs.
+The ledger gets the matching aggregated entries per currency (disbursement,
+accrued interest) through the normal posting path, so the trial balance's
 sub-ledger check holds.
 Then the real River client (jobs.NewRegistration, RIVERBANK_WORKERS =
 --workers, the cob queue gets max(2, workers/4)) closes --dates consecutive
 dates starting at --date through COB.Start, one after the other. Per date:
-wall time until the run is COMPLETED and until its trial balance is stored,
-loans/s, chunk durations, peak RSS of this process during the date (VmHWM,
-reset before each date), WAL written by the cluster (pg_current_wal_lsn
-difference: includes other databases' traffic on a shared server), database
-growth, and whether the trial balance balanced. After a date that starts a
-month the size of loan_accrual_month per loan-month is printed; finally 12
-monthly rollovers of --year-sample loans are written into a copy of that
-table, in rollover order, to measure the accrual history per loan-year.`
+wall time until the run is COMPLETED, until its trial balance is stored and
+until every collection item is in a case; loans/s; chunk job durations;
+CPU time of this process and of the Postgres backends serving it (on a
+shared machine the CPU figure is the steadier one); peak RSS of this
+process during the date (VmHWM, reset before each date); WAL written by the
+cluster (pg_current_wal_lsn difference: other databases' traffic on a
+shared server counts too); database growth; whether the trial balance
+balanced. After a date that starts a month the size of loan_accrual_month
+per loan-month is printed; finally 12 monthly rollovers of --year-sample
+loans are written into a copy of that table, in rollover order, to measure
+the accrual history per loan-year.`
 
 func runBenchCOB(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench cob", cobBenchHelp, stderr)
 	loader := config.Register(fs, getenv, config.DatabaseOnly)
 	var o cobBenchOpts
 	var date, currencies string
+	var overduePct int
 	fs.IntVar(&o.seed.loans, "loans", 1_000_000, "loans to seed")
 	fs.IntVar(&o.seed.borrowers, "borrowers", 0, "borrowers (credit lines) the loans spread over (0: loans/4)")
 	fs.StringVar(&date, "date", "2025-01-28", "first business date to close (day 3..28 of its month)")
+	fs.IntVar(&overduePct, "overdue-pct", 10, "percent of the borrowers whose loans are due the day before --date (they turn overdue on it); 100/n is rounded to every n-th borrower")
 	fs.IntVar(&o.dates, "dates", 5, "consecutive dates to close (the default crosses a month end)")
 	fs.StringVar(&currencies, "currencies", "CNY,USD,EUR", "comma-separated currencies rotated over the borrowers")
 	fs.IntVar(&o.chunkSize, "chunk-size", cob.DefaultChunkSize, "RIVERBANK_COB_CHUNK_SIZE: loan ids per chunk job")
@@ -125,7 +130,12 @@ func runBenchCOB(ctx context.Context, args []string, getenv func(string) string,
 	if o.seed.borrowers == 0 {
 		o.seed.borrowers = max(1, o.seed.loans/4)
 	}
-	o.seed.overdueEvery = 10
+	switch {
+	case overduePct < 0 || overduePct > 100:
+		return errors.New("--overdue-pct must be 0..100")
+	case overduePct > 0:
+		o.seed.overdueEvery = max(1, 100/overduePct)
+	}
 	o.seed.lateFeeDay = 20
 	if err := parseSeedCommon(&o.seed, date, currencies); err != nil {
 		return err
@@ -425,7 +435,7 @@ func (s cobSeedOpts) loan(i int) seedLoan {
 		l.share = int32(1000 + (r>>48)%8000)
 	}
 	first := time.Date(s.date.Year(), s.date.Month(), 1, 0, 0, 0, 0, time.UTC)
-	overdue := b%s.overdueEvery == 0
+	overdue := s.overdueEvery > 0 && b%s.overdueEvery == 0
 	span := s.date.Day() - 1 // start in [first, date-1]
 	if overdue {
 		span-- // start in [first, date-2], due date-1
@@ -803,7 +813,7 @@ func (e *cobEnv) closeDate(ctx context.Context, d time.Time, checkpoint bool, ti
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("not done after %s", timeout)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 		r, err := e.q.GetCOBRun(ctx, d)
 		if err != nil {
 			return nil, err
@@ -823,11 +833,14 @@ func (e *cobEnv) closeDate(ctx context.Context, d time.Time, checkpoint bool, ti
 			res.tb = r.TrialBalance
 		}
 		if res.completed > 0 && res.attached == 0 {
-			n, err := e.q.BenchCOBUnattachedItems(ctx)
+			left, err := e.q.BenchCOBMergesPending(ctx)
+			if err == nil && !left {
+				left, err = e.q.BenchCOBAnyUnattached(ctx)
+			}
 			if err != nil {
 				return nil, err
 			}
-			if n == 0 {
+			if !left {
 				res.attached = time.Since(t0)
 			}
 		}

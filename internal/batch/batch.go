@@ -18,12 +18,14 @@
 //
 // A chunk job claims its items in small groups with FOR UPDATE SKIP LOCKED
 // on rows still PENDING, runs each through the domain function on a store
-// that sits on the claiming transaction (the domain's own InTx becomes a
-// savepoint: an item that fails rolls back its own writes and nothing
-// else), and records every outcome — SUCCEEDED with the result's id, or
-// FAILED with the domain's client-safe code and message — and the group's
-// tally row in that same transaction. So an item's effect, its status and
-// its count commit or roll back together:
+// that sits on the claiming transaction, and records every outcome —
+// SUCCEEDED with the result's id, or FAILED with the domain's client-safe
+// code and message — and the group's tally row in that same transaction.
+// The domain's own InTx joins the group's transaction; should an item need
+// its own rollback (it failed after running a statement), the group is
+// rolled back and redone with the domain's InTx as a savepoint per item,
+// so a failing item undoes its own writes and nothing else (joined.go). So
+// an item's effect, its status and its count commit or roll back together:
 //
 //   - a runner killed mid-group loses its uncommitted group, rows and
 //     statuses alike; the items are PENDING again and the rescued job

@@ -728,3 +728,30 @@ func TestKilledRunnerMidChunk(t *testing.T) {
 	require.EqualValues(t, 100, b.Count(t, "SELECT count(*) FROM ledger_entry WHERE idempotency_key LIKE $1", "%"+b.Suffix))
 	require.EqualValues(t, 1, b.completedEvents(t, bt.ID))
 }
+
+// TestUrgentEntriesBesideLedgerApply: urgent entries take the ledger's
+// shared apply lock of each account until commit, and ledger.apply's last
+// step waits for it exclusively. A batch of urgent entries on a few hot
+// accounts, with ledger.apply working them at the same time, completes
+// and every posting is applied.
+func TestUrgentEntriesBesideLedgerApply(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.work(t)
+	var accounts []string
+	for i := range 4 {
+		accounts = append(accounts, b.account(t, fmt.Sprintf("hot%d", i), "ASSET"))
+	}
+	items := make([]any, 600)
+	for i := range items {
+		e := entry(b.ID(fmt.Sprintf("je-%d", i)), accounts[i%4], 10, accounts[(i+1)%4], -10)
+		e["urgent"] = i%3 != 0
+		items[i] = e
+	}
+	bt := b.waitDone(t, b.submit(t, "urgent", batch.OpJournalEntry, items).ID)
+	require.Equal(t, 600, bt.Succeeded)
+	testkit.WaitFor(t, 60*time.Second, "every urgent posting to be applied", func() bool {
+		return b.Count(t, `SELECT count(*) FROM ledger_posting p JOIN ledger_entry e ON e.id = p.entry_id
+			WHERE e.urgent AND e.idempotency_key LIKE $1 AND p.applied_at IS NULL`, "%"+b.Suffix) == 0
+	})
+}

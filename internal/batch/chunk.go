@@ -2,6 +2,7 @@ package batch
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -9,18 +10,26 @@ import (
 	"riverbank"
 	"riverbank/internal/db"
 	"riverbank/internal/events"
+	"riverbank/internal/ledger"
 )
 
-// groupSize is how many items one transaction does, by operation. Journal
-// entries take no row locks that other writers wait for (only entries
-// above ledger.LargeAmountMinor lock their accounts), so a group of them
-// shares one commit; 25 keeps a group's savepoints (one per entry) under
-// Postgres's 64 cached subtransactions per backend, past which every
-// other session's snapshots get slower. Orders, loans and repayments lock
-// business rows (products in sku order, the credit line, the loan) until
-// commit: one item per transaction holds those locks exactly as long as
-// the single endpoint does, and two chunks can never wait on each other in
-// a cycle.
+// groupSize is how many items one transaction does, by operation. A
+// journal entry takes no lock that other writers wait for unless it is
+// urgent (a shared per-account apply lock that ledger.apply's final step
+// waits for) or large (per-account locks above ledger.LargeAmountMinor):
+// plain entries share a transaction and its commit, and an urgent or
+// large one runs in a transaction of its own (runsAlone), as long as the
+// single endpoint would hold those locks. Held across a group, they would
+// queue ledger.apply behind the whole group and every later writer behind
+// ledger.apply, and two groups could wait on each other. 25: a group
+// redone with savepoints (joined.go) then has one per entry, under
+// Postgres's 64 cached subtransactions per backend, past which every other
+// session's snapshots get slower; and of 10, 25, 50 and 100 it was the
+// fastest (riverbank bench batches --single=false, 2-core machine).
+// Orders, loans and repayments lock business rows (products in sku order,
+// the credit line, the loan) until commit: one item per transaction holds
+// those locks exactly as long as the single endpoint does, and two chunks
+// can never wait on each other in a cycle.
 var groupSize = map[string]int{OpJournalEntry: 25, OpOrder: 1, OpLoan: 1, OpRepayment: 1}
 
 // ChunkResult says what one run of a chunk did.
@@ -69,7 +78,10 @@ func (s *Service) RunChunk(ctx context.Context, args ChunkArgs, final bool) (Chu
 	}
 	after := args.From - 1
 	for {
-		g, err := s.runGroup(ctx, op, args, after, size, final, false)
+		g, err := s.runGroup(ctx, op, args, after, groupMode{size: size, final: final, joined: true})
+		if errors.Is(err, errRedo) {
+			g, err = s.runGroup(ctx, op, args, after, groupMode{size: size, final: final})
+		}
 		if err != nil && g.claimed > 0 && ctx.Err() == nil {
 			// The group's transaction failed as a whole: redo its items
 			// one per transaction, so one item cannot hold the others back.
@@ -131,10 +143,10 @@ func (s *Service) completeIfDone(ctx context.Context, batchID int64) (bool, erro
 // item is recorded FAILED internal in a transaction of its own.
 func (s *Service) runSingly(ctx context.Context, op string, args ChunkArgs, after int, final bool, add func(groupOutcome)) error {
 	for {
-		g, err := s.runGroup(ctx, op, args, after, 1, final, false)
+		g, err := s.runGroup(ctx, op, args, after, groupMode{size: 1, final: final})
 		if err != nil && final && g.claimed == 1 && ctx.Err() == nil {
 			s.logger.Error("batch: an item's transaction failed on the last attempt; recording it failed (internal)", "batch_id", args.BatchID, "index", g.last, "error", err)
-			g, err = s.runGroup(ctx, op, ChunkArgs{BatchID: args.BatchID, From: g.last, To: g.last + 1}, g.last-1, 1, final, true)
+			g, err = s.runGroup(ctx, op, ChunkArgs{BatchID: args.BatchID, From: g.last, To: g.last + 1}, g.last-1, groupMode{size: 1, final: final, failAll: true})
 		}
 		if err != nil {
 			return err
@@ -157,13 +169,28 @@ type groupOutcome struct {
 // cause is logged.
 const internalDetail = "internal error"
 
-// runGroup claims up to size pending items of the chunk after index
+// groupMode says how runGroup runs a group.
+type groupMode struct {
+	// size is how many items to claim (groupCut may do fewer).
+	size int
+	// final is the chunk's last attempt: claims wait for items another
+	// runner holds, and internal errors fail the item.
+	final bool
+	// failAll records every claimed item FAILED internal without running
+	// it.
+	failAll bool
+	// joined runs the domain calls in the group's transaction itself
+	// rather than a savepoint each (see joined.go); the group answers
+	// errRedo when an item needed its own rollback.
+	joined bool
+}
+
+// runGroup claims up to m.size pending items of the chunk after index
 // after, runs each through its domain function on the claiming
-// transaction, and records their outcomes and the batch's counters in it
-// (appending batch.completed when it completes the batch). failAll records
-// every claimed item FAILED internal without running it. On error the
+// transaction, and records their outcomes and tally in it. On error the
 // transaction is rolled back; claimed and last still say what was claimed.
-func (s *Service) runGroup(ctx context.Context, op string, args ChunkArgs, after, size int, final, failAll bool) (groupOutcome, error) {
+func (s *Service) runGroup(ctx context.Context, op string, args ChunkArgs, after int, m groupMode) (groupOutcome, error) {
+	size, final := m.size, m.final
 	var g groupOutcome
 	err := s.store.InTx(ctx, func(tx *db.Tx) error {
 		var rows []db.ClaimBatchItemsRow
@@ -183,11 +210,20 @@ func (s *Service) runGroup(ctx context.Context, op string, args ChunkArgs, after
 		if len(rows) == 0 {
 			return nil
 		}
+		// Items past the cut stay claimed until this transaction ends and
+		// are claimed again by the next group.
+		rows = rows[:groupCut(op, rows)]
 		g.claimed, g.last = len(rows), int(rows[len(rows)-1].Idx)
-		// The domain services sit on this transaction: each call's own
-		// InTx is a savepoint of it, so a failing item rolls back alone,
-		// and an item's effect commits with its recorded outcome.
-		d := s.domains(db.NewStore(tx.Tx, s.store.JobInserter()))
+		// The domain services sit on this transaction, so an item's effect
+		// commits with its recorded outcome. Each call's own InTx is a
+		// savepoint of it, so a failing item rolls back alone — or, joined,
+		// is the group's transaction itself, watched by state.
+		var exec db.Executor = tx.Tx
+		state := &joinState{}
+		if m.joined {
+			exec = joined{Tx: tx.Tx, state: state}
+		}
+		d := s.domains(db.NewStore(exec, s.store.JobInserter()))
 		p := db.RecordBatchItemsParams{BatchID: args.BatchID}
 		record := func(idx int32, status string, resultID int64, code, detail string) {
 			p.Idxs = append(p.Idxs, idx)
@@ -198,11 +234,15 @@ func (s *Service) runGroup(ctx context.Context, op string, args ChunkArgs, after
 			p.ErrorDetails = append(p.ErrorDetails, strings.ToValidUTF8(strings.ReplaceAll(detail, "\x00", "\uFFFD"), "\uFFFD"))
 		}
 		for _, r := range rows {
-			if failAll {
+			if m.failAll {
 				record(r.Idx, ItemFailed, 0, riverbank.EINTERNAL, internalDetail)
 				continue
 			}
+			*state = joinState{}
 			id, err := runItem(ctx, d, op, r.Payload)
+			if m.joined && state.dirty(err) {
+				return errRedo
+			}
 			if err == nil {
 				record(r.Idx, ItemSucceeded, id, "", "")
 				continue
@@ -243,4 +283,47 @@ func (s *Service) runGroup(ctx context.Context, op string, args ChunkArgs, after
 		return groupOutcome{claimed: g.claimed, last: g.last}, err
 	}
 	return g, nil
+}
+
+// groupCut returns how many of the claimed rows one transaction does: all
+// of them, except that an item that must run alone ends the group before
+// it, or is the whole group when it comes first.
+func groupCut(op string, rows []db.ClaimBatchItemsRow) int {
+	if op != OpJournalEntry || len(rows) == 1 {
+		return len(rows)
+	}
+	if runsAlone(rows[0].Payload) {
+		return 1
+	}
+	for i := 1; i < len(rows); i++ {
+		if runsAlone(rows[i].Payload) {
+			return i
+		}
+	}
+	return len(rows)
+}
+
+// runsAlone reports whether a journal entry item takes locks that must
+// not be held across other items: urgent, or a posting large enough that
+// the entry may net more than ledger.LargeAmountMinor on an account. An
+// item that does not decode runs with the others (it fails validation).
+func runsAlone(payload []byte) bool {
+	var e struct {
+		Urgent   bool `json:"urgent"`
+		Postings []struct {
+			AmountMinor int64 `json:"amount_minor"`
+		} `json:"postings"`
+	}
+	if json.Unmarshal(payload, &e) != nil {
+		return false
+	}
+	if e.Urgent {
+		return true
+	}
+	for _, p := range e.Postings {
+		if p.AmountMinor > ledger.LargeAmountMinor/ledger.MaxPostings || p.AmountMinor < -ledger.LargeAmountMinor/ledger.MaxPostings {
+			return true
+		}
+	}
+	return false
 }

@@ -235,7 +235,7 @@ func (s *Service) requestMergesTx(ctx context.Context, tx *db.Tx, date time.Time
 	for i := range loans {
 		ids[i], resources[i] = events.ID(loans[i].ID), &lending.Loan{Loan: loans[i]}
 	}
-	if err := events.AppendMany(ctx, tx.Queries, events.LoanOverdue, "loan", ids, resources); err != nil {
+	if err := events.AppendMany(ctx, tx, events.LoanOverdue, "loan", ids, resources); err != nil {
 		return err
 	}
 	closed, err := tx.CasesClosedNow(ctx, db.CasesClosedNowParams{IDLo: lo, IDHi: hi})

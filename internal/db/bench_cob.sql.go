@@ -38,6 +38,19 @@ func (q *Queries) BenchCOBAccrualSize(ctx context.Context) (BenchCOBAccrualSizeR
 	return i, err
 }
 
+const benchCOBAnyUnattached = `-- name: BenchCOBAnyUnattached :one
+SELECT EXISTS (SELECT 1 FROM collection_item WHERE case_id IS NULL AND resolved_at IS NULL)
+`
+
+// Whether some open collection item is not in a case yet (stops at the
+// first one: cheap enough to poll).
+func (q *Queries) BenchCOBAnyUnattached(ctx context.Context) (bool, error) {
+	row := q.db.QueryRow(ctx, benchCOBAnyUnattached)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const benchCOBCaseCheck = `-- name: BenchCOBCaseCheck :one
 SELECT
     (SELECT count(*) FROM (SELECT c.borrower_id FROM collection_case c WHERE c.status = 'OPEN'
@@ -199,6 +212,19 @@ func (q *Queries) BenchCOBLoanTableSize(ctx context.Context) (BenchCOBLoanTableS
 	var i BenchCOBLoanTableSizeRow
 	err := row.Scan(&i.HeapBytes, &i.IndexBytes)
 	return i, err
+}
+
+const benchCOBMergesPending = `-- name: BenchCOBMergesPending :one
+SELECT EXISTS (SELECT 1 FROM collection_merge_signal)
+`
+
+// Whether some borrower still awaits a case.merge (its signal row is
+// deleted by the merge's transaction): a tiny table, cheap to poll.
+func (q *Queries) BenchCOBMergesPending(ctx context.Context) (bool, error) {
+	row := q.db.QueryRow(ctx, benchCOBMergesPending)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
 }
 
 const benchCOBSeedClosedRun = `-- name: BenchCOBSeedClosedRun :exec

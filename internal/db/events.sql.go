@@ -12,12 +12,9 @@ import (
 
 const appendEvent = `-- name: AppendEvent :one
 
-WITH ins AS (
-    INSERT INTO event (type, subject_type, subject_id, data)
-    VALUES ($1, $2, $3, $4)
-    RETURNING id, txid, occurred_at
-)
-SELECT ins.id, ins.txid, ins.occurred_at, pg_notify('riverbank_events', '')::text AS notified FROM ins
+INSERT INTO event (type, subject_type, subject_id, data)
+VALUES ($1, $2, $3, $4)
+RETURNING id, txid, occurred_at
 `
 
 type AppendEventParams struct {
@@ -31,13 +28,13 @@ type AppendEventRow struct {
 	ID         int64
 	Txid       int64
 	OccurredAt time.Time
-	Notified   string
 }
 
 // The events feed (SPEC §8). See schema.sql step 7 and internal/events.
-// Appends an event and wakes long-polling readers (the notification is
-// delivered when the transaction commits; several in one transaction
-// collapse into one).
+// Appends an event. Readers are woken after the commit, from outside the
+// transaction (NotifyEvents): a NOTIFY inside it would hold Postgres's
+// server-wide notification lock until the commit is flushed, serialising
+// every writing transaction.
 func (q *Queries) AppendEvent(ctx context.Context, arg AppendEventParams) (AppendEventRow, error) {
 	row := q.db.QueryRow(ctx, appendEvent,
 		arg.Type,
@@ -46,24 +43,15 @@ func (q *Queries) AppendEvent(ctx context.Context, arg AppendEventParams) (Appen
 		arg.Data,
 	)
 	var i AppendEventRow
-	err := row.Scan(
-		&i.ID,
-		&i.Txid,
-		&i.OccurredAt,
-		&i.Notified,
-	)
+	err := row.Scan(&i.ID, &i.Txid, &i.OccurredAt)
 	return i, err
 }
 
 const appendEvents = `-- name: AppendEvents :exec
-WITH ins AS (
-    INSERT INTO event (type, subject_type, subject_id, data)
-    SELECT $1::text, $2::text, s.subject_id, d.data
-    FROM unnest($3::text[]) WITH ORDINALITY AS s(subject_id, ord)
-    JOIN unnest($4::jsonb[]) WITH ORDINALITY AS d(data, ord) USING (ord)
-    RETURNING 1
-)
-SELECT count(*), pg_notify('riverbank_events', '') FROM ins
+INSERT INTO event (type, subject_type, subject_id, data)
+SELECT $1::text, $2::text, s.subject_id, d.data
+FROM unnest($3::text[]) WITH ORDINALITY AS s(subject_id, ord)
+JOIN unnest($4::jsonb[]) WITH ORDINALITY AS d(data, ord) USING (ord)
 `
 
 type AppendEventsParams struct {
@@ -74,7 +62,7 @@ type AppendEventsParams struct {
 }
 
 // Appends many events of one type in one statement (a chunk's loans
-// turned overdue), then wakes readers.
+// turned overdue).
 func (q *Queries) AppendEvents(ctx context.Context, arg AppendEventsParams) error {
 	_, err := q.db.Exec(ctx, appendEvents,
 		arg.Type,
@@ -105,6 +93,18 @@ func (q *Queries) DeleteExpiredEvents(ctx context.Context, arg DeleteExpiredEven
 		return 0, err
 	}
 	return result.RowsAffected(), nil
+}
+
+const notifyEvents = `-- name: NotifyEvents :exec
+SELECT pg_notify('riverbank_events', '')
+`
+
+// Wakes the long-polling readers of every process (their hubs LISTEN).
+// Sent in its own short transaction, which writes nothing and so waits
+// for no flush.
+func (q *Queries) NotifyEvents(ctx context.Context) error {
+	_, err := q.db.Exec(ctx, notifyEvents)
+	return err
 }
 
 const pendingEventsExist = `-- name: PendingEventsExist :one

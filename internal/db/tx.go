@@ -63,6 +63,17 @@ type Tx struct {
 	// Tx is the underlying pgx transaction.
 	Tx    pgx.Tx
 	river JobInserter
+	hooks *[]func()
+}
+
+// AfterCommit registers fn to run once the store's transaction has
+// committed (never on rollback): work that must not happen inside it,
+// like waking readers of what it wrote. On a store that sits on a
+// caller's transaction, "committed" is the release of its savepoint.
+func (t *Tx) AfterCommit(fn func()) {
+	if t.hooks != nil {
+		*t.hooks = append(*t.hooks, fn)
+	}
 }
 
 // Insert inserts a River job in this transaction.
@@ -103,11 +114,15 @@ func (s *Store) InTx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 			_ = ptx.Rollback(rbCtx)
 		}
 	}()
-	if err := fn(&Tx{Queries: New(ptx), Tx: ptx, river: s.river}); err != nil {
+	var hooks []func()
+	if err := fn(&Tx{Queries: New(ptx), Tx: ptx, river: s.river, hooks: &hooks}); err != nil {
 		return err
 	}
 	if err := ptx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	for _, h := range hooks {
+		h()
 	}
 	return nil
 }
@@ -194,7 +209,7 @@ func (t *Tx) Savepoint(ctx context.Context, fn func(tx *Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("savepoint: %w", err)
 	}
-	if err := fn(&Tx{Queries: New(sp), Tx: sp, river: t.river}); err != nil {
+	if err := fn(&Tx{Queries: New(sp), Tx: sp, river: t.river, hooks: t.hooks}); err != nil {
 		rbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		if rbErr := sp.Rollback(rbCtx); rbErr != nil {

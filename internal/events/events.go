@@ -108,26 +108,33 @@ func Data(v any) ([]byte, error) {
 
 // AppendTx appends one event in the caller's transaction: it commits or
 // rolls back with the change it describes. subject is the resource's id.
+// Readers are woken once the transaction has committed (wake).
 func AppendTx(ctx context.Context, tx *db.Tx, typ, subjectType, subjectID string, resource any) error {
-	return Append(ctx, tx.Queries, typ, subjectType, subjectID, resource)
-}
-
-// Append is AppendTx for code that holds the transaction's queries (q must
-// be on the transaction that makes the change).
-func Append(ctx context.Context, q *db.Queries, typ, subjectType, subjectID string, resource any) error {
 	data, err := Data(resource)
 	if err != nil {
 		return err
 	}
-	if _, err := q.AppendEvent(ctx, db.AppendEventParams{Type: typ, SubjectType: subjectType, SubjectID: subjectID, Data: data}); err != nil {
+	if _, err := tx.AppendEvent(ctx, db.AppendEventParams{Type: typ, SubjectType: subjectType, SubjectID: subjectID, Data: data}); err != nil {
 		return fmt.Errorf("append event %s: %w", typ, err)
 	}
+	tx.AfterCommit(wake)
 	return nil
+}
+
+// wakeups carries "an event committed in this process" to the hub's
+// notifier, coalesced: one pending wake-up stands for any number.
+var wakeups = make(chan struct{}, 1)
+
+func wake() {
+	select {
+	case wakeups <- struct{}{}:
+	default:
+	}
 }
 
 // AppendMany appends one event of type typ per resource, in one statement
 // (ids[i] is resources[i]'s subject id).
-func AppendMany(ctx context.Context, q *db.Queries, typ, subjectType string, ids []string, resources []any) error {
+func AppendMany(ctx context.Context, tx *db.Tx, typ, subjectType string, ids []string, resources []any) error {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -138,9 +145,10 @@ func AppendMany(ctx context.Context, q *db.Queries, typ, subjectType string, ids
 			return err
 		}
 	}
-	if err := q.AppendEvents(ctx, db.AppendEventsParams{Type: typ, SubjectType: subjectType, SubjectIds: ids, Datas: datas}); err != nil {
+	if err := tx.AppendEvents(ctx, db.AppendEventsParams{Type: typ, SubjectType: subjectType, SubjectIds: ids, Datas: datas}); err != nil {
 		return fmt.Errorf("append %d events %s: %w", len(ids), typ, err)
 	}
+	tx.AfterCommit(wake)
 	return nil
 }
 
@@ -244,8 +252,10 @@ func (h *Hub) broadcast() {
 
 // Run listens until ctx ends, reconnecting with backoff when the
 // connection drops (readers fall back to a slow re-check meanwhile). It
-// logs a lost connection once, not once per retry.
+// logs a lost connection once, not once per retry. It also sends this
+// process's wake-ups (notify).
 func (h *Hub) Run(ctx context.Context) {
+	go h.notify(ctx)
 	backoff := 100 * time.Millisecond
 	logged := false
 	for ctx.Err() == nil {
@@ -267,6 +277,26 @@ func (h *Hub) Run(ctx context.Context) {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// notify turns this process's commits of events into one NOTIFY each
+// (coalesced while one is being sent), outside the writing transactions:
+// every process's hub LISTENs, so readers anywhere wake. A failed NOTIFY
+// is not retried: readers re-check on their own within seconds.
+func (h *Hub) notify(ctx context.Context) {
+	q := db.New(h.pool)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-wakeups:
+		}
+		nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := q.NotifyEvents(nctx); err != nil && ctx.Err() == nil {
+			h.logger.Debug("events: notify failed", "error", err)
+		}
+		cancel()
 	}
 }
 

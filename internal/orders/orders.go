@@ -278,7 +278,7 @@ type facts struct {
 // longer in o.Status (a concurrent transition won); callers that hold the
 // row lock (lockOrder) never see that.
 func transitionTx(ctx context.Context, tx *db.Tx, o *db.Order, to Status, f facts) (*db.Order, error) {
-	return applyTransition(ctx, tx.Queries, o, to, f)
+	return applyTransition(ctx, tx, o, to, f)
 }
 
 // applyTransition checks the transition table and then, in one statement
@@ -287,7 +287,8 @@ func transitionTx(ctx context.Context, tx *db.Tx, o *db.Order, to Status, f fact
 // transition implies, locking the order row and then its products in sku
 // order; the statement fails unless every line's stock moved. It returns
 // nil, nil when the order was no longer in o.Status.
-func applyTransition(ctx context.Context, q *db.Queries, o *db.Order, to Status, f facts) (*db.Order, error) {
+func applyTransition(ctx context.Context, tx *db.Tx, o *db.Order, to Status, f facts) (*db.Order, error) {
+	q := tx.Queries
 	from := Status(o.Status)
 	move, ok := transitions[from][to]
 	if !ok {
@@ -322,7 +323,7 @@ func applyTransition(ctx context.Context, q *db.Queries, o *db.Order, to Status,
 	if err != nil {
 		return nil, err
 	}
-	if err := events.Append(ctx, q, eventOf[to], "order", events.ID(next.ID), full); err != nil {
+	if err := events.AppendTx(ctx, tx, eventOf[to], "order", events.ID(next.ID), full); err != nil {
 		return nil, err
 	}
 	return &next, nil

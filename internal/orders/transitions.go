@@ -176,7 +176,10 @@ func (s *Service) jobTransition(ctx context.Context, id int64, guess Status, wan
 		if to == "" {
 			return false, nil
 		}
-		next, err := applyTransition(ctx, q, &db.Order{ID: id, Status: db.OrderStatus(from)}, to, f)
+		// The transition and its event commit together.
+		next, err := db.InTxV(ctx, s.store, func(tx *db.Tx) (*db.Order, error) {
+			return applyTransition(ctx, tx, &db.Order{ID: id, Status: db.OrderStatus(from)}, to, f)
+		})
 		if err != nil {
 			return false, err
 		}
