@@ -51,7 +51,6 @@ func setupDB(t testing.TB) *testBundle {
 	return &testBundle{ctx: k.Ctx, pool: k.Pool, dbtx: k.Pool, store: k.Store, svc: k.Services.Ledger, suffix: k.Suffix}
 }
 
-
 // code returns an account code unique to this test.
 func (b *testBundle) code(name string) string { return name + ":" + b.suffix }
 
