@@ -185,7 +185,7 @@ var settings = []setting{
 		// read (Load), whatever order they come in.
 		return nil
 	}},
-	{"RIVERBANK_COB_CHUNK_SIZE", "cob-chunk-size", "2000", "loan ids per close-of-business chunk job", func(c *Config, v string) error {
+	{"RIVERBANK_COB_CHUNK_SIZE", "cob-chunk-size", "5000", "loan ids per close-of-business chunk job", func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000000 {
 			return errors.New("must be a whole number from 1 to 1000000")
