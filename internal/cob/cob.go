@@ -23,6 +23,7 @@ import (
 	"riverbank"
 	"riverbank/internal/db"
 	"riverbank/internal/events"
+	"riverbank/internal/lending"
 	"riverbank/internal/queue"
 )
 
@@ -45,7 +46,7 @@ const (
 const DefaultChunkSize = 5000
 
 // DateLayout is the wire format of business dates.
-const DateLayout = "2006-01-02"
+const DateLayout = lending.DateLayout
 
 // noDate is what the bookkeeping queries return for "none".
 var noDate = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -163,14 +164,9 @@ func (s *Service) Today() time.Time {
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 }
 
-// ParseDate parses a YYYY-MM-DD business date.
-func ParseDate(v string) (time.Time, error) {
-	t, err := time.Parse(DateLayout, v)
-	if err != nil || t.Year() < 1900 || t.Year() > 9999 {
-		return time.Time{}, riverbank.Errorf(riverbank.EINVALID, "date %q is not a date (YYYY-MM-DD)", v).WithDetail("field", "date")
-	}
-	return t, nil
-}
+// ParseDate parses a YYYY-MM-DD business date (lending's parser: one rule
+// for every date the API takes).
+func ParseDate(v string) (time.Time, error) { return lending.ParseDate("date", v) }
 
 func fmtDate(t time.Time) string { return t.Format(DateLayout) }
 
