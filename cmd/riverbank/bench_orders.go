@@ -34,6 +34,9 @@ type ordersBenchOpts struct {
 	halfLoad       bool
 	pgbench        bool
 	workers        int
+	// onCreated, when set, is told of every created order: its id, when
+	// its request was sent and when the answer arrived (bench events).
+	onCreated func(id int64, sent, answered time.Time)
 }
 
 func runBenchOrders(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -231,13 +234,22 @@ func runCataloguePhase(ctx context.Context, c *bench.Client, name, run string, s
 				body := map[string]any{"buyer_id": res.buyers[i], "merchant_id": "bench-shop", "identifier": fmt.Sprintf("o-%d", n), "items": items}
 				t0 := time.Now()
 				var prob bench.Problem
-				st, err := c.Do(ctx, http.MethodPost, "/v1/orders", body, nil, &prob)
-				res.request.Add(time.Since(t0))
+				var out benchOrder
+				var dst any // nil unless the id is wanted: Do skips the body
+				if o.onCreated != nil {
+					dst = &out
+				}
+				st, err := c.Do(ctx, http.MethodPost, "/v1/orders", body, dst, &prob)
+				t1 := time.Now()
+				res.request.Add(t1.Sub(t0))
 				if err != nil || st != http.StatusCreated {
 					failed.Add(1)
 					continue
 				}
 				created.Add(1)
+				if o.onCreated != nil {
+					o.onCreated(out.ID, t0, t1)
+				}
 			}
 		})
 	}

@@ -110,6 +110,9 @@ func Data(v any) ([]byte, error) {
 // rolls back with the change it describes. subject is the resource's id.
 // Readers are woken once the transaction has committed (wake).
 func AppendTx(ctx context.Context, tx *db.Tx, typ, subjectType, subjectID string, resource any) error {
+	if appendsOff.Load() {
+		return nil
+	}
 	data, err := Data(resource)
 	if err != nil {
 		return err
@@ -120,6 +123,16 @@ func AppendTx(ctx context.Context, tx *db.Tx, typ, subjectType, subjectID string
 	tx.AfterCommit(wake)
 	return nil
 }
+
+// appendsOff makes AppendTx and AppendMany do nothing. Only `riverbank bench
+// events` sets it (in its own process), to measure what the feed costs the
+// writes that feed it; there is deliberately no configuration for it, because
+// a riverbank without its feed breaks the §8 contract.
+var appendsOff atomic.Bool
+
+// DisableAppendsForBenchmark turns event appends off (true) or back on in
+// this process. Benchmarks only.
+func DisableAppendsForBenchmark(off bool) { appendsOff.Store(off) }
 
 // wakeups carries "an event committed in this process" to the hub's
 // notifier, coalesced: one pending wake-up stands for any number.
@@ -135,7 +148,7 @@ func wake() {
 // AppendMany appends one event of type typ per resource, in one statement
 // (ids[i] is resources[i]'s subject id).
 func AppendMany(ctx context.Context, tx *db.Tx, typ, subjectType string, ids []string, resources []any) error {
-	if len(ids) == 0 {
+	if len(ids) == 0 || appendsOff.Load() {
 		return nil
 	}
 	datas := make([][]byte, len(resources))
