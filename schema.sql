@@ -1007,3 +1007,18 @@ CREATE INDEX webhook_delivery_subscription_idx ON webhook_delivery (subscription
 -- Delivered rows older than the event retention are dropped in small
 -- batches; created_at grows with insertion, so BRIN finds them cheaply.
 CREATE INDEX webhook_delivery_created_brin ON webhook_delivery USING brin (created_at);
+
+-- riverbank:step 10 event_stored_rows
+-- Order events are appended by the statement that makes the order's change
+-- (InsertOrder, ApplyTransition in queries/orders.sql) instead of by a
+-- separate INSERT after it: a transition is one statement again, and the
+-- products it locks are held for that statement and the commit only. Such
+-- an event stores the changed row as Postgres has it (to_jsonb of the
+-- order plus its items) and says so in data_kind; readers of the feed and
+-- webhook deliveries render it into the API's body (internal/events
+-- Stored). NULL data_kind: data is the API body already.
+ALTER TABLE event ADD COLUMN data_kind text CHECK (data_kind IN ('order_row'));
+-- Nothing looks events up by id alone (the feed pages by (txid, id), the
+-- primary key); identity values are unique without it, and it was one more
+-- index to update per event.
+DROP INDEX event_id_key;

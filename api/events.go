@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -22,6 +23,21 @@ import (
 func init() {
 	// An event's data is the resource as this API shows it.
 	events.SetRenderer(RenderResource)
+	events.SetStoredRenderer(renderStored)
+}
+
+// renderStored renders an event stored as a row (schema step 10) into the
+// API body of its resource.
+func renderStored(kind string, data []byte) (any, error) {
+	switch kind {
+	case orders.StoredKind:
+		o, err := orders.FromStored(data)
+		if err != nil {
+			return nil, err
+		}
+		return orderBody(o), nil
+	}
+	return nil, fmt.Errorf("unknown stored event kind %q", kind)
 }
 
 // RenderResource returns the API body of a domain value (the data of an

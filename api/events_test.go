@@ -50,6 +50,39 @@ func TestEventsAPIDataIsTheResource(t *testing.T) {
 	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &got))
 	require.Equal(t, got, data, "event data is the order as GET returns it")
 
+	// A payment of the CREATED order confirms it inline and pays it, in one
+	// transaction: two events, each the order as it was after its change
+	// (the stored-row events of schema step 10, rendered on read).
+	rec = tapi.Post(fmt.Sprintf("/v1/orders/%d/pay", order.ID), map[string]any{"payment_id": k.ID("pay"), "amount_minor": 200})
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	var paidGet map[string]any
+	rec = tapi.Get(fmt.Sprintf("/v1/orders/%d", order.ID))
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &paidGet))
+	testkit.WaitFor(t, 90*time.Second, "order.confirmed and order.paid in the feed", func() bool {
+		rec := tapi.Get(fmt.Sprintf("/v1/events?subject_id=%d&wait=1", order.ID))
+		require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+		page = testkit.DecodeJSON[eventsPage](t, rec)
+		return len(page.Events) >= 4
+	})
+	var ofOrder []api.EventBody // subject_id 1 may also be the payment's journal entry
+	for _, e := range page.Events {
+		if e.SubjectType == "order" {
+			ofOrder = append(ofOrder, e)
+		}
+	}
+	require.Len(t, ofOrder, 3)
+	require.Equal(t, events.OrderConfirmed, ofOrder[1].Type)
+	require.Equal(t, events.OrderPaid, ofOrder[2].Type)
+	var confirmed, paid map[string]any
+	require.NoError(t, json.Unmarshal(ofOrder[1].Data, &confirmed))
+	require.NoError(t, json.Unmarshal(ofOrder[2].Data, &paid))
+	require.Equal(t, paidGet, paid, "order.paid data is the order as GET returns it after the payment")
+	require.Equal(t, "CONFIRMED", confirmed["status"])
+	require.Equal(t, paidGet["confirmed_at"], confirmed["confirmed_at"])
+	require.Nil(t, confirmed["paid_at"])
+	require.Nil(t, confirmed["payment_id"])
+	require.Equal(t, paidGet["items"], confirmed["items"])
+
 	// The product's stock_set came first, in another transaction.
 	var all []api.EventBody
 	cursor := ""

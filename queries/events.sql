@@ -18,7 +18,7 @@ SELECT pg_notify('riverbank_events', '');
 -- name: ReadEvents :many
 -- A page of the feed after (after_txid, after_id), only of transactions
 -- older than this statement's snapshot xmin: gap-free.
-SELECT e.txid, e.id, e.type, e.subject_type, e.subject_id, e.occurred_at, e.data
+SELECT e.txid, e.id, e.type, e.subject_type, e.subject_id, e.occurred_at, e.data, e.data_kind
 FROM event e
 WHERE (e.txid, e.id) > (sqlc.arg(after_txid)::bigint, sqlc.arg(after_id)::bigint)
   AND e.txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint

@@ -47,7 +47,7 @@ WHERE id = sqlc.arg(id) AND stalled_job_id IS NOT NULL;
 -- name: WebhookEventsAfter :many
 -- The next events a subscription wants after its cursor, in feed order,
 -- only of transactions older than this statement's snapshot xmin.
-SELECT e.txid, e.id, e.type, e.subject_type, e.subject_id, e.occurred_at, e.data
+SELECT e.txid, e.id, e.type, e.subject_type, e.subject_id, e.occurred_at, e.data, e.data_kind
 FROM event e
 WHERE (e.txid, e.id) > (sqlc.arg(after_txid)::bigint, sqlc.arg(after_id)::bigint)
   AND e.txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"sort"
+
+	"riverbank/internal/bench"
 )
 
 // benchScenario runs one named benchmark.
@@ -46,4 +48,27 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("unknown scenario %q", args[0])
 	}
 	return sc.run(ctx, args[1:], getenv, stdout, stderr)
+}
+
+// statementsStart resets pg_stat_statements when on; it returns whether the
+// breakdown can be printed (and says why not once).
+func statementsStart(ctx context.Context, on bool, dsn string, stdout io.Writer) bool {
+	if !on {
+		return false
+	}
+	if err := bench.ResetStatements(ctx, dsn); err != nil {
+		fmt.Fprintf(stdout, "  (no statement breakdown: %v)\n", err)
+		return false
+	}
+	return true
+}
+
+// statementsPrint prints the breakdown since statementsStart per unit.
+func statementsPrint(ctx context.Context, on bool, dsn string, stdout io.Writer, unit string, units int64) {
+	if !on {
+		return
+	}
+	if err := bench.PrintStatements(ctx, stdout, dsn, unit, units, 1); err != nil {
+		fmt.Fprintf(stdout, "  (no statement breakdown: %v)\n", err)
+	}
 }

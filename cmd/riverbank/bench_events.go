@@ -26,13 +26,14 @@ func init() {
 }
 
 type eventsBenchOpts struct {
-	clients   int
-	duration  time.Duration
-	rounds    int
-	skus      int
-	consumers int
-	webhooks  bool
-	pgbench   bool
+	clients    int
+	duration   time.Duration
+	rounds     int
+	skus       int
+	consumers  int
+	webhooks   bool
+	pgbench    bool
+	statements bool
 }
 
 func runBenchEvents(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -59,6 +60,7 @@ Then pgbench tpcb-like with the same client count on the same server.`, stderr)
 	fs.IntVar(&o.consumers, "consumers", 4, "lag: concurrent feed consumers")
 	fs.BoolVar(&o.webhooks, "webhooks", true, "also measure webhook deliveries/s")
 	fs.BoolVar(&o.pgbench, "pgbench", true, "also run pgbench tpcb-like for the ratio")
+	fs.BoolVar(&o.statements, "statements", true, "print the pg_stat_statements breakdown per order of the last round's phases (resets the server's statistics)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -106,6 +108,7 @@ Then pgbench tpcb-like with the same client count on the same server.`, stderr)
 		}
 		for _, feed := range order {
 			name := fmt.Sprintf("r%d-%s", r, map[bool]string{true: "on", false: "off"}[feed])
+			stmts := statementsStart(ctx, o.statements && r == o.rounds-1, dsn, stdout)
 			events.DisableAppendsForBenchmark(!feed)
 			p := runCataloguePhase(ctx, c, name, run, skus, oo, 0)
 			// Confirmations of this phase's orders run (and append, or not)
@@ -119,6 +122,7 @@ Then pgbench tpcb-like with the same client count on the same server.`, stderr)
 			fmt.Fprintf(stdout, "  %-7s: %6d orders in %s = %5.0f orders/s (%d failed), request p50 %s, p99 %s\n",
 				name, p.created, p.elapsed.Round(time.Millisecond), rate, p.failed,
 				p.request.Percentile(50).Round(time.Microsecond), p.request.Percentile(99).Round(time.Microsecond))
+			statementsPrint(ctx, stmts, dsn, stdout, "order", p.created)
 			if feed {
 				on = append(on, rate)
 			} else {

@@ -44,13 +44,14 @@ func benchDatabase(ctx context.Context, dsn string, logger *slog.Logger, stdout 
 }
 
 type ledgerBenchOpts struct {
-	mode     string
-	clients  int
-	duration time.Duration
-	postings int
-	urgent   bool
-	pgbench  bool
-	batch    int
+	mode       string
+	clients    int
+	duration   time.Duration
+	postings   int
+	urgent     bool
+	pgbench    bool
+	batch      int
+	statements bool
 }
 
 func runBenchLedger(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -70,6 +71,7 @@ count, run on the same database server right after.`, stderr)
 	fs.BoolVar(&o.urgent, "urgent", true, "post urgent entries (apply enqueued in the entry's transaction)")
 	fs.BoolVar(&o.pgbench, "pgbench", true, "also run pgbench -N for the ratio")
 	fs.IntVar(&o.batch, "batch", ledger.ApplyBatchSize, "postings per apply transaction")
+	fs.BoolVar(&o.statements, "statements", true, "api mode: print the pg_stat_statements breakdown per entry (resets the server's statistics)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -149,6 +151,7 @@ func benchLedgerAPI(ctx context.Context, dsn string, o ledgerBenchOpts, stdout, 
 		}
 	}
 
+	stmts := statementsStart(ctx, o.statements, dsn, stdout)
 	var lat bench.Latencies
 	var accepted, failed atomic.Int64
 	start := time.Now()
@@ -200,6 +203,7 @@ func benchLedgerAPI(ctx context.Context, dsn string, o ledgerBenchOpts, stdout, 
 	fmt.Fprintf(stdout, "  request latency: p50 %s, p99 %s, max %s\n", lat.Percentile(50).Round(time.Microsecond), lat.Percentile(99).Round(time.Microsecond), lat.Percentile(100).Round(time.Microsecond))
 	fmt.Fprintf(stdout, "  hot account: %d postings applied, %d pending; drain after load stopped: %s\n", hv.AppliedPostings, hv.PendingPostings, drain.Round(time.Millisecond))
 	fmt.Fprintf(stdout, "  postings/s applied into the hot account (load + drain): %.0f\n", float64(hv.AppliedPostings)/(elapsed+drain).Seconds())
+	statementsPrint(ctx, stmts, dsn, stdout, "entry", accepted.Load())
 	fmt.Fprintf(stdout, "  peak RSS (server + load generator, one process): %s\n", bench.MiB(bench.PeakRSS()))
 	return entriesPerSec, nil
 }

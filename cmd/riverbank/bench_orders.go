@@ -34,6 +34,7 @@ type ordersBenchOpts struct {
 	halfLoad       bool
 	pgbench        bool
 	workers        int
+	statements     bool
 	// onCreated, when set, is told of every created order: its id, when
 	// its request was sent and when the answer arrived (bench events).
 	onCreated func(id int64, sent, answered time.Time)
@@ -71,6 +72,7 @@ and buyer ids, so it can be re-run.`, stderr)
 	fs.BoolVar(&o.halfLoad, "half-load", true, "catalogue: also run a phase paced at half the maximum rate")
 	fs.BoolVar(&o.pgbench, "pgbench", true, "also run pgbench tpcb-like for the ratio")
 	fs.IntVar(&o.workers, "workers", 0, "RIVERBANK_WORKERS of the server (0: the default)")
+	fs.BoolVar(&o.statements, "statements", true, "print the pg_stat_statements breakdown per order of the max phase (resets the server's statistics)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -282,8 +284,16 @@ func benchOrdersCatalogue(ctx context.Context, dsn string, o ordersBenchOpts, st
 	}
 
 	fmt.Fprintf(stdout, "catalogue: %d clients, %d skus, 1..%d lines per order, payment timeout %s\n", o.clients, o.skus, o.maxLines, o.paymentTimeout)
+	stmts := statementsStart(ctx, o.statements, dsn, stdout)
 	phases := []*phaseResult{runCataloguePhase(ctx, c, "max", run, skus, o, 0)}
 	maxRate := float64(phases[0].created) / phases[0].elapsed.Seconds()
+	if stmts {
+		// Every order of the phase confirmed: create + confirm per order.
+		if err := waitNoneIn(ctx, c, phases[0].buyers, []string{"CREATED"}, 5*time.Minute); err != nil {
+			return 0, err
+		}
+		statementsPrint(ctx, stmts, dsn, stdout, "order", phases[0].created)
+	}
 	if o.halfLoad {
 		phases = append(phases, runCataloguePhase(ctx, c, "half", run, skus, o, maxRate/2))
 	}

@@ -132,7 +132,7 @@ func (q *Queries) PendingEventsExist(ctx context.Context, arg PendingEventsExist
 }
 
 const readEvents = `-- name: ReadEvents :many
-SELECT e.txid, e.id, e.type, e.subject_type, e.subject_id, e.occurred_at, e.data
+SELECT e.txid, e.id, e.type, e.subject_type, e.subject_id, e.occurred_at, e.data, e.data_kind
 FROM event e
 WHERE (e.txid, e.id) > ($1::bigint, $2::bigint)
   AND e.txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
@@ -175,6 +175,7 @@ func (q *Queries) ReadEvents(ctx context.Context, arg ReadEventsParams) ([]Event
 			&i.SubjectID,
 			&i.OccurredAt,
 			&i.Data,
+			&i.DataKind,
 		); err != nil {
 			return nil, err
 		}

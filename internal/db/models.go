@@ -892,6 +892,7 @@ type Event struct {
 	SubjectID   string
 	OccurredAt  time.Time
 	Data        []byte
+	DataKind    *string
 }
 
 type LedgerAccount struct {

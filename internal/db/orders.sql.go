@@ -29,6 +29,15 @@ WITH o AS (
 ), ev AS (
     INSERT INTO order_event (order_id, from_status, to_status, actor, detail)
     SELECT o.id, $11::order_status, o.status, $12::text, $13::text FROM o
+), feed AS (
+    -- The transition's feed event (event_type '' when events are off:
+    -- bench events only), as the stored row; see schema step 10.
+    INSERT INTO event (type, subject_type, subject_id, data, data_kind)
+    SELECT $14::text, 'order', o.id::text,
+           to_jsonb(o) || jsonb_build_object('items', (
+               SELECT jsonb_agg(to_jsonb(i) ORDER BY i.line_no) FROM order_item i WHERE i.order_id = o.id)),
+           'order_row'
+    FROM o WHERE $14::text <> ''
 )
 SELECT o.id, o.buyer_id, o.merchant_id, o.identifier, o.request_hash, o.status, o.total_minor, o.currency,
        o.created_at, o.expires_at, o.updated_at, o.confirmed_at, o.paid_at, o.shipped_at, o.completed_at,
@@ -53,6 +62,7 @@ type ApplyTransitionParams struct {
 	FromStatus    OrderStatus
 	Actor         string
 	Detail        *string
+	EventType     string
 }
 
 type ApplyTransitionRow struct {
@@ -82,7 +92,7 @@ type ApplyTransitionRow struct {
 // Moves an order from one status to the next in one statement: the status
 // guard and the row lock of the UPDATE (a concurrent transition of the same
 // order either happened before — no row — or waits), the facts of the
-// transition, the history event, and with move_stock the stock move the
+// transition, the history event, the feed event, and with move_stock the stock move the
 // transition implies (orders_move_stock: the order's products locked in
 // sku order after the order row, each counter moved by its coefficient ×
 // the line's quantity, failing unless every line moved).
@@ -106,6 +116,7 @@ func (q *Queries) ApplyTransition(ctx context.Context, arg ApplyTransitionParams
 		arg.FromStatus,
 		arg.Actor,
 		arg.Detail,
+		arg.EventType,
 	)
 	var i ApplyTransitionRow
 	err := row.Scan(
@@ -274,6 +285,18 @@ WITH lines AS (
 ), ev AS (
     INSERT INTO order_event (order_id, from_status, to_status, actor, created_at)
     SELECT o.id, NULL, o.status, $11::text, o.created_at FROM o
+), feed AS (
+    -- The order.created event (event_type '' when events are off: bench
+    -- events only), as the stored row; see schema step 10.
+    INSERT INTO event (type, subject_type, subject_id, data, data_kind)
+    SELECT $12::text, 'order', o.id::text,
+           to_jsonb(o) || jsonb_build_object('items', (
+               SELECT jsonb_agg(jsonb_build_object('sku', l.sku, 'line_no', l.line_no, 'quantity', l.quantity,
+                                                   'unit_price_minor', l.unit_price_minor,
+                                                   'amount_minor', l.quantity * l.unit_price_minor) ORDER BY l.line_no)
+               FROM lines l)),
+           'order_row'
+    FROM o WHERE $12::text <> ''
 ), res AS (
     SELECT r.sku, r.price_minor, r.currency, r.available, r.reserved
     FROM o, LATERAL orders_reserve($2::text[], $3::bigint[]) AS r(sku, price_minor, currency, available, reserved)
@@ -303,6 +326,7 @@ type InsertOrderParams struct {
 	TotalMinor       int64
 	PaymentTimeoutUs int64
 	Actor            string
+	EventType        string
 }
 
 type InsertOrderRow struct {
@@ -332,8 +356,8 @@ type InsertOrderRow struct {
 	PricesHeld     bool
 }
 
-// Places an order in one statement: inserts the order, its items and its
-// CREATED event, then reserves every line with orders_reserve (schema.sql:
+// Places an order in one statement: inserts the order, its items, its
+// CREATED history event and its order.created feed event, then reserves every line with orders_reserve (schema.sql:
 // the products locked in sku order, then the conditional update that can
 // never oversell), and reports the reservation: whether every line was
 // reserved, the first sku that was not (with what was available), and
@@ -355,6 +379,7 @@ func (q *Queries) InsertOrder(ctx context.Context, arg InsertOrderParams) (Inser
 		arg.TotalMinor,
 		arg.PaymentTimeoutUs,
 		arg.Actor,
+		arg.EventType,
 	)
 	var i InsertOrderRow
 	err := row.Scan(

@@ -417,7 +417,7 @@ func (q *Queries) StallWebhookSubscription(ctx context.Context, arg StallWebhook
 }
 
 const webhookEventsAfter = `-- name: WebhookEventsAfter :many
-SELECT e.txid, e.id, e.type, e.subject_type, e.subject_id, e.occurred_at, e.data
+SELECT e.txid, e.id, e.type, e.subject_type, e.subject_id, e.occurred_at, e.data, e.data_kind
 FROM event e
 WHERE (e.txid, e.id) > ($1::bigint, $2::bigint)
   AND e.txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
@@ -460,6 +460,7 @@ func (q *Queries) WebhookEventsAfter(ctx context.Context, arg WebhookEventsAfter
 			&i.SubjectID,
 			&i.OccurredAt,
 			&i.Data,
+			&i.DataKind,
 		); err != nil {
 			return nil, err
 		}

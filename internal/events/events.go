@@ -134,6 +134,46 @@ var appendsOff atomic.Bool
 // this process. Benchmarks only.
 func DisableAppendsForBenchmark(off bool) { appendsOff.Store(off) }
 
+// On reports whether events are appended (see DisableAppendsForBenchmark).
+// Statements that append their own event (InsertOrder, ApplyTransition)
+// ask it.
+func On() bool { return !appendsOff.Load() }
+
+// Appended is for a statement that appended events itself in tx: readers
+// are woken once tx has committed, as after AppendTx.
+func Appended(tx *db.Tx) { tx.AfterCommit(wake) }
+
+// StoredRenderer renders the data of an event stored as a database row
+// (data_kind, schema step 10) into the API body.
+type StoredRenderer func(kind string, data []byte) (any, error)
+
+var storedRenderer atomic.Pointer[StoredRenderer]
+
+// SetStoredRenderer registers the renderer of stored rows (the api package
+// does, at init).
+func SetStoredRenderer(r StoredRenderer) { storedRenderer.Store(&r) }
+
+// Body is an event's data as consumers get it: data itself, or, for an
+// event stored as a row (kind not nil), the API body rendered from it.
+func Body(kind *string, data []byte) (json.RawMessage, error) {
+	if kind == nil {
+		return data, nil
+	}
+	r := storedRenderer.Load()
+	if r == nil {
+		return nil, fmt.Errorf("event data of kind %s: no renderer registered", *kind)
+	}
+	v, err := (*r)(*kind, data)
+	if err != nil {
+		return nil, fmt.Errorf("render event data of kind %s: %w", *kind, err)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode event data of kind %s: %w", *kind, err)
+	}
+	return b, nil
+}
+
 // wakeups carries "an event committed in this process" to the hub's
 // notifier, coalesced: one pending wake-up stands for any number.
 var wakeups = make(chan struct{}, 1)
@@ -461,7 +501,11 @@ func (f *Feed) read(ctx context.Context, q Query) ([]Event, error) {
 	}
 	out := make([]Event, len(rows))
 	for i, r := range rows {
-		out[i] = Event{ID: r.ID, TxID: r.Txid, Type: r.Type, SubjectType: r.SubjectType, SubjectID: r.SubjectID, OccurredAt: r.OccurredAt, Data: r.Data}
+		data, err := Body(r.DataKind, r.Data)
+		if err != nil {
+			return nil, fmt.Errorf("event %d: %w", r.ID, err)
+		}
+		out[i] = Event{ID: r.ID, TxID: r.Txid, Type: r.Type, SubjectType: r.SubjectType, SubjectID: r.SubjectID, OccurredAt: r.OccurredAt, Data: data}
 	}
 	return out, nil
 }

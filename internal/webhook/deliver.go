@@ -17,6 +17,7 @@ import (
 
 	"riverbank"
 	"riverbank/internal/db"
+	"riverbank/internal/events"
 	"riverbank/internal/queue"
 )
 
@@ -318,7 +319,11 @@ func (s *Service) recordFailure(ctx context.Context, subscriptionID, posTxid, po
 
 // post sends one event. Only a 2xx within the timeout is a delivery.
 func (s *Service) post(ctx context.Context, target, secret string, ev db.Event) outcome {
-	body, err := json.Marshal(eventBody{ID: ev.ID, Type: ev.Type, SubjectType: ev.SubjectType, SubjectID: ev.SubjectID, OccurredAt: ev.OccurredAt, Data: ev.Data})
+	data, err := events.Body(ev.DataKind, ev.Data)
+	if err != nil {
+		return outcome{err: "render event: " + err.Error()}
+	}
+	body, err := json.Marshal(eventBody{ID: ev.ID, Type: ev.Type, SubjectType: ev.SubjectType, SubjectID: ev.SubjectID, OccurredAt: ev.OccurredAt, Data: data})
 	if err != nil {
 		return outcome{err: "encode event: " + err.Error()}
 	}
