@@ -153,8 +153,15 @@ func ensureTemplate(ctx context.Context, serverURL string) (string, error) {
 	if _, err := admin.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{name}.Sanitize()+" WITH is_template true"); err != nil {
 		return "", err
 	}
-	// Old templates (from earlier schema versions) are dropped.
-	rows, err := admin.Query(ctx, "SELECT datname FROM pg_database WHERE datname LIKE 'riverbank\\_tpl\\_%' AND datname <> $1", name)
+	// Templates of other schema versions are dropped once they are a day
+	// old: younger ones may be in use by test runs of another checkout (a
+	// branch with another schema) on the same server, whose databases a
+	// forced drop would kill mid-test. A database's age is its PG_VERSION
+	// file's (written by CREATE DATABASE); reading it needs a superuser, and
+	// without one nothing is dropped.
+	rows, err := admin.Query(ctx, `SELECT datname FROM pg_database
+WHERE datname LIKE 'riverbank\_tpl\_%' AND datname <> $1
+  AND (pg_stat_file('base/' || oid || '/PG_VERSION')).modification < now() - interval '1 day'`, name)
 	if err == nil {
 		old, _ := pgx.CollectRows(rows, pgx.RowTo[string])
 		for _, o := range old {
