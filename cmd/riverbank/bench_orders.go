@@ -35,6 +35,7 @@ type ordersBenchOpts struct {
 	pgbench        bool
 	workers        int
 	statements     bool
+	readers        int
 	// onCreated, when set, is told of every created order: its id, when
 	// its request was sent and when the answer arrived (bench events).
 	onCreated func(id int64, sent, answered time.Time)
@@ -72,6 +73,7 @@ and buyer ids, so it can be re-run.`, stderr)
 	fs.BoolVar(&o.halfLoad, "half-load", true, "catalogue: also run a phase paced at half the maximum rate")
 	fs.BoolVar(&o.pgbench, "pgbench", true, "also run pgbench tpcb-like for the ratio")
 	fs.IntVar(&o.workers, "workers", 0, "RIVERBANK_WORKERS of the server (0: the default)")
+	fs.IntVar(&o.readers, "readers", 2, "catalogue: clients reading an order, a product and an account in turn during the half-load phase (0: none)")
 	fs.BoolVar(&o.statements, "statements", true, "print the pg_stat_statements breakdown per order of the max phase (resets the server's statistics)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -295,7 +297,69 @@ func benchOrdersCatalogue(ctx context.Context, dsn string, o ordersBenchOpts, st
 		statementsPrint(ctx, stmts, dsn, stdout, "order", phases[0].created)
 	}
 	if o.halfLoad {
-		phases = append(phases, runCataloguePhase(ctx, c, "half", run, skus, o, maxRate/2))
+		// Reads under write load (SPEC §2: no cache in front of Postgres).
+		account := "bench:read:" + run
+		if st, err := c.Do(ctx, http.MethodPost, "/v1/accounts", map[string]string{"code": account, "name": account, "type": "ASSET", "currency": "CNY"}, nil, nil); err != nil || st != http.StatusCreated {
+			return 0, fmt.Errorf("create account %s: status %d: %v", account, st, err)
+		}
+		var idsMu sync.Mutex
+		var ids []int64
+		half := o
+		half.onCreated = func(id int64, _, _ time.Time) {
+			idsMu.Lock()
+			ids = append(ids, id)
+			idsMu.Unlock()
+		}
+		rctx, stopReads := context.WithCancel(ctx)
+		var reads [3]bench.Latencies
+		var readErrs atomic.Int64
+		var rwg sync.WaitGroup
+		for r := range o.readers {
+			rwg.Go(func() {
+				rng := rand.New(rand.NewPCG(uint64(r), 7))
+				for n := 0; rctx.Err() == nil; n++ {
+					var path string
+					switch n % 3 {
+					case 0:
+						idsMu.Lock()
+						if len(ids) == 0 {
+							idsMu.Unlock()
+							time.Sleep(10 * time.Millisecond)
+							continue
+						}
+						id := ids[rng.IntN(len(ids))]
+						idsMu.Unlock()
+						path = fmt.Sprintf("/v1/orders/%d", id)
+					case 1:
+						path = "/v1/products/" + skus[rng.IntN(len(skus))]
+					case 2:
+						path = "/v1/accounts/" + url.PathEscape(account)
+					}
+					t0 := time.Now()
+					st, err := c.Do(rctx, http.MethodGet, path, nil, nil, nil)
+					if rctx.Err() != nil {
+						return
+					}
+					if err != nil || st != http.StatusOK {
+						readErrs.Add(1)
+						continue
+					}
+					reads[n%3].Add(time.Since(t0))
+				}
+			})
+		}
+		phases = append(phases, runCataloguePhase(ctx, c, "half", run, skus, half, maxRate/2))
+		stopReads()
+		rwg.Wait()
+		if o.readers > 0 {
+			for i, name := range []string{"GET /v1/orders/{id}", "GET /v1/products/{sku}", "GET /v1/accounts/{code}"} {
+				fmt.Fprintf(stdout, "  reads at half write load, %-24s %6d reads: p50 %s, p99 %s (target p99 ≤ 10 ms)\n", name, reads[i].Count(),
+					reads[i].Percentile(50).Round(time.Microsecond), reads[i].Percentile(99).Round(time.Microsecond))
+			}
+			if n := readErrs.Load(); n > 0 {
+				return 0, fmt.Errorf("%d reads failed", n)
+			}
+		}
 	}
 	for _, p := range phases {
 		fmt.Fprintf(stdout, "  phase %-4s: %d orders created in %s = %.0f orders/s (%d failed); request p50 %s, p99 %s\n",
