@@ -189,13 +189,15 @@ func (a *riverUIAuth) session(r *http.Request) (time.Time, bool) {
 }
 
 // authenticated reports whether r carries a valid bearer token, basic
-// auth password or session cookie.
+// auth password or session cookie. Any one suffices: a browser that still
+// sends basic credentials it cached before a token rotation must be able
+// to use the session it then opens with the form.
 func (a *riverUIAuth) authenticated(r *http.Request) bool {
-	if scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
-		return a.tokenIndex(strings.TrimSpace(tok)) >= 0
+	if scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") && a.tokenIndex(strings.TrimSpace(tok)) >= 0 {
+		return true
 	}
-	if _, pw, ok := r.BasicAuth(); ok {
-		return a.tokenIndex(pw) >= 0
+	if _, pw, ok := r.BasicAuth(); ok && a.tokenIndex(pw) >= 0 {
+		return true
 	}
 	_, ok := a.session(r)
 	return ok

@@ -206,10 +206,14 @@ func TestRiverUILoginSessionLogout(t *testing.T) {
 	rec = b.do(t, http.MethodGet, "/riverui/jobs", "", withCookie(cookie), accept("text/html"))
 	require.Equal(t, http.StatusOK, rec.Code)
 	require.Equal(t, "DENY", rec.Header().Get("X-Frame-Options"))
+	// Also next to stale basic credentials the browser cached before a
+	// token rotation (it keeps sending them).
+	rec = b.do(t, http.MethodGet, "/riverui/api/jobs", "", withCookie(cookie), basic("", "rotated-out-token-0123456789"))
+	require.Equal(t, http.StatusOK, rec.Code)
 	rec = b.do(t, http.MethodPost, "/riverui/api/jobs/retry", `{"ids":["1"]}`, withCookie(cookie),
 		contentType("text/plain;charset=UTF-8"), origin("http://riverbank.test"), fetchSite("same-origin"))
 	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
-	require.EqualValues(t, 2, b.reached.Load())
+	require.EqualValues(t, 3, b.reached.Load())
 
 	// Signed in, the login page offers the UI and a logout button.
 	rec = b.do(t, http.MethodGet, "/riverui/login", "", withCookie(cookie))
