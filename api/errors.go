@@ -21,7 +21,7 @@ type Problem struct {
 	Status   int                 `json:"status" doc:"HTTP status code." example:"409"`
 	Detail   string              `json:"detail,omitempty" doc:"Human-readable explanation of this occurrence." example:"not enough stock for sku A-1"`
 	Instance string              `json:"instance,omitempty" doc:"URI of this occurrence."`
-	Code     string              `json:"code" doc:"Machine-readable error code." example:"insufficient_stock" enum:"not_found,validation_failed,unprocessable,insufficient_stock,insufficient_credit,invalid_transition,idempotency_conflict,date_not_open,conflict,unauthorized,request_too_large,method_not_allowed,unsupported_media_type,not_acceptable,unavailable,database_unavailable,internal,balance_out_of_range,currency_required,reserved_code,overpayment,not_discarded,cursor_expired,webhook_target_forbidden,webhook_key_missing"`
+	Code     string              `json:"code" doc:"Machine-readable error code." example:"insufficient_stock" enum:"not_found,validation_failed,unprocessable,insufficient_stock,insufficient_credit,invalid_transition,idempotency_conflict,date_not_open,conflict,unauthorized,request_too_large,method_not_allowed,unsupported_media_type,not_acceptable,unavailable,database_unavailable,internal,balance_out_of_range,currency_required,reserved_code,overpayment,not_discarded,cursor_expired,webhook_target_forbidden,webhook_key_missing,cross_origin_refused"`
 	Errors   []*huma.ErrorDetail `json:"errors,omitempty" doc:"Per-field validation errors."`
 	Details  map[string]any      `json:"details,omitempty" doc:"Structured facts about the error, e.g. the SKU that ran out or the first open date."`
 }

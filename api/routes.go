@@ -4,7 +4,10 @@ import "github.com/danielgtaylor/huma/v2"
 
 // registerRoutes is the one place that lists every API operation. Plain
 // net/http routes (health, docs, metrics, River UI) are listed in
-// NewHandler.
+// NewHandler; the River UI's are in registerRiverUI: GET and POST
+// /riverui/login (form, token check), POST /riverui/logout, GET /riverui
+// (redirect) and the UI itself under /riverui/ (pages, assets,
+// /riverui/api/...).
 func registerRoutes(api huma.API, h *handlers) {
 	h.registerSystem(api)      // GET /v1/system/info
 	h.registerLedger(api)      // /v1/accounts, /v1/journal-entries, /v1/ledger/trial-balance

@@ -65,8 +65,7 @@ func NewHandler(opts HandlerOpts) http.Handler {
 	registerDocs(mux)
 	mux.Handle("GET /metrics", opts.Metrics.Handler())
 	if opts.RiverUI != nil {
-		mux.Handle("/riverui/", opts.RiverUI)
-		mux.Handle("GET /riverui", http.RedirectHandler("/riverui/", http.StatusMovedPermanently))
+		registerRiverUI(mux, opts.RiverUI, newRiverUIAuth(s.Config.APITokens, s.Config.AuthOff, s.Logger))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// The catch-all keeps 404s in problem+json, but it also shadows the
@@ -98,8 +97,8 @@ func readyReason(err error) string {
 }
 
 // authMiddleware accepts `Authorization: Bearer <token>` on every
-// non-public path, and HTTP basic auth with the token as password on the
-// River UI so a browser can open it.
+// non-public path. The River UI has its own guard (riverui_auth.go: login
+// form and session cookie, bearer, basic auth).
 func authMiddleware(tokens []string, off bool, next http.Handler) http.Handler {
 	valid := func(tok string) bool {
 		ok := false
@@ -112,26 +111,17 @@ func authMiddleware(tokens []string, off bool, next http.Handler) http.Handler {
 		return ok && tok != ""
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if off || isPublic(r.URL.Path) {
+		if off || isPublic(r.URL.Path) || isRiverUIPath(r.URL.Path) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		isUI := r.URL.Path == "/riverui" || strings.HasPrefix(r.URL.Path, "/riverui/")
 		authz := r.Header.Get("Authorization")
 		// The auth scheme is case-insensitive (RFC 7235).
 		if scheme, tok, ok := strings.Cut(authz, " "); ok && strings.EqualFold(scheme, "Bearer") && valid(strings.TrimSpace(tok)) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if isUI {
-			if _, pw, ok := r.BasicAuth(); ok && valid(pw) {
-				next.ServeHTTP(w, r)
-				return
-			}
-			w.Header().Set("WWW-Authenticate", `Basic realm="riverbank River UI (password: an API token)", charset="UTF-8"`)
-		} else {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="riverbank"`)
-		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="riverbank"`)
 		detail := "missing bearer token"
 		if authz != "" {
 			detail = "invalid credentials"

@@ -93,7 +93,7 @@ cluster is stopped on exit; its data is kept for the next run.`, stderr)
 riverbank is running (Ctrl-C to stop)
   API docs:   %[1]s/docs
   OpenAPI:    %[1]s/openapi.json
-  River UI:   %[1]s/riverui/   (user: anything, password: the token)
+  River UI:   %[1]s/riverui/   (log in with the dev token)
   Database:   %[2]s
   Dev token:  %[3]s
   Try:        curl -H 'Authorization: Bearer %[3]s' %[1]s/v1/system/info

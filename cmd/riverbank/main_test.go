@@ -802,7 +802,20 @@ func TestServeHTTP(t *testing.T) {
 		t.Parallel()
 		resp, body := b.get(t, "/riverui/")
 		requireProblem(t, resp, body, http.StatusUnauthorized, "unauthorized")
-		require.True(t, strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic "), resp.Header.Get("WWW-Authenticate"))
+		require.Equal(t, `Bearer realm="riverbank"`, resp.Header.Get("WWW-Authenticate"))
+		// A browser is sent to the login form, which needs no token.
+		resp, _ = b.get(t, "/riverui/", func(r *http.Request) { r.Header.Set("Accept", "text/html") })
+		require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+		require.Equal(t, "/riverui/login?next=%2Friverui%2F", resp.Header.Get("Location"))
+		resp, body = b.get(t, "/riverui/login")
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.Contains(t, string(body), `action="/riverui/login"`)
+		// The UI's own auth does not open the API: a path that leaves
+		// /riverui/ is cleaned and redirected, never served.
+		resp, _ = b.get(t, "/riverui/../v1/system/info")
+		require.NotEqual(t, http.StatusOK, resp.StatusCode)
+		resp, _ = b.get(t, "/v1/system/info", withBasic("", testToken))
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "basic auth is for the River UI only")
 
 		resp, body = b.get(t, "/riverui/", withBasic("someone", "wrong-password-0123456789"))
 		requireProblem(t, resp, body, http.StatusUnauthorized, "unauthorized")
@@ -814,7 +827,7 @@ func TestServeHTTP(t *testing.T) {
 			require.Contains(t, strings.ToLower(string(body)), "<html")
 		}
 
-		resp, _ = b.get(t, "/riverui", withBasic("anyone", testToken))
+		resp, _ = b.get(t, "/riverui")
 		require.Equal(t, http.StatusMovedPermanently, resp.StatusCode)
 		require.Equal(t, "/riverui/", resp.Header.Get("Location"))
 

@@ -1,4 +1,4 @@
--- River's schema at github.com/riverqueue/river v0.51.0 (River migration 8), dumped with
+-- River's schema at github.com/riverqueue/river v0.51.2 (River migration 8), dumped with
 -- pg_dump --schema-only after rivermigrate. sqlc reads it so queries can use river_job;
 -- it is never applied (rivermigrate owns these tables). Regenerate with 'make river-schema'.
 
