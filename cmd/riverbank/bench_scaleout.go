@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"riverbank/internal/bench"
 	"riverbank/internal/config"
 	"riverbank/internal/db"
@@ -44,6 +46,7 @@ type scaleoutResult struct {
 	confirm   bench.Latencies
 	peakRSS   []int64
 	cpu       time.Duration // user + system CPU of the server processes during the phase
+	xacts     int64         // transactions committed or rolled back in the database during the phase
 }
 
 func runBenchScaleout(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -90,16 +93,17 @@ processes, not CPU, so expect little gain there; the figure that transfers is th
 		return errors.New("--clients, --duration, --skus must be positive, --warmup and --workers not negative, --max-lines 1..100")
 	}
 
-	// Migrate once, here: instances then start on a current schema.
+	// Migrate once, here: instances then start on a current schema. The
+	// pool stays open to read the database's transaction counters.
 	pool, err := server.Connect(ctx, cfg.DatabaseURL, 2)
 	if err != nil {
 		return err
 	}
+	defer pool.Close()
 	m, err := db.NewMigrator(pool)
 	if err == nil {
 		_, err = m.Migrate(ctx)
 	}
-	pool.Close()
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
@@ -112,13 +116,16 @@ processes, not CPU, so expect little gain there; the figure that transfers is th
 		skus[i] = fmt.Sprintf("SCALE-%s-%d", run, i)
 	}
 	var results []*scaleoutResult
-	for _, n := range o.instances {
-		r, err := benchScaleoutOnce(ctx, cfg.DatabaseURL, o, n, run, skus, stderr)
+	for i, n := range o.instances {
+		r, err := benchScaleoutOnce(ctx, pool, cfg.DatabaseURL, o, n, fmt.Sprintf("%s-%d", run, i), skus, stderr)
 		if err != nil {
 			return fmt.Errorf("%d instances: %w", n, err)
 		}
 		results = append(results, r)
 		fmt.Fprintf(stdout, "  %d instance(s): %.0f orders/s\n", n, float64(r.phase.created)/r.phase.elapsed.Seconds())
+		if r.phase.failed > 0 {
+			return fmt.Errorf("%d instances: %d order requests failed (see the servers' output above)", n, r.phase.failed)
+		}
 	}
 
 	var tps float64
@@ -128,13 +135,17 @@ processes, not CPU, so expect little gain there; the figure that transfers is th
 		}
 	}
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "instances\torders/s\tvs 1\tvs pgbench\trequest p50\tp99\tconfirm p50\tp99\tserver CPU/order\tpeak RSS per process\t")
-	base := 0.0
+	fmt.Fprintln(w, "instances\torders/s\tvs 1\tvs pgbench\trequest p50\tp99\tconfirm p50\tp99\tserver CPU/order\tDB xacts/order\tpeak RSS per process\t")
+	rateOf := func(r *scaleoutResult) float64 { return float64(r.phase.created) / r.phase.elapsed.Seconds() }
+	base := rateOf(results[0]) // "vs 1": the first 1-instance count, else the first count
 	for _, r := range results {
-		rate := float64(r.phase.created) / r.phase.elapsed.Seconds()
-		if base == 0 {
-			base = rate
+		if r.instances == 1 {
+			base = rateOf(r)
+			break
 		}
+	}
+	for _, r := range results {
+		rate := rateOf(r)
 		ratio := "-"
 		if tps > 0 {
 			ratio = fmt.Sprintf("%.2f", rate/tps)
@@ -143,17 +154,15 @@ processes, not CPU, so expect little gain there; the figure that transfers is th
 		for i, b := range r.peakRSS {
 			rss[i] = fmt.Sprintf("%.0f", float64(b)/(1<<20))
 		}
-		cpuPer := time.Duration(0)
+		cpuPer, xactsPer := time.Duration(0), 0.0
 		if r.phase.created > 0 {
 			cpuPer = r.cpu / time.Duration(r.phase.created)
+			xactsPer = float64(r.xacts) / float64(r.phase.created)
 		}
-		fmt.Fprintf(w, "%d\t%.0f\t%.2f×\t%s\t%s\t%s\t%s\t%s\t%s\t%s MiB\t\n", r.instances, rate, rate/base, ratio,
+		fmt.Fprintf(w, "%d\t%.0f\t%.2f×\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%s MiB\t\n", r.instances, rate, rate/base, ratio,
 			r.phase.request.Percentile(50).Round(100*time.Microsecond), r.phase.request.Percentile(99).Round(100*time.Microsecond),
 			r.confirm.Percentile(50).Round(time.Millisecond), r.confirm.Percentile(99).Round(time.Millisecond),
-			cpuPer.Round(10*time.Microsecond), strings.Join(rss, " / "))
-		if r.phase.failed > 0 {
-			fmt.Fprintf(stdout, "note: %d instance(s): %d requests failed\n", r.instances, r.phase.failed)
-		}
+			cpuPer.Round(10*time.Microsecond), xactsPer, strings.Join(rss, " / "))
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -166,7 +175,7 @@ processes, not CPU, so expect little gain there; the figure that transfers is th
 
 // benchScaleoutOnce starts n instances, loads them, waits for every order
 // to be confirmed, and stops them.
-func benchScaleoutOnce(ctx context.Context, dsn string, o scaleoutOpts, n int, run string, skus []string, stderr io.Writer) (*scaleoutResult, error) {
+func benchScaleoutOnce(ctx context.Context, pool *pgxpool.Pool, dsn string, o scaleoutOpts, n int, run string, skus []string, stderr io.Writer) (*scaleoutResult, error) {
 	env := []string{"RIVERBANK_ORDER_PAYMENT_TIMEOUT=1h"}
 	if o.workers > 0 {
 		env = append(env, "RIVERBANK_WORKERS="+strconv.Itoa(o.workers))
@@ -202,11 +211,15 @@ func benchScaleoutOnce(ctx context.Context, dsn string, o scaleoutOpts, n int, r
 		}
 	}
 	lo := ordersBenchOpts{clients: o.clients, duration: o.warmup, maxLines: o.maxLines}
-	name := fmt.Sprintf("x%d", n)
+	name := fmt.Sprintf("x%d", n) // run already tells repeated counts apart
 	if o.warmup > 0 {
 		runCataloguePhase(ctx, c, name+"w", run, skus, lo, 0)
 	}
 	cpu0, err := processesCPU(procs)
+	if err != nil {
+		return nil, err
+	}
+	x0, err := databaseXacts(ctx, pool)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +229,11 @@ func benchScaleoutOnce(ctx context.Context, dsn string, o scaleoutOpts, n int, r
 	if err != nil {
 		return nil, err
 	}
-	r.cpu = cpu1 - cpu0
+	x1, err := databaseXacts(ctx, pool)
+	if err != nil {
+		return nil, err
+	}
+	r.cpu, r.xacts = cpu1-cpu0, x1-x0
 	// Every order confirmed by its job before the next count starts.
 	if err := waitNoneIn(ctx, c, r.phase.buyers, []string{"CREATED"}, 2*time.Minute); err != nil {
 		return nil, err
@@ -240,6 +257,20 @@ func benchScaleoutOnce(ctx context.Context, dsn string, o scaleoutOpts, n int, r
 		r.peakRSS = append(r.peakRSS, rss)
 	}
 	return r, nil
+}
+
+// databaseXacts is the number of transactions the current database has
+// committed or rolled back (pg_stat_database, updated by each backend at
+// the end of a transaction, or at most every second while it is busy).
+func databaseXacts(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+	// A new transaction sees fresh statistics (they are cached per
+	// transaction otherwise).
+	var n int64
+	err := pool.QueryRow(ctx, "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()").Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("read transaction counters: %w", err)
+	}
+	return n, nil
 }
 
 // processesCPU is the user + system CPU time the processes have used.
