@@ -5,8 +5,11 @@
 package jobs
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,6 +48,13 @@ const (
 const (
 	FetchCooldown     = 10 * time.Millisecond
 	FetchPollInterval = 500 * time.Millisecond
+)
+
+// Default periods of the leader's periodic jobs when the configuration
+// leaves them zero (RIVERBANK_SWEEP_INTERVAL, RIVERBANK_PRUNE_INTERVAL).
+const (
+	DefaultSweepInterval = time.Minute
+	DefaultPruneInterval = 10 * time.Minute
 )
 
 // DeadLetterRetention is how long River keeps discarded jobs.
@@ -90,12 +100,17 @@ func NewRegistration(deps *Deps) (*Registration, error) {
 
 // registerAll is the single list of every worker and periodic job.
 func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *Deps) error {
+	// RIVERBANK_SWEEP_INTERVAL and RIVERBANK_PRUNE_INTERVAL; a zero Config
+	// (tests of one domain) gets the defaults.
+	sweepEvery := cmp.Or(deps.Config.SweepInterval, DefaultSweepInterval)
+	pruneEvery := cmp.Or(deps.Config.PruneInterval, DefaultPruneInterval)
+
 	// Ledger: per-account batched application, and the sweep that picks up
 	// non-urgent entries.
 	river.AddWorker(workers, &ApplyWorker{Store: deps.Store, Budget: min(20*time.Second, deps.Config.JobTimeout/3)})
 	river.AddWorker(workers, &SweepWorker{Store: deps.Store})
 	*periodic = append(*periodic, river.NewPeriodicJob(
-		river.PeriodicInterval(time.Minute),
+		river.PeriodicInterval(sweepEvery),
 		func() (river.JobArgs, *river.InsertOpts) { return ledger.SweepArgs{}, nil },
 		&river.PeriodicJobOpts{ID: "ledger.sweep", RunOnStart: true},
 	))
@@ -107,7 +122,7 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 	river.AddWorker(workers, &OrderExpireWorker{Orders: ordersSvc})
 	river.AddWorker(workers, &OrderSweepWorker{Orders: ordersSvc})
 	*periodic = append(*periodic, river.NewPeriodicJob(
-		river.PeriodicInterval(time.Minute),
+		river.PeriodicInterval(sweepEvery),
 		func() (river.JobArgs, *river.InsertOpts) { return orders.SweepArgs{}, nil },
 		&river.PeriodicJobOpts{ID: orders.KindSweep, RunOnStart: true},
 	))
@@ -130,10 +145,11 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 		))
 	}
 
-	// Events: retention, dropped in small batches every ten minutes.
+	// Events: retention, dropped in small batches every prune interval
+	// (ten minutes by default).
 	river.AddWorker(workers, &EventsPruneWorker{Events: deps.Events})
 	*periodic = append(*periodic, river.NewPeriodicJob(
-		river.PeriodicInterval(10*time.Minute),
+		river.PeriodicInterval(pruneEvery),
 		func() (river.JobArgs, *river.InsertOpts) { return events.PruneArgs{}, nil },
 		&river.PeriodicJobOpts{ID: "events.prune", RunOnStart: true},
 	))
@@ -143,7 +159,7 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 	river.AddWorker(workers, &CaseMergeWorker{Collection: deps.Collection})
 	river.AddWorker(workers, &CaseSweepWorker{Collection: deps.Collection})
 	*periodic = append(*periodic, river.NewPeriodicJob(
-		river.PeriodicInterval(time.Minute),
+		river.PeriodicInterval(sweepEvery),
 		func() (river.JobArgs, *river.InsertOpts) { return collection.SweepArgs{}, nil },
 		&river.PeriodicJobOpts{ID: collection.KindSweep},
 	))
@@ -163,7 +179,7 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 		&river.PeriodicJobOpts{ID: webhook.KindDispatch, RunOnStart: true},
 	))
 	*periodic = append(*periodic, river.NewPeriodicJob(
-		river.PeriodicInterval(10*time.Minute),
+		river.PeriodicInterval(pruneEvery),
 		func() (river.JobArgs, *river.InsertOpts) { return webhook.PruneArgs{}, nil },
 		&river.PeriodicJobOpts{ID: webhook.KindPrune},
 	))
@@ -188,6 +204,7 @@ func NewClient(pool *pgxpool.Pool, cfg *config.Config, logger *slog.Logger, reg 
 		DiscardedJobRetentionPeriod: DeadLetterRetention,
 	}
 	if reg != nil {
+		rc.ID = ClientID(time.Now())
 		rc.Queues = Queues(cfg.Workers)
 		rc.Workers = reg.Workers
 		rc.PeriodicJobs = reg.Periodic
@@ -197,4 +214,24 @@ func NewClient(pool *pgxpool.Pool, cfg *config.Config, logger *slog.Logger, reg 
 		return nil, fmt.Errorf("create river client: %w", err)
 	}
 	return client, nil
+}
+
+// ClientID is the River client id of this process: River's default (host
+// name and start time, underscores for dots) with the process id added, so
+// river_leader.leader_id and a job's attempted_by name the process even
+// when several instances run on one host (systemd template units, the
+// several-instances test), which is how an operator finds the leader and
+// the process that last ran a job.
+func ClientID(started time.Time) string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "unknown_host"
+	}
+	host = strings.ReplaceAll(host, ".", "_")
+	// River truncates degenerately long host names the same way; the id
+	// must stay under 128 characters (river_leader's check).
+	if len(host) > 60 {
+		host = host[:60]
+	}
+	return fmt.Sprintf("%s_p%d_%s", host, os.Getpid(), strings.Replace(started.UTC().Format("2006_01_02T15_04_05.000000"), ".", "_", 1))
 }

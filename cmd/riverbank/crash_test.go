@@ -207,19 +207,6 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-// buildRiverbank builds the real binary of this package.
-func buildRiverbank(t *testing.T) string {
-	t.Helper()
-	wd, err := os.Getwd()
-	require.NoError(t, err)
-	bin := t.TempDir() + "/riverbank"
-	cmd := exec.Command("go", "build", "-o", bin, "./")
-	cmd.Dir = wd
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
-	return bin
-}
-
 // crashEnv is the process environment minus anything riverbank reads, plus
 // the test's configuration.
 func crashEnv(dsn, addr, token string) []string {

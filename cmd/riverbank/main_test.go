@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"runtime/debug"
 	"strings"
@@ -35,7 +36,11 @@ import (
 	"riverbank/internal/testdb"
 )
 
-func TestMain(m *testing.M) { testdb.Main(m) }
+func TestMain(m *testing.M) {
+	code := testdb.Run(m)
+	removeBuiltRiverbank()
+	os.Exit(code)
+}
 
 const (
 	testToken  = "e2e-token-0123456789abcdef"

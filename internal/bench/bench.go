@@ -1,7 +1,10 @@
 // Package bench holds what `riverbank bench` scenarios share: latency
-// percentiles, peak RSS, an in-process server on a free port, and a pgbench
-// run on the same machine, because these machines are shared and noisy and
-// throughput is only meaningful as a ratio to pgbench measured alongside.
+// percentiles, peak RSS, a server in this process (StartServer) or as
+// separate `serve` processes (StartServerProcess: several instances on one
+// database, each one's RSS and CPU from /proc), a client that spreads
+// requests over several servers, and a pgbench run on the same machine,
+// because these machines are shared and noisy and throughput is only
+// meaningful as a ratio to pgbench measured alongside.
 package bench
 
 import (

@@ -6,21 +6,46 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
-// Client talks JSON to a benchmarked server with its bearer token, keeping
-// enough idle connections for every load-generating goroutine.
+// Endpoint is a server a Client talks to: its base URL and bearer token.
+type Endpoint struct {
+	BaseURL string
+	Token   string
+}
+
+// Endpoint is where a Client reaches s.
+func (s *Server) Endpoint() Endpoint { return Endpoint{BaseURL: s.BaseURL, Token: s.Token} }
+
+// Client talks JSON to benchmarked servers with their bearer tokens,
+// keeping enough idle connections for every load-generating goroutine.
+// With several endpoints (instances on one database) it sends each request
+// to the next one in turn.
 type Client struct {
-	base, token string
-	http        *http.Client
+	endpoints []Endpoint
+	next      atomic.Uint64
+	http      *http.Client
 }
 
 // NewClient returns a client for s sized for the given concurrency.
 func NewClient(s *Server, concurrency int) *Client {
-	return &Client{base: s.BaseURL, token: s.Token, http: &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{MaxIdleConns: concurrency * 2, MaxIdleConnsPerHost: concurrency * 2},
+	return NewClientFor(concurrency, s.Endpoint())
+}
+
+// NewClientFor returns a client sized for the given concurrency that
+// spreads requests round-robin over endpoints (at least one).
+func NewClientFor(concurrency int, endpoints ...Endpoint) *Client {
+	if len(endpoints) == 0 {
+		panic("bench.NewClientFor: no endpoints")
+	}
+	return &Client{endpoints: endpoints, http: &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			MaxIdleConns:        concurrency * 2 * len(endpoints),
+			MaxIdleConnsPerHost: concurrency * 2,
+		},
 	}}
 }
 
@@ -40,11 +65,15 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any, pro
 		}
 		r = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
+	ep := c.endpoints[0]
+	if len(c.endpoints) > 1 {
+		ep = c.endpoints[(c.next.Add(1)-1)%uint64(len(c.endpoints))]
+	}
+	req, err := http.NewRequestWithContext(ctx, method, ep.BaseURL+path, r)
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Authorization", "Bearer "+ep.Token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

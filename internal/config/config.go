@@ -55,6 +55,13 @@ type Config struct {
 	// one decrypts, so a key is rotated by putting the new one first. Empty:
 	// webhook subscriptions cannot be created.
 	WebhookKeys [][]byte
+	// SweepInterval is the period of the leader's sweeps: ledger.sweep
+	// (applies non-urgent journal entries), orders.sweep and case.sweep
+	// (re-enqueue confirmations and merges that went missing).
+	SweepInterval time.Duration
+	// PruneInterval is the period of the leader's retention jobs
+	// (events.prune, webhook.prune).
+	PruneInterval time.Duration
 	// COBChunkSize is how many loan ids one close-of-business chunk job
 	// covers.
 	COBChunkSize int
@@ -191,6 +198,22 @@ var settings = []setting{
 			return errors.New("must be a whole number from 1 to 1000000")
 		}
 		c.COBChunkSize = n
+		return nil
+	}},
+	{"RIVERBANK_SWEEP_INTERVAL", "sweep-interval", "1m", "how often the River leader sweeps: applies non-urgent journal entries, re-enqueues lost order confirmations and case merges", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second || d > time.Hour {
+			return errors.New("must be a duration between 1s and 1h (e.g. 1m)")
+		}
+		c.SweepInterval = d
+		return nil
+	}},
+	{"RIVERBANK_PRUNE_INTERVAL", "prune-interval", "10m", "how often the River leader drops events and webhook deliveries older than the event retention", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second || d > 24*time.Hour {
+			return errors.New("must be a duration between 1s and 24h (e.g. 10m)")
+		}
+		c.PruneInterval = d
 		return nil
 	}},
 	{"RIVERBANK_EVENT_RETENTION", "event-retention", "720h", "how long events stay in the feed (older ones are dropped; an older cursor is 410)", func(c *Config, v string) error {

@@ -64,6 +64,8 @@ func TestLoadDefaults(t *testing.T) {
 	require.Equal(t, slog.LevelInfo, c.LogLevel)
 	require.False(t, c.Migrate)
 	require.Equal(t, 30*time.Second, c.ShutdownTimeout)
+	require.Equal(t, time.Minute, c.SweepInterval)
+	require.Equal(t, 10*time.Minute, c.PruneInterval)
 }
 
 func TestLoadFromEnv(t *testing.T) {
@@ -83,6 +85,8 @@ func TestLoadFromEnv(t *testing.T) {
 		"RIVERBANK_MIGRATE":                     "true",
 		"RIVERBANK_SHUTDOWN_TIMEOUT":            "5s",
 		"RIVERBANK_JOB_TIMEOUT":                 "45s",
+		"RIVERBANK_SWEEP_INTERVAL":              "2s",
+		"RIVERBANK_PRUNE_INTERVAL":              "90s",
 	})
 	c, err := b.load(t, config.All)
 	require.NoError(t, err)
@@ -103,6 +107,8 @@ func TestLoadFromEnv(t *testing.T) {
 	require.Equal(t, slog.LevelDebug, c.LogLevel)
 	require.True(t, c.Migrate)
 	require.Equal(t, 5*time.Second, c.ShutdownTimeout)
+	require.Equal(t, 2*time.Second, c.SweepInterval)
+	require.Equal(t, 90*time.Second, c.PruneInterval)
 }
 
 func TestLoadSpecialValues(t *testing.T) {
@@ -120,6 +126,18 @@ func TestLoadSpecialValues(t *testing.T) {
 			check: func(t *testing.T, c *config.Config) {
 				require.True(t, c.AuthOff)
 				require.NoError(t, c.RequireAuth())
+			},
+		},
+		{
+			// Descriptors such as @every (robfig/cron's standard parser)
+			// give sub-minute schedules: the multi-instance test runs the
+			// scheduler every few seconds.
+			name: "COBScheduleAcceptsEveryDescriptor",
+			env:  map[string]string{"RIVERBANK_COB_SCHEDULE": "@every 5s"},
+			check: func(t *testing.T, c *config.Config) {
+				require.NotNil(t, c.COBScheduleParsed)
+				from := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+				require.Equal(t, from.Add(5*time.Second), c.COBScheduleParsed.Next(from))
 			},
 		},
 		{
@@ -273,6 +291,8 @@ func TestLoadInvalid(t *testing.T) {
 		{"RIVERBANK_CREDIT_RESTORE_BACKOFF", []string{"soon", "1ms", "2h", "5"}, "between 10ms and 1h"},
 		{"RIVERBANK_COB_CHUNK_SIZE", []string{"0", "-1", "1000001", "big"}, "from 1 to 1000000"},
 		{"RIVERBANK_EVENT_RETENTION", []string{"forever", "30s", "100000h", "30"}, "between 1m and 87600h"},
+		{"RIVERBANK_SWEEP_INTERVAL", []string{"often", "500ms", "2h", "60"}, "between 1s and 1h"},
+		{"RIVERBANK_PRUNE_INTERVAL", []string{"daily", "0s", "25h", "600"}, "between 1s and 24h"},
 		{"RIVERBANK_WEBHOOK_MAX_ATTEMPTS", []string{"0", "1001", "lots"}, "from 1 to 1000"},
 		{"RIVERBANK_WEBHOOK_ALLOW_PRIVATE", []string{"yes", "2"}, "must be 1, true, 0 or false"},
 		{"RIVERBANK_WEBHOOK_KEY", []string{"short", "not base64 at all!", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,tooshort"}, "base64 of 32 bytes"},
@@ -362,6 +382,7 @@ func TestUsageNamesEnvironmentVariables(t *testing.T) {
 		"RIVERBANK_WORKERS", "RIVERBANK_COB_SCHEDULE", "RIVERBANK_LOG_LEVEL", "RIVERBANK_MIGRATE", "RIVERBANK_SHUTDOWN_TIMEOUT",
 		"RIVERBANK_JOB_TIMEOUT", "RIVERBANK_CREDIT_RESTORE_BACKOFF", "RIVERBANK_COB_CHUNK_SIZE", "RIVERBANK_EVENT_RETENTION",
 		"RIVERBANK_WEBHOOK_MAX_ATTEMPTS", "RIVERBANK_WEBHOOK_ALLOW_PRIVATE", "RIVERBANK_WEBHOOK_KEY",
+		"RIVERBANK_SWEEP_INTERVAL", "RIVERBANK_PRUNE_INTERVAL",
 	} {
 		require.Contains(t, out.String(), "(env "+env+",", "--help shows %s", env)
 	}

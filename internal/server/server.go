@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -149,13 +150,16 @@ func (a *App) init(ctx context.Context) error {
 }
 
 // Connect opens a pool and checks the database answers, with an error that
-// names the host (never the password) and what to do.
+// names the host (never the password) and what to do. The pool holds up to
+// maxConns connections unless the URL sets pool_max_conns, which wins: an
+// operator fitting several instances under max_connections (see
+// docs/scaling.md) sizes each one's pool there.
 func Connect(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, errors.New("invalid DATABASE_URL: cannot parse it as a Postgres connection string")
 	}
-	if maxConns > 0 {
+	if maxConns > 0 && !setsPoolMaxConns(dsn) {
 		pc.MaxConns = maxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
@@ -170,6 +174,21 @@ func Connect(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, er
 			pc.ConnConfig.Host, pc.ConnConfig.Port, pc.ConnConfig.Database, rootCause(err))
 	}
 	return pool, nil
+}
+
+// setsPoolMaxConns reports whether a connection string (URL or key=value)
+// names pool_max_conns.
+func setsPoolMaxConns(dsn string) bool {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		return err == nil && u.Query().Has("pool_max_conns")
+	}
+	for _, f := range strings.Fields(dsn) {
+		if k, _, ok := strings.Cut(f, "="); ok && strings.TrimSpace(k) == "pool_max_conns" {
+			return true
+		}
+	}
+	return false
 }
 
 func rootCause(err error) error {
@@ -242,7 +261,7 @@ func (a *App) Run(ctx context.Context) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- a.http.Serve(a.listener) }()
-	a.logger.Info("riverbank serving", "addr", a.listener.Addr().String(), "workers", a.cfg.Workers)
+	a.logger.Info("riverbank serving", "addr", a.listener.Addr().String(), "workers", a.cfg.Workers, "pool_max_conns", a.pool.Config().MaxConns)
 	close(a.ready)
 
 	var runErr error

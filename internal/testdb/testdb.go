@@ -44,15 +44,16 @@ var (
 
 // Main runs a package's tests with a database server available. Call it
 // from TestMain: func TestMain(m *testing.M) { testdb.Main(m) }.
-func Main(m *testing.M) {
-	code := func() int {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		setup(ctx)
-		cancel()
-		defer teardown()
-		return m.Run()
-	}()
-	os.Exit(code)
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main for a TestMain that has cleanup of its own to do after the
+// tests: it returns the exit code instead of exiting.
+func Run(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	setup(ctx)
+	cancel()
+	defer teardown()
+	return m.Run()
 }
 
 func setup(ctx context.Context) {
