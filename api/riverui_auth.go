@@ -43,13 +43,17 @@ import (
 //   - Bearer tokens and HTTP basic auth (any user, the token as password)
 //     still work, for scripts.
 //   - A browser asking for a UI page without credentials is redirected to
-//     the form (after one same-origin reload when it arrived from a link on
-//     another site, whose navigation the Strict cookie does not follow); the UI's API and assets answer 401 problem+json instead,
-//     without a Basic challenge (which would make the browser pop up its
-//     own dialog on every poll once a session expires).
+//     the form, after one same-origin reload when it arrived by a link from
+//     another site (the Strict cookie does not follow such a navigation).
+//     The UI's API and assets answer 401 problem+json instead, without a
+//     Basic challenge (which would make the browser pop up its own dialog
+//     on every poll once a session expires).
 //   - Cross-origin state changes are refused before anything else, because
 //     browsers attach cached basic credentials (and, within a site, cookies)
-//     to requests a hostile page makes: see riverUIGuard.
+//     to requests a hostile page makes: see refuseCrossOrigin and needsJSON.
+//   - A stolen cookie lets its holder test guesses of the token that signed
+//     it offline, as any key derived from the token would; tokens are long
+//     and random (16+ characters, enforced by the configuration).
 
 // RiverUISessionTTL is how long a River UI login lasts.
 const RiverUISessionTTL = 12 * time.Hour
