@@ -126,13 +126,20 @@ SELECT
     (SELECT count(*) FROM loan_accrual_month)::bigint AS accrual_months;
 
 -- name: BenchSoakFeedAfter :many
--- The feed in its order ((txid, id)) after a position, whatever the
--- snapshot xmin: a consumer that received an event has, by the feed's
--- guarantee, seen every event before it, and those are all committed.
+-- The feed in its order ((txid, id)) after a position, of some types (NULL:
+-- all), whatever the snapshot xmin: a reader that received an event has, by
+-- the feed's guarantee, seen every event before it, and those are all
+-- committed.
 SELECT txid, id FROM event
 WHERE (txid, id) > (sqlc.arg(after_txid)::bigint, sqlc.arg(after_id)::bigint)
+  AND (sqlc.narg(types)::text[] IS NULL OR type = ANY(sqlc.narg(types)::text[]))
 ORDER BY txid, id
 LIMIT sqlc.arg(lim);
+
+-- name: BenchSoakEventCount :one
+-- Events of some types (NULL: all).
+SELECT count(*)::bigint FROM event
+WHERE sqlc.narg(types)::text[] IS NULL OR type = ANY(sqlc.narg(types)::text[]);
 
 -- name: BenchSoakBatches :one
 -- Batches not COMPLETED and items not finished.
@@ -150,12 +157,13 @@ GROUP BY 1, 2
 ORDER BY 1, 2;
 
 -- name: BenchSoakWebhookDeliveries :one
--- Webhook delivery rows: attempted, delivered, and attempts beyond the
--- first (retries).
+-- A subscription's delivery rows: attempted, delivered, and attempts
+-- beyond the first (retries).
 SELECT count(*)::bigint AS rows,
        count(*) FILTER (WHERE delivered_at IS NOT NULL)::bigint AS delivered,
        coalesce(sum(attempts - 1), 0)::bigint AS retries
-FROM webhook_delivery;
+FROM webhook_delivery
+WHERE subscription_id = sqlc.arg(subscription_id);
 
 -- name: BenchSoakBacklog :one
 -- What the final check waits for: work accepted during the load that

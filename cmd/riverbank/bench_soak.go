@@ -23,6 +23,7 @@ import (
 	"riverbank/internal/bench"
 	"riverbank/internal/config"
 	"riverbank/internal/db"
+	"riverbank/internal/events"
 	"riverbank/internal/lending"
 	"riverbank/internal/server"
 )
@@ -51,7 +52,49 @@ type soakOpts struct {
 	startDate      time.Time
 	workers        int
 	mix            []soakWeight
+	webhooks       [][]string // event types per subscription (nil: all)
 	keepDB         bool
+}
+
+// defaultSoakWebhooks are two subscriptions as two downstream systems
+// would hold them: a lending system's and a fulfilment system's. One
+// subscription is delivered one event at a time (its order is the feed's),
+// so one subscription to everything could not keep up with the whole
+// feed of a soak at its default rate on two cores (docs/benchmarks.md).
+const defaultSoakWebhooks = "loan.,repayment.,credit_line.,case.,cob_run.;order.paid,order.shipped,order.completed,order.cancelled,product.stock_set,batch.completed"
+
+// parseSoakWebhooks reads subscriptions separated by ';', each a comma list
+// of event types, of prefixes ending in '.', or '*' for every type.
+func parseSoakWebhooks(v string) ([][]string, error) {
+	var subs [][]string
+	for _, sub := range strings.Split(v, ";") {
+		if sub = strings.TrimSpace(sub); sub == "" {
+			continue
+		}
+		var types []string
+		all := false
+		for _, t := range strings.Split(sub, ",") {
+			t = strings.TrimSpace(t)
+			n := len(types)
+			for _, known := range events.Types {
+				if t == "*" || known == t || (strings.HasSuffix(t, ".") && strings.HasPrefix(known, t)) {
+					types = append(types, known)
+				}
+			}
+			all = all || t == "*"
+			if len(types) == n && t != "" {
+				return nil, fmt.Errorf("--webhooks: %q matches no event type (%s)", t, strings.Join(events.Types, ", "))
+			}
+		}
+		if all {
+			types = nil
+		} else {
+			slices.Sort(types)
+			types = slices.Compact(types)
+		}
+		subs = append(subs, types)
+	}
+	return subs, nil
 }
 
 // Default mix: weights per operation out of 100. Orders dominate as in a
@@ -84,14 +127,14 @@ loans, in turn); and reads of orders, accounts, products and loans. Besides
 the mix: close of business for one simulated business date every
 --cob-every (PUT /v1/cob-runs/{date}; loans start and repayments are
 value-dated on the open date, which moves one day per run, from
---start-date); one events feed consumer long-polling GET /v1/events; one
-webhook subscription (every event type) to a receiver in this process; a
-poller following the batches.
+--start-date); one events feed consumer long-polling GET /v1/events; webhook
+subscriptions (--webhooks) to a receiver in this process; a poller
+following the batches.
 
 Every --interval one line: ops/s and p50/p99 per operation over the interval,
 errors by operation, status and code (expected ones — insufficient_stock,
 insufficient_credit, date_not_open racing a run, an order expiring under a
-payment — apart from unexpected ones), feed consumer and webhook lag p99
+payment — apart from unexpected ones), feed consumer and webhooks' lag p99
 (arrival − the event's occurred_at, which is its transaction's start), the
 last close of business, River job counts (GET /v1/system/info), database
 size, RSS of this process (server + load generator), the load average.
@@ -102,8 +145,8 @@ PASS/FAIL: trial balance, balances vs postings, stock (on_hand + sold moved
 only by PUT, reserved = CREATED orders, sold = confirmed orders), orders
 final after expiry, credit used = principal outstanding, collection cases,
 close of business once per loan and date with balanced trial balances,
-the feed consumer and the webhook receiver saw every event once in feed
-order, batches completed, no unexpected errors. A failed invariant makes
+the feed consumer saw every event once in feed order and each webhook
+subscription every event of its types, batches completed, no unexpected errors. A failed invariant makes
 the command exit non-zero.
 
 DATABASE_URL (or --database-url) names the Postgres server: a scratch
@@ -111,7 +154,7 @@ database is created there and dropped afterwards (--keep-db keeps it);
 without it a throwaway private Postgres is started.`, stderr)
 	loader := config.Register(fs, getenv, config.DatabaseOnly)
 	var o soakOpts
-	var currencies, startDate, mix string
+	var currencies, startDate, mix, webhooks string
 	fs.DurationVar(&o.duration, "duration", 10*time.Minute, "how long the load runs")
 	fs.Float64Var(&o.rate, "rate", 100, "operations per second, all kinds together (the mix draws each one's kind)")
 	fs.IntVar(&o.clients, "clients", 16, "concurrent HTTP clients carrying out the operations")
@@ -127,6 +170,7 @@ without it a throwaway private Postgres is started.`, stderr)
 	fs.StringVar(&startDate, "start-date", "", "first simulated business date, YYYY-MM-DD (default: early enough that every date closed is in the past, and the run crosses a month end)")
 	fs.IntVar(&o.workers, "workers", 0, "RIVERBANK_WORKERS of the server (0: the default)")
 	fs.StringVar(&mix, "mix", "", "weights to change, e.g. 'order.create=30,batch=0' (kinds: "+soakKindList()+")")
+	fs.StringVar(&webhooks, "webhooks", defaultSoakWebhooks, "webhook subscriptions, ';'-separated, each a comma list of event types, prefixes ending in '.', or '*' (every type); empty: none")
 	fs.BoolVar(&o.keepDB, "keep-db", false, "keep the scratch database (its name is printed)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -147,6 +191,9 @@ without it a throwaway private Postgres is started.`, stderr)
 			"--check-every not negative, --currencies not empty, --skus at least 3 per currency, --accounts at least 3, --borrowers at least one per currency")
 	}
 	if o.mix, err = parseSoakMix(mix); err != nil {
+		return err
+	}
+	if o.webhooks, err = parseSoakWebhooks(webhooks); err != nil {
 		return err
 	}
 	dates := int(o.duration/o.cobEvery) + 1
@@ -231,8 +278,8 @@ type soak struct {
 	stdout io.Writer
 	stats  *soakStats
 	st     *soakState
-	feed   *soakStream // the events feed consumer
-	hook   *soakStream // the webhook receiver
+	feed   *soakStream   // the events feed consumer
+	hooks  []*soakStream // the webhook receiver, one per subscription
 	start  time.Time
 
 	cobMu   sync.Mutex
@@ -246,7 +293,10 @@ type soak struct {
 }
 
 func soakRun(ctx context.Context, dsn string, o soakOpts, stdout, stderr io.Writer) error {
-	s := &soak{o: o, stdout: stdout, stats: newSoakStats(), feed: &soakStream{name: "feed consumer"}, hook: &soakStream{name: "webhook receiver"}}
+	s := &soak{o: o, stdout: stdout, stats: newSoakStats(), feed: &soakStream{name: "feed consumer"}}
+	for i, types := range o.webhooks {
+		s.hooks = append(s.hooks, &soakStream{name: fmt.Sprintf("webhook %d", i+1), types: types})
+	}
 	suffix := make([]byte, 3)
 	_, _ = rand.Read(suffix)
 	s.st = newSoakState("s"+hex.EncodeToString(suffix), o)
@@ -257,7 +307,7 @@ func soakRun(ctx context.Context, dsn string, o soakOpts, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: s.hook, ReadHeaderTimeout: 5 * time.Second}
+	hs := &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
 	go hs.Serve(ln) //nolint:errcheck
 	defer hs.Close()
 
@@ -295,6 +345,14 @@ func soakRun(ctx context.Context, dsn string, o soakOpts, stdout, stderr io.Writ
 	fmt.Fprintf(stdout, "soak: %s at %.0f ops/s from %d clients, mix %s; close of business every %s from %s; payment timeout %s; %d skus, %d accounts, %d credit lines in %s\n",
 		o.duration, o.rate, o.clients, strings.Join(mix, ", "), o.cobEvery, o.startDate.Format(lending.DateLayout), o.paymentTimeout,
 		o.skus, o.accounts*len(o.currencies), o.borrowers, strings.Join(o.currencies, "+"))
+
+	for _, h := range s.hooks {
+		types := "every type"
+		if h.types != nil {
+			types = strings.Join(h.types, ", ")
+		}
+		fmt.Fprintf(stdout, "%s (subscription %d): %s\n", h.name, h.subID, types)
+	}
 
 	// The load. Requests use ctx, so those in flight when loadCtx ends
 	// finish and are counted.
@@ -334,7 +392,7 @@ func soakRun(ctx context.Context, dsn string, o soakOpts, stdout, stderr io.Writ
 	}
 	// The tail of the load since the last line, unless it is a sliver (its
 	// requests are in the totals either way).
-	if s.stats.sinceTake() > o.interval/4 {
+	if s.stats.sinceTake() > o.interval/2 {
 		s.report(ctx, len(s.intervals)+1)
 	}
 
@@ -405,7 +463,7 @@ type soakInterval struct {
 	opsPerS  float64
 	p99      map[string]time.Duration
 	feedLag  time.Duration
-	hookLag  time.Duration
+	hookLag  []time.Duration // per subscription
 	rss      int64
 	heap     uint64
 	routines int
@@ -441,9 +499,13 @@ func (s *soak) report(ctx context.Context, n int) {
 
 	s.verifyStreams(ctx)
 	fn, fl := s.feed.takeInterval()
-	hn, hl := s.hook.takeInterval()
-	rec.feedLag, rec.hookLag = fl.Percentile(99), hl.Percentile(99)
-	fmt.Fprintf(&b, " | feed %.0f ev/s lag p99 %s | webhook %.0f ev/s lag p99 %s", float64(fn)/secs, fmtLat(rec.feedLag), float64(hn)/secs, fmtLat(rec.hookLag))
+	rec.feedLag = fl.Percentile(99)
+	fmt.Fprintf(&b, " | feed %.0f ev/s lag p99 %s", float64(fn)/secs, fmtLat(rec.feedLag))
+	for _, h := range s.hooks {
+		hn, hl := h.takeInterval()
+		rec.hookLag = append(rec.hookLag, hl.Percentile(99))
+		fmt.Fprintf(&b, " | %s %.0f ev/s lag p99 %s", h.name, float64(hn)/secs, fmtLat(hl.Percentile(99)))
+	}
 	s.cobMu.Lock()
 	fmt.Fprintf(&b, " | cob %s", s.cobLast)
 	s.cobMu.Unlock()
@@ -542,7 +604,11 @@ func (s *soak) summary() {
 			fmtLat(ks.lat.Percentile(50)), fmtLat(ks.lat.Percentile(99)), fmtLat(ks.lat.Max()), fmtLat(first), fmtLat(last), fmtLat(mx), drift)
 	}
 	fmt.Fprintf(w, "  behind (tokens no client was free for): %d; errors: expected %s; unexpected %s\n", tot.behind, fmtErrs(tot.expected), fmtErrs(tot.unexpected))
-	var feed, hook []time.Duration
+	for _, d := range s.stats.failureSamples() {
+		fmt.Fprintf(w, "    unexpected: %s\n", d)
+	}
+	var feed []time.Duration
+	hook := make([][]time.Duration, len(s.hooks))
 	var rss, heap, dbs []string
 	var loads []string
 	for _, iv := range sample(s.intervals, 40) {
@@ -553,13 +619,20 @@ func (s *soak) summary() {
 	}
 	for _, iv := range s.intervals {
 		feed = append(feed, iv.feedLag)
-		hook = append(hook, iv.hookLag)
+		for i, l := range iv.hookLag {
+			hook[i] = append(hook[i], l)
+		}
 	}
-	for _, l := range []struct {
+	type lagSeries struct {
 		name   string
 		series []time.Duration
 		total  *bench.Histogram
-	}{{"feed consumer lag", feed, &s.feed.lagTotal}, {"webhook lag", hook, &s.hook.lagTotal}} {
+	}
+	lags := []lagSeries{{"feed consumer lag", feed, &s.feed.lagTotal}}
+	for i, h := range s.hooks {
+		lags = append(lags, lagSeries{h.name + " lag", hook[i], &h.lagTotal})
+	}
+	for _, l := range lags {
 		first, last, mx := thirds(l.series)
 		fmt.Fprintf(w, "  %s: p50 %s, p99 %s, max %s over the run; interval p99 %s → %s (max %s)\n", l.name,
 			fmtLat(l.total.Percentile(50)), fmtLat(l.total.Percentile(99)), fmtLat(l.total.Max()), fmtLat(first), fmtLat(last), fmtLat(mx))

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -31,7 +32,9 @@ import (
 // between. A re-sent event (webhooks are at least once) is the one just
 // verified again, and is counted as a duplicate.
 type soakStream struct {
-	name string
+	name  string
+	types []string // the event types it gets (nil: all)
+	subID int64    // the webhook subscription (0: the feed consumer)
 
 	mu       sync.Mutex
 	pending  []int64 // received, not verified yet, in arrival order
@@ -72,9 +75,15 @@ func (s *soakStream) takeInterval() (int64, *bench.Histogram) {
 	return n, lag
 }
 
-// ServeHTTP is the webhook receiver: it records the event and answers 204.
-func (s *soakStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP is the webhook receiver of every subscription (/hook/{i}):
+// it records the event and answers 204.
+func (s *soak) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
+	i, err := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/hook/"))
+	if err != nil || i < 0 || i >= len(s.hooks) {
+		http.NotFound(w, r)
+		return
+	}
 	var ev struct {
 		ID         int64     `json:"id"`
 		OccurredAt time.Time `json:"occurred_at"`
@@ -83,7 +92,7 @@ func (s *soakStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not an event", http.StatusBadRequest)
 		return
 	}
-	s.arrive(ev.ID, ev.OccurredAt, now)
+	s.hooks[i].arrive(ev.ID, ev.OccurredAt, now)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -105,7 +114,7 @@ func (s *soakStream) verify(ctx context.Context, q *db.Queries) error {
 		return nil
 	}
 	for i := 0; i < len(ids); {
-		rows, err := q.BenchSoakFeedAfter(ctx, db.BenchSoakFeedAfterParams{AfterTxid: s.posTxid, AfterID: s.posID, Lim: int32(min(len(ids)-i, 5000))})
+		rows, err := q.BenchSoakFeedAfter(ctx, db.BenchSoakFeedAfterParams{AfterTxid: s.posTxid, AfterID: s.posID, Types: s.types, Lim: int32(min(len(ids)-i, 5000))})
 		if err != nil {
 			s.mu.Lock()
 			s.pending = append(ids[i:len(ids):len(ids)], s.pending...)
@@ -136,8 +145,12 @@ func (s *soakStream) verify(ctx context.Context, q *db.Queries) error {
 	return nil
 }
 
+func (s *soak) streams() []*soakStream {
+	return append([]*soakStream{s.feed}, s.hooks...)
+}
+
 func (s *soak) verifyStreams(ctx context.Context) {
-	for _, st := range []*soakStream{s.feed, s.hook} {
+	for _, st := range s.streams() {
 		if err := st.verify(ctx, s.q); err != nil {
 			s.stats.fail(soakErrKey{kind: st.name, code: err.Error()})
 		}
@@ -241,11 +254,20 @@ func (s *soak) drain(ctx context.Context) string {
 			return fmt.Sprintf("; reading the backlog failed: %v", err)
 		}
 		s.verifyStreams(ctx)
-		fv, _, _ := s.feed.state()
-		hv, _, _ := s.hook.state()
-		left := fmt.Sprintf("pending postings %d, unrestored repayments %d, unmerged items %d, open COB runs %d, running batches %d, unpaid orders %d, feed consumer behind %d, webhook behind %d events",
-			b.PendingPostings, b.Unrestored, b.Unmerged, b.CobOpen, b.BatchesRunning, b.OrdersUnpaid, b.Events-fv, b.Events-hv)
-		if b.PendingPostings == 0 && b.Unrestored == 0 && b.Unmerged == 0 && b.CobOpen == 0 && b.BatchesRunning == 0 && b.OrdersUnpaid == 0 && fv >= b.Events && hv >= b.Events {
+		caughtUp := true
+		var behind []string
+		for _, st := range s.streams() {
+			want, err := s.q.BenchSoakEventCount(ctx, st.types)
+			if err != nil {
+				return fmt.Sprintf("; counting events failed: %v", err)
+			}
+			v, _, _ := st.state()
+			caughtUp = caughtUp && v >= want
+			behind = append(behind, fmt.Sprintf("%s behind %d", st.name, want-v))
+		}
+		left := fmt.Sprintf("pending postings %d, unrestored repayments %d, unmerged items %d, open COB runs %d, running batches %d, unpaid orders %d, %s events",
+			b.PendingPostings, b.Unrestored, b.Unmerged, b.CobOpen, b.BatchesRunning, b.OrdersUnpaid, strings.Join(behind, ", "))
+		if b.PendingPostings == 0 && b.Unrestored == 0 && b.Unmerged == 0 && b.CobOpen == 0 && b.BatchesRunning == 0 && b.OrdersUnpaid == 0 && caughtUp {
 			fmt.Fprintf(s.stdout, "drained in %s (%d events in the feed)\n", time.Since(t0).Round(100*time.Millisecond), b.Events)
 			return fmt.Sprintf(" and %s of draining", time.Since(t0).Round(time.Second))
 		}
@@ -432,27 +454,33 @@ func (s *soak) checks(ctx context.Context, final bool) ([]soakCheck, error) {
 		"%d unbalanced, %d COMPLETED runs without one", cob.Unbalanced, cob.WithoutTrialBalance)
 
 	// The feed's readers.
-	for _, st := range []*soakStream{s.feed, s.hook} {
+	for _, st := range s.streams() {
+		want, err := q.BenchSoakEventCount(ctx, st.types)
+		if err != nil {
+			return nil, err
+		}
 		v, dups, mismatch := st.state()
-		ok := mismatch == "" && dups == 0 && (!final || v == backlog.Events)
-		detail := fmt.Sprintf("%d of %d events verified in feed order, %d duplicates", v, backlog.Events, dups)
+		ok := mismatch == "" && dups == 0 && (!final || v == want)
+		detail := fmt.Sprintf("%d of %d events verified in feed order, %d duplicates", v, want, dups)
 		if mismatch != "" {
 			detail += "; " + mismatch
 		}
 		name := "events feed consumer saw every event exactly once, in feed order"
-		if st == s.hook {
-			name = "webhook receiver got every event once, in feed order"
+		if st.subID != 0 {
+			name = st.name + " got every event of its subscription once, in feed order"
+			if final {
+				wd, err := q.BenchSoakWebhookDeliveries(ctx, st.subID)
+				if err != nil {
+					return nil, err
+				}
+				ok = ok && wd.Rows == want && wd.Delivered == wd.Rows
+				detail += fmt.Sprintf("; %d delivery rows, %d delivered, %d retries", wd.Rows, wd.Delivered, wd.Retries)
+			}
 		}
 		add(name, ok, "%s", detail)
 	}
 
 	if final {
-		wd, err := q.BenchSoakWebhookDeliveries(ctx)
-		if err != nil {
-			return nil, err
-		}
-		add("webhook deliveries recorded = events, all delivered", wd.Rows == backlog.Events && wd.Delivered == wd.Rows,
-			"%d delivery rows, %d delivered, %d retries", wd.Rows, wd.Delivered, wd.Retries)
 		bs, err := q.BenchSoakBatches(ctx)
 		if err != nil {
 			return nil, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,6 +102,7 @@ type soakStats struct {
 	interval *soakCounts
 	total    *soakCounts
 	since    time.Time
+	samples  []string // the first unexpected failures, with detail
 }
 
 func newSoakStats() *soakStats {
@@ -130,6 +132,28 @@ func (s *soakStats) fail(k soakErrKey) {
 	defer s.mu.Unlock()
 	s.interval.unexpected[k]++
 	s.total.unexpected[k]++
+	if len(s.samples) < soakSamples {
+		s.samples = append(s.samples, k.String())
+	}
+}
+
+// soakSamples is how many unexpected failures are kept with their detail
+// for the summary.
+const soakSamples = 20
+
+// sample keeps the detail of an unexpected failure (the first few).
+func (s *soakStats) sample(detail string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.samples) < soakSamples {
+		s.samples = append(s.samples, detail)
+	}
+}
+
+func (s *soakStats) failureSamples() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.samples)
 }
 
 func (s *soakStats) behind() {
@@ -403,7 +427,15 @@ func (s *soak) call(ctx context.Context, kind, method, path string, body, out an
 			k = soakErrKey{kind: kind, status: st, code: "undecodable body"}
 		}
 	}
-	s.stats.record(kind, d, &k, err == nil && expected != nil && expected(st, prob.Code))
+	exp := err == nil && expected != nil && expected(st, prob.Code)
+	s.stats.record(kind, d, &k, exp)
+	if !exp {
+		detail := prob.Detail
+		if err != nil {
+			detail = err.Error()
+		}
+		s.stats.sample(fmt.Sprintf("%s %s: %s", method, path, detail))
+	}
 	return false
 }
 
@@ -674,11 +706,12 @@ func (s *soak) repay(ctx context.Context, kind string, rng *mrand.Rand) bool {
 	if manu {
 		payer, amount = "MANUFACTURER", lb.InterestOutstandingManufacturerMinor
 		l.manuPaidGen = gen
-	} else if rng.IntN(2) == 0 {
-		amount = max(1, amount/3)
 	}
 	if amount == 0 {
-		return true
+		return true // the other payer still owes something
+	}
+	if !manu && rng.IntN(2) == 0 {
+		amount = max(1, amount/3)
 	}
 	body := map[string]any{"identifier": fmt.Sprintf("r-%d", s.st.next()), "payer": payer, "amount_minor": amount, "value_date": s.st.openDate()}
 	var out struct {
@@ -844,12 +877,19 @@ func (s *soak) cobLoop(ctx, loadCtx context.Context) {
 // setup creates, in this order, the webhook subscription (so it wants
 // every event the run makes), the products, accounts and credit lines.
 func (s *soak) setup(ctx context.Context, receiverAddr string) error {
-	var sub struct {
-		ID int64 `json:"id"`
-	}
-	st, err := s.c.Do(ctx, http.MethodPost, "/v1/webhook-subscriptions", map[string]any{"url": "http://" + receiverAddr + "/hook", "description": "soak"}, &sub, nil)
-	if err != nil || st != http.StatusCreated {
-		return fmt.Errorf("create webhook subscription: status %d: %v", st, err)
+	for i, h := range s.hooks {
+		var sub struct {
+			ID int64 `json:"id"`
+		}
+		body := map[string]any{"url": fmt.Sprintf("http://%s/hook/%d", receiverAddr, i), "description": "soak " + h.name}
+		if h.types != nil {
+			body["event_types"] = h.types
+		}
+		st, err := s.c.Do(ctx, http.MethodPost, "/v1/webhook-subscriptions", body, &sub, nil)
+		if err != nil || st != http.StatusCreated {
+			return fmt.Errorf("create webhook subscription: status %d: %v", st, err)
+		}
+		h.subID = sub.ID
 	}
 	n, err := s.q.BenchSoakBacklog(ctx)
 	if err != nil {

@@ -279,16 +279,31 @@ func (q *Queries) BenchSoakDatabaseSize(ctx context.Context) (int64, error) {
 	return column_1, err
 }
 
+const benchSoakEventCount = `-- name: BenchSoakEventCount :one
+SELECT count(*)::bigint FROM event
+WHERE $1::text[] IS NULL OR type = ANY($1::text[])
+`
+
+// Events of some types (NULL: all).
+func (q *Queries) BenchSoakEventCount(ctx context.Context, types []string) (int64, error) {
+	row := q.db.QueryRow(ctx, benchSoakEventCount, types)
+	var column_1 int64
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const benchSoakFeedAfter = `-- name: BenchSoakFeedAfter :many
 SELECT txid, id FROM event
 WHERE (txid, id) > ($1::bigint, $2::bigint)
+  AND ($3::text[] IS NULL OR type = ANY($3::text[]))
 ORDER BY txid, id
-LIMIT $3
+LIMIT $4
 `
 
 type BenchSoakFeedAfterParams struct {
 	AfterTxid int64
 	AfterID   int64
+	Types     []string
 	Lim       int32
 }
 
@@ -297,11 +312,17 @@ type BenchSoakFeedAfterRow struct {
 	ID   int64
 }
 
-// The feed in its order ((txid, id)) after a position, whatever the
-// snapshot xmin: a consumer that received an event has, by the feed's
-// guarantee, seen every event before it, and those are all committed.
+// The feed in its order ((txid, id)) after a position, of some types (NULL:
+// all), whatever the snapshot xmin: a reader that received an event has, by
+// the feed's guarantee, seen every event before it, and those are all
+// committed.
 func (q *Queries) BenchSoakFeedAfter(ctx context.Context, arg BenchSoakFeedAfterParams) ([]BenchSoakFeedAfterRow, error) {
-	rows, err := q.db.Query(ctx, benchSoakFeedAfter, arg.AfterTxid, arg.AfterID, arg.Lim)
+	rows, err := q.db.Query(ctx, benchSoakFeedAfter,
+		arg.AfterTxid,
+		arg.AfterID,
+		arg.Types,
+		arg.Lim,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -463,6 +484,7 @@ SELECT count(*)::bigint AS rows,
        count(*) FILTER (WHERE delivered_at IS NOT NULL)::bigint AS delivered,
        coalesce(sum(attempts - 1), 0)::bigint AS retries
 FROM webhook_delivery
+WHERE subscription_id = $1
 `
 
 type BenchSoakWebhookDeliveriesRow struct {
@@ -471,10 +493,10 @@ type BenchSoakWebhookDeliveriesRow struct {
 	Retries   int64
 }
 
-// Webhook delivery rows: attempted, delivered, and attempts beyond the
-// first (retries).
-func (q *Queries) BenchSoakWebhookDeliveries(ctx context.Context) (BenchSoakWebhookDeliveriesRow, error) {
-	row := q.db.QueryRow(ctx, benchSoakWebhookDeliveries)
+// A subscription's delivery rows: attempted, delivered, and attempts
+// beyond the first (retries).
+func (q *Queries) BenchSoakWebhookDeliveries(ctx context.Context, subscriptionID int64) (BenchSoakWebhookDeliveriesRow, error) {
+	row := q.db.QueryRow(ctx, benchSoakWebhookDeliveries, subscriptionID)
 	var i BenchSoakWebhookDeliveriesRow
 	err := row.Scan(&i.Rows, &i.Delivered, &i.Retries)
 	return i, err
