@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -39,6 +40,7 @@ func init() {
 type soakOpts struct {
 	duration       time.Duration
 	rate           float64
+	calibrate      time.Duration
 	clients        int
 	interval       time.Duration
 	cobEvery       time.Duration
@@ -156,8 +158,9 @@ without it a throwaway private Postgres is started.`, stderr)
 	var o soakOpts
 	var currencies, startDate, mix, webhooks string
 	fs.DurationVar(&o.duration, "duration", 10*time.Minute, "how long the load runs")
-	fs.Float64Var(&o.rate, "rate", 100, "operations per second, all kinds together (the mix draws each one's kind)")
-	fs.IntVar(&o.clients, "clients", 16, "concurrent HTTP clients carrying out the operations")
+	fs.Float64Var(&o.rate, "rate", 0, "operations per second, all kinds together (the mix draws each one's kind); 0: half of what --calibrate measured")
+	fs.DurationVar(&o.calibrate, "calibrate", time.Minute, "with --rate 0: run the mix flat out from --clients clients this long first, and soak at half the rate reached")
+	fs.IntVar(&o.clients, "clients", 32, "concurrent HTTP clients carrying out the operations")
 	fs.DurationVar(&o.interval, "interval", 30*time.Second, "reporting interval")
 	fs.DurationVar(&o.cobEvery, "cob-every", time.Minute, "close one simulated business date this often")
 	fs.DurationVar(&o.paymentTimeout, "payment-timeout", 30*time.Second, "RIVERBANK_ORDER_PAYMENT_TIMEOUT of the server: unpaid orders expire after it")
@@ -184,10 +187,10 @@ without it a throwaway private Postgres is started.`, stderr)
 			o.currencies = append(o.currencies, c)
 		}
 	}
-	if o.duration <= 0 || o.rate <= 0 || o.clients < 1 || o.interval <= 0 || o.cobEvery <= 0 || o.paymentTimeout < time.Second ||
+	if o.duration <= 0 || o.rate < 0 || (o.rate == 0 && o.calibrate <= 0) || o.clients < 1 || o.interval <= 0 || o.cobEvery <= 0 || o.paymentTimeout < time.Second ||
 		o.checkEvery < 0 || o.drainTimeout <= 0 || len(o.currencies) == 0 || o.skus < len(o.currencies)*3 ||
 		o.accounts < 3 || o.borrowers < len(o.currencies) {
-		return errors.New("--duration, --rate, --clients, --interval, --cob-every, --drain-timeout must be positive, --payment-timeout at least 1s, " +
+		return errors.New("--duration, --clients, --interval, --cob-every, --drain-timeout must be positive, --rate not negative (0 needs --calibrate), --payment-timeout at least 1s, " +
 			"--check-every not negative, --currencies not empty, --skus at least 3 per currency, --accounts at least 3, --borrowers at least one per currency")
 	}
 	if o.mix, err = parseSoakMix(mix); err != nil {
@@ -269,6 +272,8 @@ func parseSoakMix(s string) ([]soakWeight, error) {
 	return mix, nil
 }
 
+func (s *soak) stats() *soakStats { return s.statsP.Load() }
+
 // soak is one run of the soak test.
 type soak struct {
 	o      soakOpts
@@ -276,7 +281,7 @@ type soak struct {
 	pool   *pgxpool.Pool
 	q      *db.Queries
 	stdout io.Writer
-	stats  *soakStats
+	statsP atomic.Pointer[soakStats] // swapped once, after the calibration
 	st     *soakState
 	feed   *soakStream   // the events feed consumer
 	hooks  []*soakStream // the webhook receiver, one per subscription
@@ -293,7 +298,8 @@ type soak struct {
 }
 
 func soakRun(ctx context.Context, dsn string, o soakOpts, stdout, stderr io.Writer) error {
-	s := &soak{o: o, stdout: stdout, stats: newSoakStats(), feed: &soakStream{name: "feed consumer"}}
+	s := &soak{o: o, stdout: stdout, feed: &soakStream{name: "feed consumer"}}
+	s.statsP.Store(newSoakStats())
 	for i, types := range o.webhooks {
 		s.hooks = append(s.hooks, &soakStream{name: fmt.Sprintf("webhook %d", i+1), types: types})
 	}
@@ -336,6 +342,42 @@ func soakRun(ctx context.Context, dsn string, o soakOpts, stdout, stderr io.Writ
 	if err := s.setup(ctx, ln.Addr().String()); err != nil {
 		return err
 	}
+	for _, h := range s.hooks {
+		types := "every type"
+		if h.types != nil {
+			types = strings.Join(h.types, ", ")
+		}
+		fmt.Fprintf(stdout, "%s (subscription %d): %s\n", h.name, h.subID, types)
+	}
+	consumerCtx, stopConsumer := context.WithCancel(ctx)
+	defer stopConsumer()
+	var consumer sync.WaitGroup
+	consumer.Go(func() { s.consume(consumerCtx) })
+	// The batch poller follows batches until the load has ended and none
+	// is left, or until the drain is over.
+	pollCtx, stopPolling := context.WithCancel(ctx)
+	defer stopPolling()
+	pollHard, stopPollingNow := context.WithCancel(ctx)
+	defer stopPollingNow()
+	var poller sync.WaitGroup
+	poller.Go(func() { s.pollBatches(pollHard, pollCtx) })
+	if o.rate == 0 {
+		capacity := s.calibrateRate(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if capacity < 2 {
+			return fmt.Errorf("calibration reached %.1f ops/s: too little to soak at half of it", capacity)
+		}
+		s.o.rate, o.rate = capacity/2, capacity/2
+		// Let the queues the flat-out phase filled drain before the
+		// soak's first interval.
+		fmt.Fprintf(stdout, "settling for %s\n", o.interval)
+		time.Sleep(o.interval)
+		for _, st := range s.streams() {
+			st.resetLag()
+		}
+	}
 	var mix []string
 	for _, w := range o.mix {
 		if w.weight > 0 {
@@ -346,25 +388,14 @@ func soakRun(ctx context.Context, dsn string, o soakOpts, stdout, stderr io.Writ
 		o.duration, o.rate, o.clients, strings.Join(mix, ", "), o.cobEvery, o.startDate.Format(lending.DateLayout), o.paymentTimeout,
 		o.skus, o.accounts*len(o.currencies), o.borrowers, strings.Join(o.currencies, "+"))
 
-	for _, h := range s.hooks {
-		types := "every type"
-		if h.types != nil {
-			types = strings.Join(h.types, ", ")
-		}
-		fmt.Fprintf(stdout, "%s (subscription %d): %s\n", h.name, h.subID, types)
-	}
-
 	// The load. Requests use ctx, so those in flight when loadCtx ends
 	// finish and are counted.
+	s.stats().take() // the first interval starts now
 	s.start = time.Now()
 	loadCtx, stopLoad := context.WithTimeout(ctx, o.duration)
 	defer stopLoad()
-	consumerCtx, stopConsumer := context.WithCancel(ctx)
-	defer stopConsumer()
-	var bg, consumer sync.WaitGroup
-	consumer.Go(func() { s.consume(consumerCtx) })
+	var bg sync.WaitGroup
 	bg.Go(func() { s.cobLoop(ctx, loadCtx) })
-	bg.Go(func() { s.pollBatches(ctx, loadCtx) })
 	tokens := make(chan struct{}, o.clients)
 	bg.Go(func() { s.pace(loadCtx, tokens) })
 	for i := range o.clients {
@@ -387,16 +418,19 @@ func soakRun(ctx context.Context, dsn string, o soakOpts, stdout, stderr io.Writ
 	}
 	ticker.Stop()
 	bg.Wait()
+	stopPolling()
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	// The tail of the load since the last line, unless it is a sliver (its
 	// requests are in the totals either way).
-	if s.stats.sinceTake() > o.interval/2 {
+	if s.stats().sinceTake() > o.interval/2 {
 		s.report(ctx, len(s.intervals)+1)
 	}
 
 	drained := s.drain(ctx)
+	stopPollingNow()
+	poller.Wait()
 	stopConsumer()
 	consumer.Wait()
 	if err := s.catchUp(ctx); err != nil {
@@ -414,6 +448,46 @@ func soakRun(ctx context.Context, dsn string, o soakOpts, stdout, stderr io.Writ
 	}
 	fmt.Fprintln(stdout, "soak: every invariant held")
 	return nil
+}
+
+// calibrateRate runs the mix flat out (each client starts its next
+// operation as soon as its last one answered, no close of business) for
+// --calibrate and returns the operations per second reached: what the box
+// sustains with --clients clients. Unexpected errors count for the final
+// check like the soak's own.
+func (s *soak) calibrateRate(ctx context.Context) float64 {
+	main := s.statsP.Swap(newSoakStats())
+	calCtx, cancel := context.WithTimeout(ctx, s.o.calibrate)
+	defer cancel()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range s.o.clients {
+		wg.Go(func() {
+			rng := mrand.New(mrand.NewPCG(uint64(i), uint64(start.UnixNano())+1))
+			for calCtx.Err() == nil {
+				s.exec(ctx, s.pick(rng), rng)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	cal := s.statsP.Swap(main)
+	main.absorbSamples(cal.failureSamples())
+	var ops int64
+	var all bench.Histogram
+	tot := cal.totals()
+	for k, ks := range tot.kinds {
+		if !soakDerived[k] {
+			ops += ks.n
+			all.Merge(&ks.lat)
+		}
+	}
+	main.absorbUnexpected(tot.unexpected)
+	rate := float64(ops) / elapsed.Seconds()
+	fmt.Fprintf(s.stdout, "calibration: the mix flat out from %d clients for %s: %.1f ops/s (p50 %s, p99 %s; errors: expected %s; unexpected %s); load average %.1f → soaking at %.1f ops/s\n",
+		s.o.clients, elapsed.Round(time.Second), rate, fmtLat(all.Percentile(50)), fmtLat(all.Percentile(99)), fmtErrs(tot.expected), fmtErrs(tot.unexpected),
+		bench.LoadAverage(), rate/2)
+	return rate
 }
 
 // pace sends one token per operation at the configured rate until ctx
@@ -435,7 +509,7 @@ func (s *soak) pace(ctx context.Context, tokens chan<- struct{}) {
 			select {
 			case tokens <- struct{}{}:
 			default:
-				s.stats.behind()
+				s.stats().behind()
 			}
 		}
 	}
@@ -474,7 +548,7 @@ type soakInterval struct {
 // report prints one interval line (and, every --check-every intervals,
 // the invariants).
 func (s *soak) report(ctx context.Context, n int) {
-	iv := s.stats.take()
+	iv := s.stats().take()
 	elapsed := time.Since(s.start)
 	secs := iv.span.Seconds()
 	rec := soakInterval{at: elapsed, p99: map[string]time.Duration{}}
@@ -580,7 +654,7 @@ func fmtErrs(m map[soakErrKey]int64) string {
 // figures moved from the first third of the run to the last.
 func (s *soak) summary() {
 	w := s.stdout
-	tot := s.stats.totals()
+	tot := s.stats().totals()
 	fmt.Fprintf(w, "summary: %d intervals of %s; p99 drift = median interval p99 of the last third ÷ of the first third\n", len(s.intervals), s.o.interval)
 	fmt.Fprintf(w, "  %-14s %9s %8s %8s %8s %8s  %s\n", "operation", "requests", "per s", "p50", "p99", "max", "interval p99: first third → last third (max), drift")
 	elapsed := s.o.duration.Seconds()
@@ -604,7 +678,7 @@ func (s *soak) summary() {
 			fmtLat(ks.lat.Percentile(50)), fmtLat(ks.lat.Percentile(99)), fmtLat(ks.lat.Max()), fmtLat(first), fmtLat(last), fmtLat(mx), drift)
 	}
 	fmt.Fprintf(w, "  behind (tokens no client was free for): %d; errors: expected %s; unexpected %s\n", tot.behind, fmtErrs(tot.expected), fmtErrs(tot.unexpected))
-	for _, d := range s.stats.failureSamples() {
+	for _, d := range s.stats().failureSamples() {
 		fmt.Fprintf(w, "    unexpected: %s\n", d)
 	}
 	var feed []time.Duration

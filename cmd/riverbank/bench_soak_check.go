@@ -75,6 +75,14 @@ func (s *soakStream) takeInterval() (int64, *bench.Histogram) {
 	return n, lag
 }
 
+// resetLag forgets the lags measured so far (those of the calibration).
+func (s *soakStream) resetLag() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n, s.lag = 0, &bench.Histogram{}
+	s.lagTotal.Reset()
+}
+
 // ServeHTTP is the webhook receiver of every subscription (/hook/{i}):
 // it records the event and answers 204.
 func (s *soak) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -152,7 +160,7 @@ func (s *soak) streams() []*soakStream {
 func (s *soak) verifyStreams(ctx context.Context) {
 	for _, st := range s.streams() {
 		if err := st.verify(ctx, s.q); err != nil {
-			s.stats.fail(soakErrKey{kind: st.name, code: err.Error()})
+			s.stats().fail(soakErrKey{kind: st.name, code: err.Error()})
 		}
 	}
 }
@@ -200,7 +208,7 @@ func (s *soak) consume(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			s.stats.fail(soakErrKey{kind: "feed.read", code: err.Error()})
+			s.stats().fail(soakErrKey{kind: "feed.read", code: err.Error()})
 			time.Sleep(time.Second)
 			continue
 		}
@@ -500,7 +508,7 @@ func (s *soak) checks(ctx context.Context, final bool) ([]soakCheck, error) {
 		add("batches COMPLETED, items failed only with expected codes", bs.NotCompleted == 0 && bs.ItemsPending == 0 && unexpectedItems == 0,
 			"%d batches (%d not COMPLETED), %d items (%d pending); failed items: %s; unexpected %d",
 			bs.Batches, bs.NotCompleted, bs.Items, bs.ItemsPending, orNone(strings.Join(fparts, ", ")), unexpectedItems)
-		tot := s.stats.totals()
+		tot := s.stats().totals()
 		var n int64
 		for _, v := range tot.unexpected {
 			n += v

@@ -150,10 +150,27 @@ func (s *soakStats) sample(detail string) {
 	}
 }
 
+func (s *soakStats) absorbSamples(samples []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.samples = append(s.samples, samples...)
+	s.samples = s.samples[:min(len(s.samples), soakSamples)]
+}
+
 func (s *soakStats) failureSamples() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.samples)
+}
+
+// absorbUnexpected adds unexpected failures counted elsewhere (the
+// calibration) to the run's totals.
+func (s *soakStats) absorbUnexpected(m map[soakErrKey]int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, v := range m {
+		s.total.unexpected[k] += v
+	}
 }
 
 func (s *soakStats) behind() {
@@ -417,7 +434,7 @@ func (s *soak) call(ctx context.Context, kind, method, path string, body, out an
 	st, err := s.c.Do(ctx, method, path, body, out, &prob)
 	d := time.Since(t0)
 	if err == nil && st >= 200 && st < 300 {
-		s.stats.record(kind, d, nil, false)
+		s.stats().record(kind, d, nil, false)
 		return true
 	}
 	k := soakErrKey{kind: kind, status: st, code: prob.Code}
@@ -428,13 +445,13 @@ func (s *soak) call(ctx context.Context, kind, method, path string, body, out an
 		}
 	}
 	exp := err == nil && expected != nil && expected(st, prob.Code)
-	s.stats.record(kind, d, &k, exp)
+	s.stats().record(kind, d, &k, exp)
 	if !exp {
 		detail := prob.Detail
 		if err != nil {
 			detail = err.Error()
 		}
-		s.stats.sample(fmt.Sprintf("%s %s: %s", method, path, detail))
+		s.stats().sample(fmt.Sprintf("%s %s: %s", method, path, detail))
 	}
 	return false
 }
@@ -793,14 +810,14 @@ func (s *soak) pollBatches(ctx, loadCtx context.Context) {
 			}
 			st, err := s.c.Do(ctx, http.MethodGet, fmt.Sprintf("/v1/batches/%d", b.id), nil, &out, nil)
 			if err != nil || st != http.StatusOK {
-				s.stats.fail(soakErrKey{kind: "batch.poll", status: st, code: fmt.Sprint(err)})
+				s.stats().fail(soakErrKey{kind: "batch.poll", status: st, code: fmt.Sprint(err)})
 				continue
 			}
 			if out.Status != "RUNNING" {
 				if out.Status != "COMPLETED" {
-					s.stats.fail(soakErrKey{kind: "batch.poll", code: "batch " + out.Status})
+					s.stats().fail(soakErrKey{kind: "batch.poll", code: "batch " + out.Status})
 				}
-				s.stats.record(skBatchDone, time.Since(b.submitted), nil, false)
+				s.stats().record(skBatchDone, time.Since(b.submitted), nil, false)
 				done = append(done, b.id)
 			}
 		}
@@ -849,24 +866,24 @@ func (s *soak) cobLoop(ctx, loadCtx context.Context) {
 		}
 		for run.Status == "RUNNING" || run.TrialBalance == nil {
 			if time.Since(t0) > 10*time.Minute {
-				s.stats.fail(soakErrKey{kind: skCOBRun, code: "run " + date + " not finished after 10 minutes"})
+				s.stats().fail(soakErrKey{kind: skCOBRun, code: "run " + date + " not finished after 10 minutes"})
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
 			st, err := s.c.Do(ctx, http.MethodGet, "/v1/cob-runs/"+date, nil, &run, nil)
 			if err != nil || st != http.StatusOK {
-				s.stats.fail(soakErrKey{kind: skCOBRun, status: st, code: fmt.Sprint(err)})
+				s.stats().fail(soakErrKey{kind: skCOBRun, status: st, code: fmt.Sprint(err)})
 				if ctx.Err() != nil {
 					return
 				}
 			}
 			if run.Status == "FAILED" {
-				s.stats.fail(soakErrKey{kind: skCOBRun, code: "run " + date + " FAILED"})
+				s.stats().fail(soakErrKey{kind: skCOBRun, code: "run " + date + " FAILED"})
 				break
 			}
 		}
 		d := time.Since(t0)
-		s.stats.record(skCOBRun, d, nil, false)
+		s.stats().record(skCOBRun, d, nil, false)
 		s.st.cobGen.Add(1)
 		s.cobMu.Lock()
 		s.cobLast = fmt.Sprintf("%s %s %d loans in %s", date, run.Status, run.LoansTotal, fmtLat(d))

@@ -13,10 +13,11 @@ import (
 	"riverbank/internal/testdb"
 )
 
-// TestBenchSoakSmoke runs the soak for 20 seconds with a close of business
-// every 5 and orders expiring after 5: every operation of the mix must
-// run, every invariant must hold under load and after the drain (the
-// command fails otherwise), and each interval must print its line.
+// TestBenchSoakSmoke runs the soak for 20 seconds at half the rate a 5 s
+// calibration reached, with a close of business every 5 and orders
+// expiring after 5: every operation of the mix must run, every invariant
+// must hold under load and after the drain (the command fails otherwise),
+// and each interval must print its line.
 func TestBenchSoakSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("creates a database and runs for about a minute and a half")
@@ -33,13 +34,15 @@ func TestBenchSoakSmoke(t *testing.T) {
 	defer cancel()
 
 	var out, errOut bytes.Buffer
+	// The default --rate 0: calibrate (5 s flat out), then soak at half.
 	err := run(ctx, []string{"bench", "soak", "--duration", "20s", "--interval", "5s", "--cob-every", "5s", "--payment-timeout", "5s",
-		"--rate", "40", "--clients", "16", "--check-every", "2", "--drain-timeout", "3m",
+		"--calibrate", "5s", "--clients", "16", "--check-every", "2", "--drain-timeout", "3m",
 		// The rare operations more often, so each surely runs in 20 s.
-		"--mix", "product.put=4,account.create=4,credit.put=4,batch=4,repay.manuf=4"}, env, &out, &errOut)
+		"--mix", "product.put=8,account.create=8,credit.put=8,batch=8,repay.manuf=8"}, env, &out, &errOut)
 	s := out.String()
 	require.NoError(t, err, "stdout:\n%s\nstderr:\n%s", s, errOut.String())
 
+	require.Regexp(t, `calibration: the mix flat out from 16 clients for \d+s: [\d.]+ ops/s .* → soaking at [\d.]+ ops/s`, s)
 	require.GreaterOrEqual(t, len(regexp.MustCompile(`(?m)^\[\d+:\d\d\] [\d.]+ ops/s .* \| rss [\d.]+ MiB`).FindAllString(s, -1)), 4, s)
 	require.Regexp(t, `invariants at \d+:\d\d \(under load`, s)
 	require.Regexp(t, `invariants \(final, one snapshot after the load and \d+s of draining\):`, s)
