@@ -181,3 +181,18 @@ SELECT
 
 -- name: BenchSoakDatabaseSize :one
 SELECT pg_database_size(current_database())::bigint;
+
+-- name: BenchSoakOldestXacts :many
+-- The oldest transaction on the whole server that holds a transaction id.
+-- Transaction ids are server-wide, so it holds back the snapshot xmin of
+-- every database, and the events feed serves only events below that xmin:
+-- while it runs, no newer event can be read, whatever database it is in.
+SELECT extract(epoch FROM now() - a.xact_start)::float8 AS seconds,
+       coalesce(a.datname, '')::text AS datname,
+       (a.datname IS NOT DISTINCT FROM current_database())::boolean AS ours,
+       coalesce(a.state, '')::text AS state,
+       left(regexp_replace(coalesce(a.query, ''), '\s+', ' ', 'g'), 80)::text AS query
+FROM pg_catalog.pg_stat_activity a
+WHERE a.backend_xid IS NOT NULL AND a.xact_start IS NOT NULL
+ORDER BY a.xact_start
+LIMIT 1;

@@ -133,7 +133,10 @@ value-dated on the open date, which moves one day per run, from
 subscriptions (--webhooks) to a receiver in this process; a poller
 following the batches.
 
-Every --interval one line: ops/s and p50/p99 per operation over the interval,
+Every --interval one line: requests/s in all (an operation is one request,
+a repayment two: the loan's GET, counted as get.loan, then the POST) and
+requests/s and p50/p99 per operation over the interval, tokens no client
+was free to take (behind: the load is open-loop),
 errors by operation, status and code (expected ones — insufficient_stock,
 insufficient_credit, date_not_open racing a run, an order expiring under a
 payment — apart from unexpected ones), feed consumer and webhooks' lag p99
@@ -293,6 +296,11 @@ type soak struct {
 	feedMu     sync.Mutex
 	feedCursor string // where the consumer stopped, for the catch-up
 
+	xactMu  sync.Mutex
+	xactMax db.BenchSoakOldestXactsRow // the oldest xid-holding transaction seen this interval
+
+	cpuSelf, cpuBackends int64 // CPU ticks at the last interval line
+
 	intervals []soakInterval
 	failures  []string // invariant checks that failed, mid-run or final
 }
@@ -355,6 +363,9 @@ func soakRun(ctx context.Context, dsn string, o soakOpts, stdout, stderr io.Writ
 	consumer.Go(func() { s.consume(consumerCtx) })
 	// The batch poller follows batches until the load has ended and none
 	// is left, or until the drain is over.
+	xactCtx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
+	go s.watchXacts(xactCtx)
 	pollCtx, stopPolling := context.WithCancel(ctx)
 	defer stopPolling()
 	pollHard, stopPollingNow := context.WithCancel(ctx)
@@ -391,6 +402,8 @@ func soakRun(ctx context.Context, dsn string, o soakOpts, stdout, stderr io.Writ
 	// The load. Requests use ctx, so those in flight when loadCtx ends
 	// finish and are counted.
 	s.stats().take() // the first interval starts now
+	s.cpuSelf, s.cpuBackends, _ = cpuTicks(ctx, s.pool)
+	s.takeXact()
 	s.start = time.Now()
 	loadCtx, stopLoad := context.WithTimeout(ctx, o.duration)
 	defer stopLoad()
@@ -461,11 +474,13 @@ func (s *soak) calibrateRate(ctx context.Context) float64 {
 	defer cancel()
 	start := time.Now()
 	var wg sync.WaitGroup
+	var done atomic.Int64
 	for i := range s.o.clients {
 		wg.Go(func() {
 			rng := mrand.New(mrand.NewPCG(uint64(i), uint64(start.UnixNano())+1))
 			for calCtx.Err() == nil {
 				s.exec(ctx, s.pick(rng), rng)
+				done.Add(1)
 			}
 		})
 	}
@@ -473,20 +488,20 @@ func (s *soak) calibrateRate(ctx context.Context) float64 {
 	elapsed := time.Since(start)
 	cal := s.statsP.Swap(main)
 	main.absorbSamples(cal.failureSamples())
-	var ops int64
+	var requests int64
 	var all bench.Histogram
 	tot := cal.totals()
 	for k, ks := range tot.kinds {
 		if !soakDerived[k] {
-			ops += ks.n
+			requests += ks.n
 			all.Merge(&ks.lat)
 		}
 	}
 	main.absorbUnexpected(tot.unexpected)
-	rate := float64(ops) / elapsed.Seconds()
-	fmt.Fprintf(s.stdout, "calibration: the mix flat out from %d clients for %s: %.1f ops/s (p50 %s, p99 %s; errors: expected %s; unexpected %s); load average %.1f → soaking at %.1f ops/s\n",
-		s.o.clients, elapsed.Round(time.Second), rate, fmtLat(all.Percentile(50)), fmtLat(all.Percentile(99)), fmtErrs(tot.expected), fmtErrs(tot.unexpected),
-		bench.LoadAverage(), rate/2)
+	rate := float64(done.Load()) / elapsed.Seconds()
+	fmt.Fprintf(s.stdout, "calibration: the mix flat out from %d clients for %s: %.1f ops/s = %.1f requests/s (request p50 %s, p99 %s; errors: expected %s; unexpected %s); load average %.1f → soaking at %.1f ops/s\n",
+		s.o.clients, elapsed.Round(time.Second), rate, float64(requests)/elapsed.Seconds(), fmtLat(all.Percentile(50)), fmtLat(all.Percentile(99)),
+		fmtErrs(tot.expected), fmtErrs(tot.unexpected), bench.LoadAverage(), rate/2)
 	return rate
 }
 
@@ -534,10 +549,13 @@ func (s *soak) pick(rng *mrand.Rand) string {
 // soakInterval is what one interval line reported, kept for the summary.
 type soakInterval struct {
 	at       time.Duration
-	opsPerS  float64
+	reqPerS  float64
 	p99      map[string]time.Duration
 	feedLag  time.Duration
 	hookLag  []time.Duration // per subscription
+	oldest   float64         // seconds, the oldest xid-holding transaction seen
+	cpuSelf  float64         // cores used by this process
+	cpuPG    float64         // cores used by the Postgres backends of the database
 	rss      int64
 	heap     uint64
 	routines int
@@ -567,8 +585,8 @@ func (s *soak) report(ctx context.Context, n int) {
 		rec.p99[k] = ks.lat.Percentile(99)
 		parts = append(parts, fmt.Sprintf("%s %.1f/s %s/%s", k, float64(ks.n)/secs, fmtLat(ks.lat.Percentile(50)), fmtLat(ks.lat.Percentile(99))))
 	}
-	rec.opsPerS = float64(ops) / secs
-	fmt.Fprintf(&b, " %.1f ops/s (behind %d) | %s", rec.opsPerS, iv.behind, strings.Join(parts, " · "))
+	rec.reqPerS = float64(ops) / secs
+	fmt.Fprintf(&b, " %.1f req/s (behind %d) | %s", rec.reqPerS, iv.behind, strings.Join(parts, " · "))
 	fmt.Fprintf(&b, " | errors: expected %s; unexpected %s", fmtErrs(iv.expected), fmtErrs(iv.unexpected))
 
 	s.verifyStreams(ctx)
@@ -579,6 +597,16 @@ func (s *soak) report(ctx context.Context, n int) {
 		hn, hl := h.takeInterval()
 		rec.hookLag = append(rec.hookLag, hl.Percentile(99))
 		fmt.Fprintf(&b, " | %s %.0f ev/s lag p99 %s", h.name, float64(hn)/secs, fmtLat(hl.Percentile(99)))
+	}
+	x := s.takeXact()
+	rec.oldest = x.Seconds
+	switch {
+	case x.Seconds == 0:
+		fmt.Fprintf(&b, " | oldest xid-holding transaction -")
+	case x.Ours:
+		fmt.Fprintf(&b, " | oldest xid-holding transaction %s (this database: %s)", fmtLat(time.Duration(x.Seconds*float64(time.Second))), x.Query)
+	default:
+		fmt.Fprintf(&b, " | oldest xid-holding transaction %s (database %s, %s: %s)", fmtLat(time.Duration(x.Seconds*float64(time.Second))), x.Datname, x.State, x.Query)
 	}
 	s.cobMu.Lock()
 	fmt.Fprintf(&b, " | cob %s", s.cobLast)
@@ -599,7 +627,13 @@ func (s *soak) report(ctx context.Context, n int) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	rec.rss, rec.heap, rec.routines, rec.load = bench.CurrentRSS(), ms.HeapInuse, runtime.NumGoroutine(), bench.LoadAverage()
-	fmt.Fprintf(&b, " | rss %s heap %s %d goroutines | load %.1f", bench.MiB(rec.rss), bench.MiB(int64(rec.heap)), rec.routines, rec.load)
+	if self, backends, err := cpuTicks(ctx, s.pool); err == nil {
+		rec.cpuSelf = max(float64(self-s.cpuSelf), 0) / 100 / secs
+		rec.cpuPG = max(float64(backends-s.cpuBackends), 0) / 100 / secs
+		s.cpuSelf, s.cpuBackends = self, backends
+	}
+	fmt.Fprintf(&b, " | rss %s heap %s %d goroutines | cpu %.2f + postgres %.2f cores | load %.1f", bench.MiB(rec.rss), bench.MiB(int64(rec.heap)), rec.routines,
+		rec.cpuSelf, rec.cpuPG, rec.load)
 	fmt.Fprintln(s.stdout, b.String())
 	s.intervals = append(s.intervals, rec)
 
@@ -683,13 +717,14 @@ func (s *soak) summary() {
 	}
 	var feed []time.Duration
 	hook := make([][]time.Duration, len(s.hooks))
-	var rss, heap, dbs []string
-	var loads []string
+	var rss, heap, dbs, loads, cpu, oldest []string
 	for _, iv := range sample(s.intervals, 40) {
 		rss = append(rss, fmt.Sprintf("%.0f", float64(iv.rss)/(1<<20)))
 		heap = append(heap, fmt.Sprintf("%.0f", float64(iv.heap)/(1<<20)))
 		dbs = append(dbs, fmt.Sprintf("%.0f", float64(iv.dbBytes)/(1<<20)))
 		loads = append(loads, fmt.Sprintf("%.1f", iv.load))
+		cpu = append(cpu, fmt.Sprintf("%.2f+%.2f", iv.cpuSelf, iv.cpuPG))
+		oldest = append(oldest, fmt.Sprintf("%.0f", iv.oldest))
 	}
 	for _, iv := range s.intervals {
 		feed = append(feed, iv.feedLag)
@@ -714,7 +749,40 @@ func (s *soak) summary() {
 	fmt.Fprintf(w, "  RSS by interval (MiB): %s\n", strings.Join(rss, " "))
 	fmt.Fprintf(w, "  Go heap in use by interval (MiB): %s\n", strings.Join(heap, " "))
 	fmt.Fprintf(w, "  database size by interval (MiB): %s\n", strings.Join(dbs, " "))
+	fmt.Fprintf(w, "  CPU by interval (cores, this process + its Postgres backends): %s\n", strings.Join(cpu, " "))
+	fmt.Fprintf(w, "  oldest xid-holding transaction on the server by interval (s): %s\n", strings.Join(oldest, " "))
 	fmt.Fprintf(w, "  load average by interval: %s\n", strings.Join(loads, " "))
+}
+
+// watchXacts samples, every second until ctx ends, the oldest transaction
+// on the server holding a transaction id, and keeps the interval's
+// oldest: such a transaction, in any database, holds back the snapshot
+// xmin and so the events feed (and the webhooks reading it).
+func (s *soak) watchXacts(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		rows, err := s.q.BenchSoakOldestXacts(ctx)
+		if err != nil || len(rows) == 0 {
+			continue
+		}
+		s.xactMu.Lock()
+		if rows[0].Seconds > s.xactMax.Seconds {
+			s.xactMax = rows[0]
+		}
+		s.xactMu.Unlock()
+	}
+}
+
+func (s *soak) takeXact() db.BenchSoakOldestXactsRow {
+	s.xactMu.Lock()
+	defer s.xactMu.Unlock()
+	x := s.xactMax
+	s.xactMax = db.BenchSoakOldestXactsRow{}
+	return x
 }
 
 // thirds returns the median of the first and of the last third of a

@@ -42,8 +42,8 @@ func TestBenchSoakSmoke(t *testing.T) {
 	s := out.String()
 	require.NoError(t, err, "stdout:\n%s\nstderr:\n%s", s, errOut.String())
 
-	require.Regexp(t, `calibration: the mix flat out from 16 clients for \d+s: [\d.]+ ops/s .* → soaking at [\d.]+ ops/s`, s)
-	require.GreaterOrEqual(t, len(regexp.MustCompile(`(?m)^\[\d+:\d\d\] [\d.]+ ops/s .* \| rss [\d.]+ MiB`).FindAllString(s, -1)), 4, s)
+	require.Regexp(t, `calibration: the mix flat out from 16 clients for \d+s: [\d.]+ ops/s = [\d.]+ requests/s .* → soaking at [\d.]+ ops/s`, s)
+	require.GreaterOrEqual(t, len(regexp.MustCompile(`(?m)^\[\d+:\d\d\] [\d.]+ req/s .* \| rss [\d.]+ MiB`).FindAllString(s, -1)), 4, s)
 	require.Regexp(t, `invariants at \d+:\d\d \(under load`, s)
 	require.Regexp(t, `invariants \(final, one snapshot after the load and \d+s of draining\):`, s)
 	require.Regexp(t, `(?m)^  (\d+)/(\d+) PASS$`, s)

@@ -341,6 +341,56 @@ func (q *Queries) BenchSoakFeedAfter(ctx context.Context, arg BenchSoakFeedAfter
 	return items, nil
 }
 
+const benchSoakOldestXacts = `-- name: BenchSoakOldestXacts :many
+SELECT extract(epoch FROM now() - a.xact_start)::float8 AS seconds,
+       coalesce(a.datname, '')::text AS datname,
+       (a.datname IS NOT DISTINCT FROM current_database())::boolean AS ours,
+       coalesce(a.state, '')::text AS state,
+       left(regexp_replace(coalesce(a.query, ''), '\s+', ' ', 'g'), 80)::text AS query
+FROM pg_catalog.pg_stat_activity a
+WHERE a.backend_xid IS NOT NULL AND a.xact_start IS NOT NULL
+ORDER BY a.xact_start
+LIMIT 1
+`
+
+type BenchSoakOldestXactsRow struct {
+	Seconds float64
+	Datname string
+	Ours    bool
+	State   string
+	Query   string
+}
+
+// The oldest transaction on the whole server that holds a transaction id.
+// Transaction ids are server-wide, so it holds back the snapshot xmin of
+// every database, and the events feed serves only events below that xmin:
+// while it runs, no newer event can be read, whatever database it is in.
+func (q *Queries) BenchSoakOldestXacts(ctx context.Context) ([]BenchSoakOldestXactsRow, error) {
+	rows, err := q.db.Query(ctx, benchSoakOldestXacts)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []BenchSoakOldestXactsRow{}
+	for rows.Next() {
+		var i BenchSoakOldestXactsRow
+		if err := rows.Scan(
+			&i.Seconds,
+			&i.Datname,
+			&i.Ours,
+			&i.State,
+			&i.Query,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const benchSoakOrders = `-- name: BenchSoakOrders :one
 SELECT count(*)::bigint AS orders,
        count(*) FILTER (WHERE o.status IN ('CREATED', 'CONFIRMED'))::bigint AS unpaid,
