@@ -214,3 +214,32 @@ func StartCPUProfile(path string) (func(), error) {
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
+
+// CurrentRSS is this process's resident set size now, in bytes (VmRSS on
+// Linux; 0 where /proc is missing). Unlike PeakRSS it can go down, so a
+// series of it shows whether memory is held or merely touched once.
+func CurrentRSS() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	var size, resident int64
+	if _, err := fmt.Sscan(string(b), &size, &resident); err != nil {
+		return 0
+	}
+	return resident * int64(os.Getpagesize())
+}
+
+// LoadAverage is the machine's 1-minute load average (0 where /proc is
+// missing): the machines benchmarks run on are shared.
+func LoadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var one float64
+	if _, err := fmt.Sscan(string(b), &one); err != nil {
+		return 0
+	}
+	return one
+}

@@ -51,7 +51,8 @@ func NewClientFor(concurrency int, endpoints ...Endpoint) *Client {
 
 // Problem is the part of a problem+json body a benchmark reads.
 type Problem struct {
-	Code string `json:"code"`
+	Code   string `json:"code"`
+	Detail string `json:"detail"`
 }
 
 // Do sends a request with an optional JSON body; out (if not nil) receives
