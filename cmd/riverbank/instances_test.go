@@ -101,8 +101,7 @@ type miReq struct {
 	key    string // idempotency key, identifier, loan_no or payment_id
 	path   string
 	body   []byte
-	amount int64 // entry: debit of mi:a; order: quantity; repayment: amount
-	loan   int   // repayment: index of its loan in the loader's loans
+	amount int64 // entry: debit of mi:a; order: quantity; pay: order id; repayment: amount
 	status int   // final status
 	id     int64 // final id
 	tries  int
@@ -620,9 +619,8 @@ func TestSeveralInstancesKillLeader(t *testing.T) {
 // third one paid), loans and repayments, in turn, until stop.
 func (h *miHarness) load(g int, stop <-chan struct{}, today time.Time) {
 	type loan struct {
-		id      int64
-		repaid  int
-		reqBody []byte
+		id     int64
+		repaid int
 	}
 	var loans []*loan
 	for n := 0; ; n++ {
