@@ -278,6 +278,7 @@ func TestSeveralInstancesKillLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs three server processes for about a minute; skipped in -short")
 	}
+	serialProcessTest(t)
 	begin := time.Now()
 	bin := buildRiverbank(t)
 	t.Logf("built riverbank in %s", time.Since(begin).Round(time.Millisecond))
