@@ -17,10 +17,11 @@ import (
 // one's orders): every order request must succeed, and each count reports
 // a row with orders/s, latencies, CPU, transactions and each process's RSS.
 func TestBenchScaleoutSmoke(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary and starts server processes")
 	}
-	t.Parallel()
+	serialProcessTest(t)
 	bin := buildRiverbank(t)
 	dsn, _ := testdb.NewDB(t)
 	env := func(k string) string {

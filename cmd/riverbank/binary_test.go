@@ -45,6 +45,20 @@ func buildRiverbank(t *testing.T) string {
 	return built.bin
 }
 
+// processTests serialises the tests that run server processes of the built
+// binary (crash, several instances, bench scaleout): each one paces load
+// and kills by the clock, which holds far better without the others'
+// servers on the same cores. They stay parallel to every other test.
+var processTests sync.Mutex
+
+// serialProcessTest waits for the other process tests to finish; call it
+// after t.Parallel and the -short skip.
+func serialProcessTest(t *testing.T) {
+	t.Helper()
+	processTests.Lock()
+	t.Cleanup(processTests.Unlock)
+}
+
 func removeBuiltRiverbank() {
 	if built.dir != "" {
 		_ = os.RemoveAll(built.dir)

@@ -237,6 +237,7 @@ func TestCrashKill9UnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test builds and kills the real binary; skipped in -short")
 	}
+	serialProcessTest(t)
 	begin := time.Now()
 	bin := buildRiverbank(t)
 	t.Logf("built riverbank in %s", time.Since(begin).Round(time.Millisecond))

@@ -101,8 +101,7 @@ type miReq struct {
 	key    string // idempotency key, identifier, loan_no or payment_id
 	path   string
 	body   []byte
-	amount int64 // entry: debit of mi:a; order: quantity; repayment: amount
-	loan   int   // repayment: index of its loan in the loader's loans
+	amount int64 // entry: debit of mi:a; order: quantity; pay: order id; repayment: amount
 	status int   // final status
 	id     int64 // final id
 	tries  int
@@ -279,6 +278,7 @@ func TestSeveralInstancesKillLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs three server processes for about a minute; skipped in -short")
 	}
+	serialProcessTest(t)
 	begin := time.Now()
 	bin := buildRiverbank(t)
 	t.Logf("built riverbank in %s", time.Since(begin).Round(time.Millisecond))
@@ -620,9 +620,8 @@ func TestSeveralInstancesKillLeader(t *testing.T) {
 // third one paid), loans and repayments, in turn, until stop.
 func (h *miHarness) load(g int, stop <-chan struct{}, today time.Time) {
 	type loan struct {
-		id      int64
-		repaid  int
-		reqBody []byte
+		id     int64
+		repaid int
 	}
 	var loans []*loan
 	for n := 0; ; n++ {
