@@ -301,6 +301,8 @@ type soak struct {
 
 	cpuSelf, cpuBackends int64 // CPU ticks at the last interval line
 
+	lagThirds soakThirds // feed and webhook lags per third of the load
+
 	intervals []soakInterval
 	failures  []string // invariant checks that failed, mid-run or final
 }
@@ -405,6 +407,8 @@ func soakRun(ctx context.Context, dsn string, o soakOpts, stdout, stderr io.Writ
 	s.cpuSelf, s.cpuBackends, _ = cpuTicks(ctx, s.pool)
 	s.takeXact()
 	s.start = time.Now()
+	s.stats().thirds.begin(s.start, o.duration)
+	s.lagThirds.begin(s.start, o.duration)
 	loadCtx, stopLoad := context.WithTimeout(ctx, o.duration)
 	defer stopLoad()
 	var bg sync.WaitGroup
@@ -689,8 +693,8 @@ func fmtErrs(m map[soakErrKey]int64) string {
 func (s *soak) summary() {
 	w := s.stdout
 	tot := s.stats().totals()
-	fmt.Fprintf(w, "summary: %d intervals of %s; p99 drift = median interval p99 of the last third ÷ of the first third\n", len(s.intervals), s.o.interval)
-	fmt.Fprintf(w, "  %-14s %9s %8s %8s %8s %8s  %s\n", "operation", "requests", "per s", "p50", "p99", "max", "interval p99: first third → last third (max), drift")
+	fmt.Fprintf(w, "summary: %d intervals of %s; drift = p99 over the last third of the load ÷ p99 over the first third\n", len(s.intervals), s.o.interval)
+	fmt.Fprintf(w, "  %-14s %9s %8s %8s %8s %8s  %s\n", "operation", "requests", "per s", "p50", "p99", "max", "p99 first third → last third, drift; worst interval p99")
 	elapsed := s.o.duration.Seconds()
 	for _, k := range soakKinds {
 		ks := tot.kinds[k]
@@ -703,13 +707,9 @@ func (s *soak) summary() {
 				series = append(series, v)
 			}
 		}
-		first, last, mx := thirds(series)
-		drift := "-"
-		if first > 0 {
-			drift = fmt.Sprintf("×%.2f", float64(last)/float64(first))
-		}
-		fmt.Fprintf(w, "  %-14s %9d %8.1f %8s %8s %8s  %s → %s (%s), %s\n", k, ks.n, float64(ks.n)/elapsed,
-			fmtLat(ks.lat.Percentile(50)), fmtLat(ks.lat.Percentile(99)), fmtLat(ks.lat.Max()), fmtLat(first), fmtLat(last), fmtLat(mx), drift)
+		first, last := s.stats().thirds.p99(k)
+		fmt.Fprintf(w, "  %-14s %9d %8.1f %8s %8s %8s  %s → %s, %s; %s\n", k, ks.n, float64(ks.n)/elapsed,
+			fmtLat(ks.lat.Percentile(50)), fmtLat(ks.lat.Percentile(99)), fmtLat(ks.lat.Max()), fmtLat(first), fmtLat(last), drift(first, last), fmtLat(maxOf(series)))
 	}
 	fmt.Fprintf(w, "  behind (tokens no client was free for): %d; errors: expected %s; unexpected %s\n", tot.behind, fmtErrs(tot.expected), fmtErrs(tot.unexpected))
 	for _, d := range s.stats().failureSamples() {
@@ -733,18 +733,18 @@ func (s *soak) summary() {
 		}
 	}
 	type lagSeries struct {
-		name   string
+		stream *soakStream
 		series []time.Duration
-		total  *bench.Histogram
 	}
-	lags := []lagSeries{{"feed consumer lag", feed, &s.feed.lagTotal}}
+	lags := []lagSeries{{s.feed, feed}}
 	for i, h := range s.hooks {
-		lags = append(lags, lagSeries{h.name + " lag", hook[i], &h.lagTotal})
+		lags = append(lags, lagSeries{h, hook[i]})
 	}
 	for _, l := range lags {
-		first, last, mx := thirds(l.series)
-		fmt.Fprintf(w, "  %s: p50 %s, p99 %s, max %s over the run; interval p99 %s → %s (max %s)\n", l.name,
-			fmtLat(l.total.Percentile(50)), fmtLat(l.total.Percentile(99)), fmtLat(l.total.Max()), fmtLat(first), fmtLat(last), fmtLat(mx))
+		first, last := s.lagThirds.p99(l.stream.name)
+		total := &l.stream.lagTotal
+		fmt.Fprintf(w, "  %s lag: p50 %s, p99 %s, max %s over the run; p99 first third → last third %s → %s, %s; worst interval p99 %s\n", l.stream.name,
+			fmtLat(total.Percentile(50)), fmtLat(total.Percentile(99)), fmtLat(total.Max()), fmtLat(first), fmtLat(last), drift(first, last), fmtLat(maxOf(l.series)))
 	}
 	fmt.Fprintf(w, "  RSS by interval (MiB): %s\n", strings.Join(rss, " "))
 	fmt.Fprintf(w, "  Go heap in use by interval (MiB): %s\n", strings.Join(heap, " "))
@@ -785,19 +785,18 @@ func (s *soak) takeXact() db.BenchSoakOldestXactsRow {
 	return x
 }
 
-// thirds returns the median of the first and of the last third of a
-// series, and its maximum.
-func thirds(xs []time.Duration) (first, last, mx time.Duration) {
+func drift(first, last time.Duration) string {
+	if first == 0 || last == 0 {
+		return "drift -"
+	}
+	return fmt.Sprintf("drift ×%.2f", float64(last)/float64(first))
+}
+
+func maxOf(xs []time.Duration) time.Duration {
 	if len(xs) == 0 {
-		return 0, 0, 0
+		return 0
 	}
-	n := max(len(xs)/3, 1)
-	med := func(v []time.Duration) time.Duration {
-		v = slices.Clone(v)
-		slices.Sort(v)
-		return v[len(v)/2]
-	}
-	return med(xs[:n]), med(xs[len(xs)-n:]), slices.Max(xs)
+	return slices.Max(xs)
 }
 
 // sample returns at most n evenly spaced elements of xs, the last included.

@@ -101,6 +101,7 @@ func (s *soak) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.hooks[i].arrive(ev.ID, ev.OccurredAt, now)
+	s.lagThirds.add(s.hooks[i].name, now, now.Sub(ev.OccurredAt))
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -215,6 +216,7 @@ func (s *soak) consume(ctx context.Context) {
 		now := time.Now()
 		for _, e := range page.Events {
 			s.feed.arrive(e.ID, e.OccurredAt, now)
+			s.lagThirds.add(s.feed.name, now, now.Sub(e.OccurredAt))
 		}
 		if page.NextCursor != "" {
 			cursor = page.NextCursor

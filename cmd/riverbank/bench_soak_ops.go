@@ -95,6 +95,57 @@ func (c *soakCounts) add(kind string, d time.Duration) {
 	ks.lat.Add(d)
 }
 
+// soakThirds keeps a latency histogram per key for each third of the
+// load, so drift is judged on every request of the first third against
+// every request of the last, not on a few interval percentiles (which
+// alternate when, say, every other interval has a close of business).
+type soakThirds struct {
+	mu    sync.Mutex
+	start time.Time
+	dur   time.Duration
+	h     [3]map[string]*bench.Histogram
+}
+
+// begin starts the thirds: the load runs from start for dur.
+func (t *soakThirds) begin(start time.Time, dur time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.start, t.dur = start, dur
+	for i := range t.h {
+		t.h[i] = map[string]*bench.Histogram{}
+	}
+}
+
+// add records d under key in the third that at falls in (nothing before
+// begin or after the load).
+func (t *soakThirds) add(key string, at time.Time, d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.dur == 0 || at.Before(t.start) || !at.Before(t.start.Add(t.dur)) {
+		return
+	}
+	third := t.h[int(3*at.Sub(t.start)/t.dur)]
+	h := third[key]
+	if h == nil {
+		h = &bench.Histogram{}
+		third[key] = h
+	}
+	h.Add(d)
+}
+
+// p99 returns key's p99 in the first and in the last third.
+func (t *soakThirds) p99(key string) (first, last time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if h := t.h[0][key]; h != nil {
+		first = h.Percentile(99)
+	}
+	if h := t.h[2][key]; h != nil {
+		last = h.Percentile(99)
+	}
+	return first, last
+}
+
 // soakStats counts requests per interval and over the run, in constant
 // memory (histograms, not lists of latencies).
 type soakStats struct {
@@ -103,6 +154,7 @@ type soakStats struct {
 	total    *soakCounts
 	since    time.Time
 	samples  []string // the first unexpected failures, with detail
+	thirds   soakThirds
 }
 
 func newSoakStats() *soakStats {
@@ -112,6 +164,7 @@ func newSoakStats() *soakStats {
 // record counts one request (or derived timing) of kind that took d.
 // A failure is counted as expected or not.
 func (s *soakStats) record(kind string, d time.Duration, failed *soakErrKey, expected bool) {
+	s.thirds.add(kind, time.Now(), d)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, c := range []*soakCounts{s.interval, s.total} {
