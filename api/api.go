@@ -60,6 +60,10 @@ func NewAPI(mux *http.ServeMux) huma.API {
 // so humatest can exercise operations without a socket.
 func Register(api huma.API, s *Services) {
 	h := &handlers{Services: s}
+	// Every operation's answers are documented the same way (openapi.go),
+	// whichever huma.API the operations are registered on.
+	oapi := api.OpenAPI()
+	oapi.OnAddOperation = append(oapi.OnAddOperation, documentOperation)
 	logger := s.Logger
 	if logger == nil {
 		logger = slog.Default()
@@ -67,6 +71,7 @@ func Register(api huma.API, s *Services) {
 	api.UseMiddleware(func(ctx huma.Context, next func(huma.Context)) {
 		next(huma.WithValue(ctx, loggerKey{}, logger))
 	})
+	api.UseMiddleware(textRule(api))
 	registerRoutes(api, h)
 }
 

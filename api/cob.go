@@ -174,22 +174,21 @@ func (h *handlers) registerCOB(api huma.API) {
 	huma.Register(api, huma.Operation{OperationID: "start-cob-run", Method: http.MethodPut, Path: "/v1/cob-runs/{date}", Summary: "Start the close of business for a date", Tags: tags,
 		Description: "Starts the run (202): in one transaction the run and its chunk jobs over fixed loan-id ranges. Runs are sequential: the date must be the first open date " +
 			"(409 date_not_open names it) and must be over (422 for today or later). A date that already has a run returns that run (200): a closed date is never re-run.",
-		DefaultStatus: http.StatusAccepted, Errors: []int{http.StatusConflict, http.StatusUnprocessableEntity}}, h.startCOBRun)
+		DefaultStatus: http.StatusAccepted,
+		Metadata:      answers(codes(riverbank.EDATENOTOPEN), map[int]string{http.StatusOK: "The date already has a run: that run as it is now. Nothing is written."})}, h.startCOBRun)
 	huma.Register(api, huma.Operation{OperationID: "get-cob-run", Method: http.MethodGet, Path: "/v1/cob-runs/{date}", Summary: "Get a close-of-business run with its progress and totals", Tags: tags,
-		Errors: []int{http.StatusNotFound, http.StatusUnprocessableEntity}}, h.getCOBRun)
-	huma.Register(api, huma.Operation{OperationID: "list-cob-runs", Method: http.MethodGet, Path: "/v1/cob-runs", Summary: "List close-of-business runs, newest first", Tags: tags,
-		Errors: []int{http.StatusUnprocessableEntity}}, h.listCOBRuns)
+		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.getCOBRun)
+	huma.Register(api, huma.Operation{OperationID: "list-cob-runs", Method: http.MethodGet, Path: "/v1/cob-runs", Summary: "List close-of-business runs, newest first", Tags: tags}, h.listCOBRuns)
 	huma.Register(api, huma.Operation{OperationID: "retry-cob-failures", Method: http.MethodPost, Path: "/v1/cob-runs/{date}/retry-failures", Summary: "Re-run a FAILED run's failed loans", Tags: tags,
 		Description:   "The run turns RUNNING and cob.retry_failures closes its failed loans one by one (202); it becomes COMPLETED when none fails again. A run that is not FAILED is 409 conflict.",
-		DefaultStatus: http.StatusAccepted, Errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusUnprocessableEntity}}, h.retryCOBFailures)
+		DefaultStatus: http.StatusAccepted, Metadata: answers(codes(riverbank.ENOTFOUND, riverbank.ECONFLICT), nil)}, h.retryCOBFailures)
 
 	ctags := []string{"Collection"}
-	huma.Register(api, huma.Operation{OperationID: "list-cases", Method: http.MethodGet, Path: "/v1/cases", Summary: "List collection cases, newest first", Tags: ctags,
-		Errors: []int{http.StatusUnprocessableEntity}}, h.listCases)
+	huma.Register(api, huma.Operation{OperationID: "list-cases", Method: http.MethodGet, Path: "/v1/cases", Summary: "List collection cases, newest first", Tags: ctags}, h.listCases)
 	huma.Register(api, huma.Operation{OperationID: "get-case", Method: http.MethodGet, Path: "/v1/cases/{id}", Summary: "Get a collection case with its loans and live totals", Tags: ctags,
-		Errors: []int{http.StatusNotFound}}, h.getCase)
+		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.getCase)
 	huma.Register(api, huma.Operation{OperationID: "get-loan-accruals", Method: http.MethodGet, Path: "/v1/loans/{id}/accruals", Summary: "A loan's accruals by month", Tags: []string{"Lending"},
-		Errors: []int{http.StatusNotFound}}, h.getLoanAccruals)
+		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.getLoanAccruals)
 }
 
 func (h *handlers) startCOBRun(ctx context.Context, in *cobDateInput) (*cobRunOutput, error) {
