@@ -47,10 +47,12 @@ type BatchItemErrorBody struct {
 
 // BatchItemBody is one item's outcome.
 type BatchItemBody struct {
-	Index    int                 `json:"index" doc:"0-based position in the submitted items."`
-	Status   string              `json:"status" enum:"PENDING,SUCCEEDED,FAILED"`
-	ResultID *int64              `json:"result_id" doc:"The id of the journal entry, order, loan or repayment (SUCCEEDED only)."`
-	Error    *BatchItemErrorBody `json:"error" doc:"FAILED only."`
+	Index    int    `json:"index" doc:"0-based position in the submitted items."`
+	Status   string `json:"status" enum:"PENDING,SUCCEEDED,FAILED"`
+	ResultID *int64 `json:"result_id" doc:"The id of the journal entry, order, loan or repayment (SUCCEEDED only)."`
+	// Error is absent, not null, on other items: the document cannot
+	// describe a nullable object (huma documents only scalars as nullable).
+	Error *BatchItemErrorBody `json:"error,omitempty" doc:"Present on FAILED items only."`
 }
 
 // BatchItemInput is one submitted item, kept as sent: the body of the

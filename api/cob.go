@@ -40,10 +40,39 @@ type COBRunBody struct {
 	ChunksDone     int32            `json:"chunks_done"`
 	Totals         []COBTotalsBody  `json:"totals" doc:"What the run accrued, one line per currency (an amount has one currency)."`
 	FailedLoans    []FailedLoanBody `json:"failed_loans" doc:"At most 500."`
-	TrialBalance   *json.RawMessage `json:"trial_balance" doc:"Set by cob.trial_balance after the run closes: {balanced, ledger, subledger, run_postings_match, checked_at}; null before." `
+	TrialBalance   NullableObject   `json:"trial_balance" doc:"Set by cob.trial_balance after the run closes: {balanced, ledger, subledger, run_postings_match, checked_at}; null before."`
 	CatchUpThrough *string          `json:"catch_up_through,omitempty" format:"date" doc:"The scheduler's catch-up target: the next date starts when this one closes."`
 	StartedAt      time.Time        `json:"started_at"`
 	CompletedAt    *time.Time       `json:"completed_at,omitempty"`
+}
+
+// NullableObject is a stored JSON object passed through as it is, or null
+// when there is none (a run's trial balance before it is checked). Its
+// schema says both, in the OpenAPI 3.1 document and its 3.0 form alike (a
+// bare json.RawMessage documents nothing, which 3.0 reads as not null).
+type NullableObject json.RawMessage
+
+// MarshalJSON writes the object, or null.
+func (o NullableObject) MarshalJSON() ([]byte, error) {
+	if len(o) == 0 {
+		return []byte("null"), nil
+	}
+	return o, nil
+}
+
+// UnmarshalJSON keeps the object's JSON (null as empty).
+func (o *NullableObject) UnmarshalJSON(data []byte) error {
+	if string(data) == "null" {
+		*o = nil
+		return nil
+	}
+	*o = append((*o)[:0], data...)
+	return nil
+}
+
+// Schema implements huma.SchemaProvider: an object or null.
+func (NullableObject) Schema(huma.Registry) *huma.Schema {
+	return &huma.Schema{Type: huma.TypeObject, Nullable: true, AdditionalProperties: true}
 }
 
 func cobRunBody(r *cob.Run) COBRunBody {
@@ -57,8 +86,7 @@ func cobRunBody(r *cob.Run) COBRunBody {
 		b.FailedLoans = append(b.FailedLoans, FailedLoanBody(f))
 	}
 	if len(r.TrialBalance) > 0 {
-		raw := json.RawMessage(r.TrialBalance)
-		b.TrialBalance = &raw
+		b.TrialBalance = NullableObject(r.TrialBalance)
 	}
 	if r.CatchUpThrough != nil {
 		d := dateString(*r.CatchUpThrough)

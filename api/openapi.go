@@ -99,6 +99,56 @@ const (
 	codeUnsupportedMediaType = "unsupported_media_type"
 )
 
+func init() {
+	// Body field names are matched exactly as documented: huma would
+	// otherwise take "NAME" for "name" (and Go's decoder would too), which
+	// the document does not say.
+	huma.ValidateStrictCasing = true
+}
+
+// documentLeniency makes the document say what the server accepts besides
+// its types: an optional body field sent as null is taken as absent (huma
+// skips it), so its schema admits null; an optional query parameter sent
+// empty (?status=) is taken as absent, so it allows an empty value.
+func documentLeniency(oapi *huma.OpenAPI, op *huma.Operation) {
+	for _, p := range op.Parameters {
+		if p.In == "query" && !p.Required {
+			p.AllowEmptyValue = true
+		}
+	}
+	if op.RequestBody == nil {
+		return
+	}
+	seen := map[*huma.Schema]bool{}
+	var walk func(s *huma.Schema)
+	walk = func(s *huma.Schema) {
+		for s != nil && s.Ref != "" {
+			s = oapi.Components.Schemas.SchemaFromRef(s.Ref)
+		}
+		if s == nil || seen[s] {
+			return
+		}
+		seen[s] = true
+		required := map[string]bool{}
+		for _, r := range s.Required {
+			required[r] = true
+		}
+		for name, ps := range s.Properties {
+			switch ps.Type {
+			case huma.TypeString, huma.TypeInteger, huma.TypeNumber, huma.TypeBoolean:
+				if !required[name] {
+					ps.Nullable = true
+				}
+			}
+			walk(ps)
+		}
+		walk(s.Items)
+	}
+	for _, mt := range op.RequestBody.Content {
+		walk(mt.Schema)
+	}
+}
+
 // documentOperation is the huma OnAddOperation hook that gives every /v1
 // operation its complete list of answers: the Also statuses of its opDoc
 // with the body of its DefaultStatus, and one problem+json response per
@@ -121,6 +171,7 @@ func documentOperation(oapi *huma.OpenAPI, op *huma.Operation) {
 		panic(fmt.Sprintf("api: operation %s lists huma Errors; declare its error codes with answers(...) instead", op.OperationID))
 	}
 	d, _ := op.Metadata[opDocKey].(opDoc)
+	documentLeniency(oapi, op)
 
 	success := op.Responses[strconv.Itoa(op.DefaultStatus)]
 	for status, desc := range d.Also {

@@ -183,7 +183,7 @@ const maxScanDepth = 10000
 // and is left to the JSON decoder to report.
 func scanJSONText(data []byte) *textViolation {
 	s := &textScanner{data: data}
-	s.value("", 0)
+	s.value(0)
 	return s.found
 }
 
@@ -192,6 +192,14 @@ type textScanner struct {
 	pos   int
 	found *textViolation
 	bad   bool // a syntax error: stop
+	// path is where the scan is: object keys, and array indexes (as
+	// index+1, with key ""), rendered only for a violation.
+	path []pathStep
+}
+
+type pathStep struct {
+	key   string
+	index int
 }
 
 func (s *textScanner) stop() bool { return s.found != nil || s.bad }
@@ -207,19 +215,29 @@ func (s *textScanner) ws() {
 	}
 }
 
-func (s *textScanner) violation(path, reason string) {
-	loc := "body"
-	if path != "" {
-		loc += "." + path
+func (s *textScanner) violation(reason string) {
+	var b strings.Builder
+	for _, p := range s.path {
+		if p.key == "" {
+			b.WriteString("[" + strconv.Itoa(p.index) + "]")
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(p.key)
 	}
-	field := path
-	if field == "" {
+	field := b.String()
+	loc := "body"
+	if field != "" {
+		loc += "." + field
+	} else {
 		field = "body"
 	}
 	s.found = &textViolation{Location: loc, Field: field, Reason: reason}
 }
 
-func (s *textScanner) value(path string, depth int) {
+func (s *textScanner) value(depth int) {
 	if depth > maxScanDepth {
 		s.bad = true
 		return
@@ -248,12 +266,8 @@ func (s *textScanner) value(path string, depth int) {
 				return
 			}
 			if reason != "" {
-				s.violation(path, "has a key that "+reason)
+				s.violation("has a key that " + reason)
 				return
-			}
-			child := key
-			if path != "" {
-				child = path + "." + key
 			}
 			s.ws()
 			if s.pos >= len(s.data) || s.data[s.pos] != ':' {
@@ -261,10 +275,12 @@ func (s *textScanner) value(path string, depth int) {
 				return
 			}
 			s.pos++
-			s.value(child, depth+1)
+			s.path = append(s.path, pathStep{key: key})
+			s.value(depth + 1)
 			if s.stop() {
 				return
 			}
+			s.path = s.path[:len(s.path)-1]
 			s.ws()
 			if s.pos < len(s.data) && s.data[s.pos] == ',' {
 				s.pos++
@@ -284,10 +300,12 @@ func (s *textScanner) value(path string, depth int) {
 			return
 		}
 		for i := 0; !s.stop(); i++ {
-			s.value(path+"["+strconv.Itoa(i)+"]", depth+1)
+			s.path = append(s.path, pathStep{index: i})
+			s.value(depth + 1)
 			if s.stop() {
 				return
 			}
+			s.path = s.path[:len(s.path)-1]
 			s.ws()
 			if s.pos < len(s.data) && s.data[s.pos] == ',' {
 				s.pos++
@@ -301,7 +319,7 @@ func (s *textScanner) value(path string, depth int) {
 		}
 	case '"':
 		if _, reason := s.str(); reason != "" && !s.bad {
-			s.violation(path, reason)
+			s.violation(reason)
 		}
 	default:
 		// A number or a literal: skip to the next delimiter.
