@@ -42,7 +42,10 @@ type handlers struct {
 // docs page is ours (registerDocs), not huma's CDN-backed one.
 func NewAPI(mux *http.ServeMux) huma.API {
 	cfg := huma.DefaultConfig("riverbank", riverbank.Version)
-	cfg.Info.Description = "Postgres-only back office for lending and commerce. Every business write and the River jobs it causes commit in one transaction. Errors are RFC 9457 problem+json with a machine-readable `code`."
+	cfg.Info.Description = "Postgres-only back office for lending and commerce. Every business write and the River jobs it causes commit in one transaction.\n\n" +
+		"Errors are RFC 9457 problem+json with a machine-readable `code`; every operation lists each status it can answer and, for each error status, the codes it can carry (also in `x-problem-codes`). " +
+		"A refused request (4xx) writes nothing. Text in every body field and parameter must be valid UTF-8 without NUL characters or lone UTF-16 surrogates (else 422 `validation_failed` naming the field). " +
+		"Field names are exact; an optional field sent as null, or an optional query parameter sent empty, is taken as absent."
 	cfg.DocsPath = ""
 	cfg.OpenAPIPath = "/openapi"
 	cfg.SchemasPath = "/schemas"
@@ -60,6 +63,10 @@ func NewAPI(mux *http.ServeMux) huma.API {
 // so humatest can exercise operations without a socket.
 func Register(api huma.API, s *Services) {
 	h := &handlers{Services: s}
+	// Every operation's answers are documented the same way (openapi.go),
+	// whichever huma.API the operations are registered on.
+	oapi := api.OpenAPI()
+	oapi.OnAddOperation = append(oapi.OnAddOperation, documentOperation)
 	logger := s.Logger
 	if logger == nil {
 		logger = slog.Default()
@@ -67,6 +74,7 @@ func Register(api huma.API, s *Services) {
 	api.UseMiddleware(func(ctx huma.Context, next func(huma.Context)) {
 		next(huma.WithValue(ctx, loggerKey{}, logger))
 	})
+	api.UseMiddleware(textRule(api))
 	registerRoutes(api, h)
 }
 

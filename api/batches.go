@@ -8,6 +8,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"riverbank"
 	"riverbank/internal/batch"
 )
 
@@ -46,10 +47,12 @@ type BatchItemErrorBody struct {
 
 // BatchItemBody is one item's outcome.
 type BatchItemBody struct {
-	Index    int                 `json:"index" doc:"0-based position in the submitted items."`
-	Status   string              `json:"status" enum:"PENDING,SUCCEEDED,FAILED"`
-	ResultID *int64              `json:"result_id" doc:"The id of the journal entry, order, loan or repayment (SUCCEEDED only)."`
-	Error    *BatchItemErrorBody `json:"error" doc:"FAILED only."`
+	Index    int    `json:"index" doc:"0-based position in the submitted items."`
+	Status   string `json:"status" enum:"PENDING,SUCCEEDED,FAILED"`
+	ResultID *int64 `json:"result_id" doc:"The id of the journal entry, order, loan or repayment (SUCCEEDED only)."`
+	// Error is absent, not null, on other items: the document cannot
+	// describe a nullable object (huma documents only scalars as nullable).
+	Error *BatchItemErrorBody `json:"error,omitempty" doc:"Present on FAILED items only."`
 }
 
 // BatchItemInput is one submitted item, kept as sent: the body of the
@@ -107,15 +110,15 @@ func (h *handlers) registerBatches(api huma.API) {
 			"(GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): operation, 1..10,000 items, each a JSON object. " +
 			"The body may be up to 16 MiB (every other endpoint: 1 MiB).",
 		DefaultStatus: http.StatusAccepted, MaxBodyBytes: MaxBatchBodyBytes,
-		Responses: alsoOK(api, BatchBody{}, "A repeat of the same request (same idempotency_key, operation and items): the stored batch as it is now."),
-		Errors:    []int{http.StatusConflict, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity}}, h.createBatch)
+		Metadata: answers(codes(riverbank.EIDEMPOTENCYCONFLICT),
+			map[int]string{http.StatusOK: "A repeat of the same request (same idempotency_key, operation and items): the stored batch as it is now. Nothing is written."})}, h.createBatch)
 	huma.Register(api, huma.Operation{OperationID: "get-batch", Method: http.MethodGet, Path: "/v1/batches/{id}", Summary: "Get a batch with its counters", Tags: tags,
-		Errors: []int{http.StatusNotFound}}, h.getBatch)
+		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.getBatch)
 	huma.Register(api, huma.Operation{OperationID: "list-batch-items", Method: http.MethodGet, Path: "/v1/batches/{id}/items", Summary: "A batch's items and their outcomes, in index order", Tags: tags,
-		Errors: []int{http.StatusNotFound, http.StatusUnprocessableEntity}}, h.listBatchItems)
+		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.listBatchItems)
 	huma.Register(api, huma.Operation{OperationID: "cancel-batch", Method: http.MethodPost, Path: "/v1/batches/{id}/cancel", Summary: "Cancel a running batch", Tags: tags,
 		Description: "Items not yet started are never started (they stay PENDING); items already running finish. Cancelling a CANCELLED batch returns it; a COMPLETED batch is 409 invalid_transition.",
-		Errors:      []int{http.StatusNotFound, http.StatusConflict}}, h.cancelBatch)
+		Metadata:    answers(codes(riverbank.ENOTFOUND, riverbank.EINVALIDTRANSITION), nil)}, h.cancelBatch)
 }
 
 func (h *handlers) createBatch(ctx context.Context, in *createBatchInput) (*batchOutput, error) {

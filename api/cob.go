@@ -40,10 +40,39 @@ type COBRunBody struct {
 	ChunksDone     int32            `json:"chunks_done"`
 	Totals         []COBTotalsBody  `json:"totals" doc:"What the run accrued, one line per currency (an amount has one currency)."`
 	FailedLoans    []FailedLoanBody `json:"failed_loans" doc:"At most 500."`
-	TrialBalance   *json.RawMessage `json:"trial_balance" doc:"Set by cob.trial_balance after the run closes: {balanced, ledger, subledger, run_postings_match, checked_at}; null before." `
+	TrialBalance   NullableObject   `json:"trial_balance" doc:"Set by cob.trial_balance after the run closes: {balanced, ledger, subledger, run_postings_match, checked_at}; null before."`
 	CatchUpThrough *string          `json:"catch_up_through,omitempty" format:"date" doc:"The scheduler's catch-up target: the next date starts when this one closes."`
 	StartedAt      time.Time        `json:"started_at"`
 	CompletedAt    *time.Time       `json:"completed_at,omitempty"`
+}
+
+// NullableObject is a stored JSON object passed through as it is, or null
+// when there is none (a run's trial balance before it is checked). Its
+// schema says both, in the OpenAPI 3.1 document and its 3.0 form alike (a
+// bare json.RawMessage documents nothing, which 3.0 reads as not null).
+type NullableObject json.RawMessage
+
+// MarshalJSON writes the object, or null.
+func (o NullableObject) MarshalJSON() ([]byte, error) {
+	if len(o) == 0 {
+		return []byte("null"), nil
+	}
+	return o, nil
+}
+
+// UnmarshalJSON keeps the object's JSON (null as empty).
+func (o *NullableObject) UnmarshalJSON(data []byte) error {
+	if string(data) == "null" {
+		*o = nil
+		return nil
+	}
+	*o = append((*o)[:0], data...)
+	return nil
+}
+
+// Schema implements huma.SchemaProvider: an object or null.
+func (NullableObject) Schema(huma.Registry) *huma.Schema {
+	return &huma.Schema{Type: huma.TypeObject, Nullable: true, AdditionalProperties: true}
 }
 
 func cobRunBody(r *cob.Run) COBRunBody {
@@ -57,8 +86,7 @@ func cobRunBody(r *cob.Run) COBRunBody {
 		b.FailedLoans = append(b.FailedLoans, FailedLoanBody(f))
 	}
 	if len(r.TrialBalance) > 0 {
-		raw := json.RawMessage(r.TrialBalance)
-		b.TrialBalance = &raw
+		b.TrialBalance = NullableObject(r.TrialBalance)
 	}
 	if r.CatchUpThrough != nil {
 		d := dateString(*r.CatchUpThrough)
@@ -174,22 +202,21 @@ func (h *handlers) registerCOB(api huma.API) {
 	huma.Register(api, huma.Operation{OperationID: "start-cob-run", Method: http.MethodPut, Path: "/v1/cob-runs/{date}", Summary: "Start the close of business for a date", Tags: tags,
 		Description: "Starts the run (202): in one transaction the run and its chunk jobs over fixed loan-id ranges. Runs are sequential: the date must be the first open date " +
 			"(409 date_not_open names it) and must be over (422 for today or later). A date that already has a run returns that run (200): a closed date is never re-run.",
-		DefaultStatus: http.StatusAccepted, Errors: []int{http.StatusConflict, http.StatusUnprocessableEntity}}, h.startCOBRun)
+		DefaultStatus: http.StatusAccepted,
+		Metadata:      answers(codes(riverbank.EDATENOTOPEN), map[int]string{http.StatusOK: "The date already has a run: that run as it is now. Nothing is written."})}, h.startCOBRun)
 	huma.Register(api, huma.Operation{OperationID: "get-cob-run", Method: http.MethodGet, Path: "/v1/cob-runs/{date}", Summary: "Get a close-of-business run with its progress and totals", Tags: tags,
-		Errors: []int{http.StatusNotFound, http.StatusUnprocessableEntity}}, h.getCOBRun)
-	huma.Register(api, huma.Operation{OperationID: "list-cob-runs", Method: http.MethodGet, Path: "/v1/cob-runs", Summary: "List close-of-business runs, newest first", Tags: tags,
-		Errors: []int{http.StatusUnprocessableEntity}}, h.listCOBRuns)
+		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.getCOBRun)
+	huma.Register(api, huma.Operation{OperationID: "list-cob-runs", Method: http.MethodGet, Path: "/v1/cob-runs", Summary: "List close-of-business runs, newest first", Tags: tags}, h.listCOBRuns)
 	huma.Register(api, huma.Operation{OperationID: "retry-cob-failures", Method: http.MethodPost, Path: "/v1/cob-runs/{date}/retry-failures", Summary: "Re-run a FAILED run's failed loans", Tags: tags,
 		Description:   "The run turns RUNNING and cob.retry_failures closes its failed loans one by one (202); it becomes COMPLETED when none fails again. A run that is not FAILED is 409 conflict.",
-		DefaultStatus: http.StatusAccepted, Errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusUnprocessableEntity}}, h.retryCOBFailures)
+		DefaultStatus: http.StatusAccepted, Metadata: answers(codes(riverbank.ENOTFOUND, riverbank.ECONFLICT), nil)}, h.retryCOBFailures)
 
 	ctags := []string{"Collection"}
-	huma.Register(api, huma.Operation{OperationID: "list-cases", Method: http.MethodGet, Path: "/v1/cases", Summary: "List collection cases, newest first", Tags: ctags,
-		Errors: []int{http.StatusUnprocessableEntity}}, h.listCases)
+	huma.Register(api, huma.Operation{OperationID: "list-cases", Method: http.MethodGet, Path: "/v1/cases", Summary: "List collection cases, newest first", Tags: ctags}, h.listCases)
 	huma.Register(api, huma.Operation{OperationID: "get-case", Method: http.MethodGet, Path: "/v1/cases/{id}", Summary: "Get a collection case with its loans and live totals", Tags: ctags,
-		Errors: []int{http.StatusNotFound}}, h.getCase)
+		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.getCase)
 	huma.Register(api, huma.Operation{OperationID: "get-loan-accruals", Method: http.MethodGet, Path: "/v1/loans/{id}/accruals", Summary: "A loan's accruals by month", Tags: []string{"Lending"},
-		Errors: []int{http.StatusNotFound}}, h.getLoanAccruals)
+		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.getLoanAccruals)
 }
 
 func (h *handlers) startCOBRun(ctx context.Context, in *cobDateInput) (*cobRunOutput, error) {

@@ -69,24 +69,20 @@ type deadLetterOutput struct {
 
 func (h *handlers) registerDeadLetters(api huma.API) {
 	tags := []string{"Dead letters"}
-	// huma adds 500 to every list, and 422 to operations with a path
-	// parameter; the rest is declared so a generated client parses every
-	// answer: 401 (auth middleware), 503 (database unreachable), 413 (body
-	// limit, on the POST).
 	huma.Register(api, huma.Operation{OperationID: "list-dead-letters", Method: http.MethodGet, Path: "/v1/dead-letters", Summary: "List discarded River jobs, newest discarded first", Tags: tags,
 		Description: "River's discarded jobs of every kind (or of `kind`): jobs whose attempts ran out, e.g. credit.restore after RIVERBANK_CREDIT_RESTORE_MAX_ATTEMPTS. " +
 			"They stay in River's job table (the River UI shows the same jobs); nothing is copied. Ordered by discarded_at, then id, descending; pass next_cursor to get the next page. " +
 			"A kind that is not a job kind's shape or a cursor not from a previous page is 422 validation_failed.",
-		Errors: []int{http.StatusUnauthorized, http.StatusUnprocessableEntity, http.StatusServiceUnavailable}}, h.listDeadLetters)
+	}, h.listDeadLetters)
 	huma.Register(api, huma.Operation{OperationID: "get-dead-letter", Method: http.MethodGet, Path: "/v1/dead-letters/{job_id}", Summary: "Get one discarded River job", Tags: tags,
 		Description: "404 not_found when no job has this id or the job is not discarded (e.g. after a retry; `details.state` then names its state).",
-		Errors:      []int{http.StatusUnauthorized, http.StatusNotFound, http.StatusServiceUnavailable}}, h.getDeadLetter)
+		Metadata:    answers(codes(riverbank.ENOTFOUND), nil)}, h.getDeadLetter)
 	huma.Register(api, huma.Operation{OperationID: "retry-dead-letter", Method: http.MethodPost, Path: "/v1/dead-letters/{job_id}/retry", Summary: "Re-queue a discarded River job", Tags: tags,
 		Description: "Makes the job available to work now through River's own retry (max_attempts is raised by one when exhausted) and answers 200 with the job as it is after the retry. " +
 			"Only discarded jobs: 404 not_found for an unknown id, 409 not_discarded for a job in another state (including one a concurrent retry has just re-queued: " +
 			"the state is checked on the locked row in the retry's transaction, so of concurrent retries of one job exactly one succeeds). " +
 			"409 conflict when the job is unique and a live job with its unique key exists.",
-		Errors: []int{http.StatusUnauthorized, http.StatusNotFound, http.StatusConflict, http.StatusRequestEntityTooLarge, http.StatusServiceUnavailable}}, h.retryDeadLetter)
+		Metadata: answers(codes(riverbank.ENOTFOUND, riverbank.ENOTDISCARDED, riverbank.ECONFLICT), nil)}, h.retryDeadLetter)
 }
 
 func (h *handlers) listDeadLetters(ctx context.Context, in *listDeadLettersInput) (*listDeadLettersOutput, error) {

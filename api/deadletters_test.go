@@ -288,8 +288,8 @@ func TestDeadLettersAPIDocumentsEveryStatus(t *testing.T) {
 		path, method string
 		statuses     []string
 	}{
-		{"/v1/dead-letters", http.MethodGet, []string{"200", "401", "422", "500", "503"}},
-		{"/v1/dead-letters/{job_id}", http.MethodGet, []string{"200", "401", "404", "422", "500", "503"}},
+		{"/v1/dead-letters", http.MethodGet, []string{"200", "401", "413", "422", "500", "503"}},
+		{"/v1/dead-letters/{job_id}", http.MethodGet, []string{"200", "401", "404", "413", "422", "500", "503"}},
 		{"/v1/dead-letters/{job_id}/retry", http.MethodPost, []string{"200", "401", "404", "409", "413", "422", "500", "503"}},
 	} {
 		item := paths[tc.path]

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -129,13 +130,40 @@ func init() {
 			}
 			var d huma.ErrorDetailer
 			if errors.As(e, &d) {
-				p.Errors = append(p.Errors, d.ErrorDetail())
+				p.Errors = append(p.Errors, trimEcho(d.ErrorDetail()))
 			} else {
 				p.Errors = append(p.Errors, &huma.ErrorDetail{Message: e.Error()})
 			}
 		}
 		return p
 	}
+}
+
+// maxEcho bounds the input a validation error echoes back in its value.
+const maxEcho = 256
+
+// trimEcho keeps validation errors small: huma echoes the offending value,
+// which for a body that is not JSON is the whole body (up to the body
+// limit), and for a long string the whole string. The whole body is not
+// echoed, and long strings are cut.
+func trimEcho(d *huma.ErrorDetail) *huma.ErrorDetail {
+	if d == nil {
+		return d
+	}
+	out := *d
+	if out.Location == "body" {
+		if _, ok := out.Value.(string); ok {
+			out.Value = nil
+		}
+	}
+	if s, ok := out.Value.(string); ok && len(s) > maxEcho {
+		cut := maxEcho
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		out.Value = s[:cut] + "…"
+	}
+	return &out
 }
 
 // loggerKey carries the API's logger in a request's context, for the error

@@ -115,7 +115,7 @@ func (h *handlers) registerEvents(api huma.API) {
 		Description: "Every state change appends one event in the transaction that makes it. Pages are in commit-visible order and gap-free: a consumer that pages " +
 			"from its cursor never skips an event committed after it read past that position. With wait, an empty page long-polls until an event commits. " +
 			"A cursor older than RIVERBANK_EVENT_RETENTION is 410 cursor_expired.",
-		Errors: []int{http.StatusGone, http.StatusUnprocessableEntity}}, h.listEvents)
+		Metadata: answers(codes(riverbank.ECURSOREXPIRED), nil)}, h.listEvents)
 }
 
 func (h *handlers) listEvents(ctx context.Context, in *listEventsInput) (*listEventsOutput, error) {

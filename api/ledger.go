@@ -8,6 +8,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"riverbank"
 	"riverbank/internal/ledger"
 )
 
@@ -171,14 +172,20 @@ func (h *handlers) registerLedger(api huma.API) {
 	tags := []string{"Ledger"}
 	huma.Register(api, huma.Operation{OperationID: "create-account", Method: http.MethodPost, Path: "/v1/accounts", Summary: "Create an account", Tags: tags,
 		Description:   "Creates an account. The code is the idempotency key: repeating an identical request returns 200 with the account; a different name, type or currency for an existing code is 409 idempotency_conflict.",
-		DefaultStatus: http.StatusCreated}, h.createAccount)
+		DefaultStatus: http.StatusCreated,
+		Metadata:      answers(codes(riverbank.EIDEMPOTENCYCONFLICT, riverbank.ERESERVEDCODE), replayOK("the account"))}, h.createAccount)
 	huma.Register(api, huma.Operation{OperationID: "list-accounts", Method: http.MethodGet, Path: "/v1/accounts", Summary: "List accounts by code", Tags: tags}, h.listAccounts)
-	huma.Register(api, huma.Operation{OperationID: "get-account", Method: http.MethodGet, Path: "/v1/accounts/{code}", Summary: "Get an account with its balance and pending sum", Tags: tags}, h.getAccount)
-	huma.Register(api, huma.Operation{OperationID: "list-account-postings", Method: http.MethodGet, Path: "/v1/accounts/{code}/postings", Summary: "An account's postings, newest first", Tags: tags}, h.listAccountPostings)
+	huma.Register(api, huma.Operation{OperationID: "get-account", Method: http.MethodGet, Path: "/v1/accounts/{code}", Summary: "Get an account with its balance and pending sum", Tags: tags,
+		Metadata: answers(codes(riverbank.ENOTFOUND, riverbank.ECURRENCYREQUIRED), nil)}, h.getAccount)
+	huma.Register(api, huma.Operation{OperationID: "list-account-postings", Method: http.MethodGet, Path: "/v1/accounts/{code}/postings", Summary: "An account's postings, newest first", Tags: tags,
+		Metadata: answers(codes(riverbank.ENOTFOUND, riverbank.ECURRENCYREQUIRED), nil)}, h.listAccountPostings)
 	huma.Register(api, huma.Operation{OperationID: "create-journal-entry", Method: http.MethodPost, Path: "/v1/journal-entries", Summary: "Write a balanced journal entry (applied asynchronously)", Tags: tags,
 		Description:   "Validates and writes the entry and its postings as PENDING in one transaction: at least two postings, non-zero amounts, existing accounts of one currency, summing to exactly 0 (else 422). ledger.apply jobs add postings to balances in per-account batches; urgent entries are enqueued at once, others by the sweep within a minute.",
-		DefaultStatus: http.StatusCreated}, h.createEntry)
-	huma.Register(api, huma.Operation{OperationID: "get-journal-entry", Method: http.MethodGet, Path: "/v1/journal-entries/{id}", Summary: "Get a journal entry with its postings", Tags: tags}, h.getEntry)
+		DefaultStatus: http.StatusCreated,
+		Metadata: answers(codes(riverbank.EIDEMPOTENCYCONFLICT, riverbank.ECURRENCYREQUIRED, riverbank.EUNPROCESSABLE, riverbank.EBALANCEOUTOFRANGE),
+			replayOK("the original entry as it is now"))}, h.createEntry)
+	huma.Register(api, huma.Operation{OperationID: "get-journal-entry", Method: http.MethodGet, Path: "/v1/journal-entries/{id}", Summary: "Get a journal entry with its postings", Tags: tags,
+		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.getEntry)
 	huma.Register(api, huma.Operation{OperationID: "get-trial-balance", Method: http.MethodGet, Path: "/v1/ledger/trial-balance", Summary: "Totals per currency and a check of every balance against its postings", Tags: tags}, h.getTrialBalance)
 }
 

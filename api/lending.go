@@ -3,11 +3,11 @@ package api
 import (
 	"context"
 	"net/http"
-	"reflect"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"riverbank"
 	"riverbank/internal/lending"
 )
 
@@ -205,41 +205,34 @@ type listRepaymentsOutput struct {
 	}
 }
 
-// alsoOK documents the 200 an operation whose default is 201 answers too
-// (an idempotent replay, or an update), with the same body as the 201, so a
-// generated client parses it.
-func alsoOK(api huma.API, body any, description string) map[string]*huma.Response {
-	schema := api.OpenAPI().Components.Schemas.Schema(reflect.TypeOf(body), true, "")
-	return map[string]*huma.Response{"200": {Description: description, Content: map[string]*huma.MediaType{"application/json": {Schema: schema}}}}
-}
-
 func (h *handlers) registerLending(api huma.API) {
 	tags := []string{"Lending"}
 	huma.Register(api, huma.Operation{OperationID: "put-credit-line", Method: http.MethodPut, Path: "/v1/credit-lines/{borrower_id}", Summary: "Create or update a borrower's credit line", Tags: tags,
 		Description: "Creates the line (201) or sets its limit and frozen flag (200). The currency is fixed for life (another is 409 conflict). " +
 			"The limit may be lowered below used_minor: available becomes 0 and nothing is clawed back.",
-		DefaultStatus: http.StatusCreated, Responses: alsoOK(api, CreditLineBody{}, "The line existed: updated."),
-		Errors: []int{http.StatusConflict, http.StatusUnprocessableEntity}}, h.putCreditLine)
+		DefaultStatus: http.StatusCreated,
+		Metadata:      answers(codes(riverbank.ECONFLICT), map[int]string{http.StatusOK: "The line existed: its limit and frozen flag are set."})}, h.putCreditLine)
 	huma.Register(api, huma.Operation{OperationID: "get-credit-line", Method: http.MethodGet, Path: "/v1/credit-lines/{borrower_id}", Summary: "Get a credit line with what is used and available", Tags: tags,
-		Errors: []int{http.StatusNotFound}}, h.getCreditLine)
+		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.getCreditLine)
 	huma.Register(api, huma.Operation{OperationID: "create-loan", Method: http.MethodPost, Path: "/v1/loans", Summary: "Grant a loan", Tags: tags,
 		Description: "In one transaction: takes the principal from the borrower's credit line with a conditional update that can never pass the limit " +
 			"(409 insufficient_credit when the line is missing, frozen or short), inserts the loan ACTIVE and posts the disbursement (debit loans:principal, credit platform:cash). " +
 			"201 with the loan; 200 with the original loan for a repeat of the same request; another request with the same loan_no is 409 idempotency_conflict.",
-		DefaultStatus: http.StatusCreated, Responses: alsoOK(api, LoanBody{}, "A repeat of the same request: the original loan."),
-		Errors: []int{http.StatusConflict, http.StatusUnprocessableEntity}}, h.createLoan)
-	huma.Register(api, huma.Operation{OperationID: "list-loans", Method: http.MethodGet, Path: "/v1/loans", Summary: "List loans, newest first", Tags: tags,
-		Errors: []int{http.StatusUnprocessableEntity}}, h.listLoans)
+		DefaultStatus: http.StatusCreated,
+		Metadata: answers(codes(riverbank.EINSUFFICIENTCREDIT, riverbank.EIDEMPOTENCYCONFLICT, riverbank.EDATENOTOPEN, riverbank.EBALANCEOUTOFRANGE),
+			replayOK("the original loan as it is now"))}, h.createLoan)
+	huma.Register(api, huma.Operation{OperationID: "list-loans", Method: http.MethodGet, Path: "/v1/loans", Summary: "List loans, newest first", Tags: tags}, h.listLoans)
 	huma.Register(api, huma.Operation{OperationID: "get-loan", Method: http.MethodGet, Path: "/v1/loans/{id}", Summary: "Get a loan with what it owes", Tags: tags,
-		Errors: []int{http.StatusNotFound}}, h.getLoan)
+		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.getLoan)
 	huma.Register(api, huma.Operation{OperationID: "create-repayment", Method: http.MethodPost, Path: "/v1/loans/{id}/repayments", Summary: "Repay a loan", Tags: tags,
 		Description: "In one transaction: locks the loan, allocates the amount in the payer's order, updates what the loan owes (REPAID when nothing is left), " +
 			"posts the entry (debit platform:cash, credit each receivable paid) and enqueues credit.restore for the principal part. " +
 			"201 with the repayment; 200 for a repeat of the same request; another request with the same identifier is 409 idempotency_conflict.",
-		DefaultStatus: http.StatusCreated, Responses: alsoOK(api, RepaymentBody{}, "A repeat of the same request: the original repayment."),
-		Errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusUnprocessableEntity}}, h.createRepayment)
+		DefaultStatus: http.StatusCreated,
+		Metadata: answers(codes(riverbank.ENOTFOUND, riverbank.EIDEMPOTENCYCONFLICT, riverbank.EDATENOTOPEN, riverbank.EOVERPAYMENT, riverbank.EBALANCEOUTOFRANGE),
+			replayOK("the original repayment, with the loan as it is now"))}, h.createRepayment)
 	huma.Register(api, huma.Operation{OperationID: "list-repayments", Method: http.MethodGet, Path: "/v1/loans/{id}/repayments", Summary: "A loan's repayments, oldest first", Tags: tags,
-		Errors: []int{http.StatusNotFound, http.StatusUnprocessableEntity}}, h.listRepayments)
+		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.listRepayments)
 }
 
 func (h *handlers) putCreditLine(ctx context.Context, in *putCreditLineInput) (*creditLineOutput, error) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"riverbank"
 	"riverbank/internal/orders"
 )
 
@@ -141,31 +142,32 @@ type cancelOrderInput struct {
 
 func (h *handlers) registerOrders(api huma.API) {
 	tags := []string{"Orders"}
-	conflict := []int{http.StatusNotFound, http.StatusConflict, http.StatusUnprocessableEntity}
+	transition := answers(codes(riverbank.ENOTFOUND, riverbank.EINVALIDTRANSITION), nil)
 	huma.Register(api, huma.Operation{OperationID: "create-order", Method: http.MethodPost, Path: "/v1/orders", Summary: "Place an order", Tags: tags,
 		Description: "In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, " +
 			"inserts the order, its items and its CREATED event, and enqueues order.confirm and order.expire (at expires_at). " +
 			"A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. " +
 			"201 with the order; 200 with the original order for a repeat of the same request.",
-		DefaultStatus: http.StatusCreated, Errors: []int{http.StatusConflict, http.StatusUnprocessableEntity}}, h.createOrder)
-	huma.Register(api, huma.Operation{OperationID: "list-orders", Method: http.MethodGet, Path: "/v1/orders", Summary: "List orders, newest first", Tags: tags,
-		Errors: []int{http.StatusUnprocessableEntity}}, h.listOrders)
+		DefaultStatus: http.StatusCreated,
+		Metadata: answers(codes(riverbank.EINSUFFICIENTSTOCK, riverbank.EIDEMPOTENCYCONFLICT, riverbank.ECONFLICT, riverbank.EUNPROCESSABLE),
+			replayOK("the original order as it is now"))}, h.createOrder)
+	huma.Register(api, huma.Operation{OperationID: "list-orders", Method: http.MethodGet, Path: "/v1/orders", Summary: "List orders, newest first", Tags: tags}, h.listOrders)
 	huma.Register(api, huma.Operation{OperationID: "get-order", Method: http.MethodGet, Path: "/v1/orders/{id}", Summary: "Get an order", Tags: tags,
-		Errors: []int{http.StatusNotFound}}, h.getOrder)
+		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.getOrder)
 	huma.Register(api, huma.Operation{OperationID: "list-order-events", Method: http.MethodGet, Path: "/v1/orders/{id}/events", Summary: "An order's history, oldest first", Tags: tags,
-		Errors: []int{http.StatusNotFound}}, h.listOrderEvents)
+		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.listOrderEvents)
 	huma.Register(api, huma.Operation{OperationID: "pay-order", Method: http.MethodPost, Path: "/v1/orders/{id}/pay", Summary: "Record the payment of an order", Tags: tags,
 		Description: "Allowed from CREATED (confirmed inline in the same transaction) or CONFIRMED. amount_minor must equal total_minor (else 422). " +
 			"Writes the journal entry (debit platform:cash, credit merchant:{merchant_id}:payable) in the same transaction. " +
 			"Repeating the payment_id the order was paid with returns the order (200); any other payment of a paid order is 409 invalid_transition.",
-		Errors: conflict}, h.payOrder)
+		Metadata: answers(codes(riverbank.ENOTFOUND, riverbank.EINVALIDTRANSITION, riverbank.EIDEMPOTENCYCONFLICT, riverbank.EUNPROCESSABLE, riverbank.EBALANCEOUTOFRANGE), nil)}, h.payOrder)
 	huma.Register(api, huma.Operation{OperationID: "ship-order", Method: http.MethodPost, Path: "/v1/orders/{id}/ship", Summary: "Ship a paid order", Tags: tags,
-		Errors: conflict}, h.shipOrder)
+		Metadata: transition}, h.shipOrder)
 	huma.Register(api, huma.Operation{OperationID: "receive-order", Method: http.MethodPost, Path: "/v1/orders/{id}/receive", Summary: "Confirm receipt of a shipped order (COMPLETED)", Tags: tags,
-		Errors: conflict}, h.receiveOrder)
+		Metadata: transition}, h.receiveOrder)
 	huma.Register(api, huma.Operation{OperationID: "cancel-order", Method: http.MethodPost, Path: "/v1/orders/{id}/cancel", Summary: "Cancel an unpaid order and release its stock", Tags: tags,
 		Description: "Allowed from CREATED (the reservation is released) or CONFIRMED (sold units return to on-hand); otherwise 409 invalid_transition.",
-		Errors:      conflict}, h.cancelOrder)
+		Metadata:    transition}, h.cancelOrder)
 }
 
 func (h *handlers) createOrder(ctx context.Context, in *createOrderInput) (*orderOutput, error) {

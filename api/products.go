@@ -7,6 +7,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"riverbank"
 	"riverbank/internal/orders"
 )
 
@@ -58,9 +59,10 @@ func (h *handlers) registerProducts(api huma.API) {
 			"reservations and sold units are kept, so this is the only operation that changes stock_on_hand + sold. " +
 			"A stock below stock_reserved is 409 conflict; a currency other than the platform:cash account's (CNY) is 422 validation_failed, " +
 			"because payments of the product's orders post to that account.",
-		DefaultStatus: http.StatusOK, Errors: []int{http.StatusConflict, http.StatusUnprocessableEntity}}, h.putProduct)
+		DefaultStatus: http.StatusCreated,
+		Metadata:      answers(codes(riverbank.ECONFLICT), map[int]string{http.StatusOK: "The product existed: its name, price and on-hand stock are replaced."})}, h.putProduct)
 	huma.Register(api, huma.Operation{OperationID: "get-product", Method: http.MethodGet, Path: "/v1/products/{sku}", Summary: "Get a product with its stock", Tags: tags,
-		Errors: []int{http.StatusNotFound}}, h.getProduct)
+		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.getProduct)
 }
 
 func (h *handlers) putProduct(ctx context.Context, in *putProductInput) (*productOutput, error) {

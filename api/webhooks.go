@@ -7,6 +7,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"riverbank"
 	"riverbank/internal/webhook"
 )
 
@@ -103,18 +104,17 @@ func (h *handlers) registerWebhooks(api huma.API) {
 			"with backoff and, after RIVERBANK_WEBHOOK_MAX_ATTEMPTS, becomes a dead letter. Events of one subscription are delivered in feed order, one at a time, at least once. " +
 			"No idempotency key: a repeated request creates a second subscription (delete it). 503 webhook_key_missing when the server has no RIVERBANK_WEBHOOK_KEY.",
 		DefaultStatus: http.StatusCreated,
-		Errors:        []int{http.StatusUnauthorized, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity, http.StatusServiceUnavailable}}, h.createWebhookSubscription)
-	huma.Register(api, huma.Operation{OperationID: "list-webhook-subscriptions", Method: http.MethodGet, Path: "/v1/webhook-subscriptions", Summary: "List webhook subscriptions by id", Tags: tags,
-		Errors: []int{http.StatusUnauthorized, http.StatusUnprocessableEntity, http.StatusServiceUnavailable}}, h.listWebhookSubscriptions)
+		Metadata:      answers(codes(riverbank.EWEBHOOKTARGETFORBIDDEN, riverbank.EWEBHOOKKEYMISSING), nil)}, h.createWebhookSubscription)
+	huma.Register(api, huma.Operation{OperationID: "list-webhook-subscriptions", Method: http.MethodGet, Path: "/v1/webhook-subscriptions", Summary: "List webhook subscriptions by id", Tags: tags}, h.listWebhookSubscriptions)
 	huma.Register(api, huma.Operation{OperationID: "get-webhook-subscription", Method: http.MethodGet, Path: "/v1/webhook-subscriptions/{id}", Summary: "Get a webhook subscription (without its secret)", Tags: tags,
-		Errors: []int{http.StatusUnauthorized, http.StatusNotFound, http.StatusServiceUnavailable}}, h.getWebhookSubscription)
+		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.getWebhookSubscription)
 	huma.Register(api, huma.Operation{OperationID: "delete-webhook-subscription", Method: http.MethodDelete, Path: "/v1/webhook-subscriptions/{id}", Summary: "Delete a webhook subscription", Tags: tags,
 		Description:   "Deletes the subscription and its delivery history (204). No delivery starts after this; one already in flight completes.",
 		DefaultStatus: http.StatusNoContent,
-		Errors:        []int{http.StatusUnauthorized, http.StatusNotFound, http.StatusServiceUnavailable}}, h.deleteWebhookSubscription)
+		Metadata:      answers(codes(riverbank.ENOTFOUND), nil)}, h.deleteWebhookSubscription)
 	huma.Register(api, huma.Operation{OperationID: "list-webhook-deliveries", Method: http.MethodGet, Path: "/v1/webhook-subscriptions/{id}/deliveries", Summary: "A subscription's deliveries, newest first", Tags: tags,
 		Description: "One entry per event attempted: attempts, the last status and error, delivered_at once a 2xx came back. Delivered entries older than RIVERBANK_EVENT_RETENTION are dropped.",
-		Errors:      []int{http.StatusUnauthorized, http.StatusNotFound, http.StatusUnprocessableEntity, http.StatusServiceUnavailable}}, h.listWebhookDeliveries)
+		Metadata:    answers(codes(riverbank.ENOTFOUND), nil)}, h.listWebhookDeliveries)
 }
 
 func (h *handlers) createWebhookSubscription(ctx context.Context, in *createWebhookSubscriptionInput) (*createWebhookSubscriptionOutput, error) {
