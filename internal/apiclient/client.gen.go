@@ -427,6 +427,7 @@ func (e PostingBodyStatus) Valid() bool {
 const (
 	BalanceOutOfRange      ProblemCode = "balance_out_of_range"
 	Conflict               ProblemCode = "conflict"
+	CrossOriginRefused     ProblemCode = "cross_origin_refused"
 	CurrencyRequired       ProblemCode = "currency_required"
 	CursorExpired          ProblemCode = "cursor_expired"
 	DatabaseUnavailable    ProblemCode = "database_unavailable"
@@ -458,6 +459,8 @@ func (e ProblemCode) Valid() bool {
 	case BalanceOutOfRange:
 		return true
 	case Conflict:
+		return true
+	case CrossOriginRefused:
 		return true
 	case CurrencyRequired:
 		return true
