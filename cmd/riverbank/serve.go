@@ -54,7 +54,7 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if err := cfg.RequireDatabase(); err != nil {
 		return err
 	}
-	pool, err := server.Connect(ctx, cfg.DatabaseURL, 2)
+	pool, err := server.Connect(ctx, cfg.DatabaseURL, 2, cfg.DatabaseWait, newLogger(stderr, cfg.LogLevel))
 	if err != nil {
 		return err
 	}

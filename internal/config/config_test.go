@@ -64,6 +64,8 @@ func TestLoadDefaults(t *testing.T) {
 	require.Equal(t, slog.LevelInfo, c.LogLevel)
 	require.False(t, c.Migrate)
 	require.Equal(t, 30*time.Second, c.ShutdownTimeout)
+	require.Equal(t, 30*time.Second, c.RequestTimeout)
+	require.Equal(t, 30*time.Second, c.DatabaseWait)
 }
 
 func TestLoadFromEnv(t *testing.T) {
@@ -83,6 +85,8 @@ func TestLoadFromEnv(t *testing.T) {
 		"RIVERBANK_MIGRATE":                     "true",
 		"RIVERBANK_SHUTDOWN_TIMEOUT":            "5s",
 		"RIVERBANK_JOB_TIMEOUT":                 "45s",
+		"RIVERBANK_REQUEST_TIMEOUT":             "12s",
+		"RIVERBANK_DATABASE_WAIT":               "0s",
 	})
 	c, err := b.load(t, config.All)
 	require.NoError(t, err)
@@ -103,6 +107,8 @@ func TestLoadFromEnv(t *testing.T) {
 	require.Equal(t, slog.LevelDebug, c.LogLevel)
 	require.True(t, c.Migrate)
 	require.Equal(t, 5*time.Second, c.ShutdownTimeout)
+	require.Equal(t, 12*time.Second, c.RequestTimeout)
+	require.Zero(t, c.DatabaseWait)
 }
 
 func TestLoadSpecialValues(t *testing.T) {
@@ -270,6 +276,8 @@ func TestLoadInvalid(t *testing.T) {
 		{"RIVERBANK_MIGRATE", []string{"yes", "on", "2"}, "1, true, 0 or false"},
 		{"RIVERBANK_SHUTDOWN_TIMEOUT", []string{"soon", "-1s", "2h", "30"}, "between 0s and 1h"},
 		{"RIVERBANK_JOB_TIMEOUT", []string{"soon", "0s", "500ms", "2h", "30"}, "between 1s and 1h"},
+		{"RIVERBANK_REQUEST_TIMEOUT", []string{"soon", "0s", "500ms", "11m", "30"}, "between 1s and 10m"},
+		{"RIVERBANK_DATABASE_WAIT", []string{"soon", "-1s", "2h", "30"}, "between 0s and 1h"},
 		{"RIVERBANK_CREDIT_RESTORE_BACKOFF", []string{"soon", "1ms", "2h", "5"}, "between 10ms and 1h"},
 		{"RIVERBANK_COB_CHUNK_SIZE", []string{"0", "-1", "1000001", "big"}, "from 1 to 1000000"},
 		{"RIVERBANK_EVENT_RETENTION", []string{"forever", "30s", "100000h", "30"}, "between 1m and 87600h"},
@@ -362,6 +370,7 @@ func TestUsageNamesEnvironmentVariables(t *testing.T) {
 		"RIVERBANK_WORKERS", "RIVERBANK_COB_SCHEDULE", "RIVERBANK_LOG_LEVEL", "RIVERBANK_MIGRATE", "RIVERBANK_SHUTDOWN_TIMEOUT",
 		"RIVERBANK_JOB_TIMEOUT", "RIVERBANK_CREDIT_RESTORE_BACKOFF", "RIVERBANK_COB_CHUNK_SIZE", "RIVERBANK_EVENT_RETENTION",
 		"RIVERBANK_WEBHOOK_MAX_ATTEMPTS", "RIVERBANK_WEBHOOK_ALLOW_PRIVATE", "RIVERBANK_WEBHOOK_KEY",
+		"RIVERBANK_REQUEST_TIMEOUT", "RIVERBANK_DATABASE_WAIT",
 	} {
 		require.Contains(t, out.String(), "(env "+env+",", "--help shows %s", env)
 	}
