@@ -84,12 +84,15 @@ func NewHandler(opts HandlerOpts) http.Handler {
 	})
 
 	var h http.Handler = mux
-	h = withDeadline(opts.RequestTimeout, h)
 	h = authMiddleware(s.Config.APITokens, s.Config.AuthOff, h)
 	h = limitBody(h)
 	h = opts.Metrics.Middleware(h)
 	h = accessLog(s.Logger, h)
 	h = recoverer(s.Logger, h)
+	// Outermost: the request it passes on is a copy with the deadline,
+	// and the metrics and access log read the route the mux records on
+	// the request they pass on.
+	h = withDeadline(opts.RequestTimeout, h)
 	return h
 }
 

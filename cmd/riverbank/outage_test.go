@@ -487,15 +487,18 @@ func TestDatabaseOutage(t *testing.T) {
 			}
 		}
 	}()
-	// The probe: /readyz and a plain read every 100 ms, and /metrics once
-	// while the database is down.
+	// The probe: /readyz and one of the reads every 100 ms, and /metrics
+	// once while the database is down.
+	reads := []string{"/v1/accounts/out:a", "/v1/system/info", "/v1/dead-letters", "/v1/ledger/trial-balance", "/v1/cob-runs",
+		"/v1/orders?limit=5", "/v1/loans?limit=5", fmt.Sprintf("/v1/loans/%d/accruals", setupLoans[0]), "/v1/cases", "/v1/accounts",
+		"/v1/webhook-subscriptions", "/v1/credit-lines/out-b0", "/v1/products/" + outageSKU}
 	var metricsDown atomic.Value
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for !loadDone.Load() {
+		for n := 0; !loadDone.Load(); n++ {
 			rig.call(http.MethodGet, "/readyz", nil)
-			rig.call(http.MethodGet, "/v1/accounts/out:a", nil)
+			rig.call(http.MethodGet, reads[n%len(reads)], nil)
 			if rig.phase.Load() == phaseDown && metricsDown.Load() == nil {
 				if m, err := scrapeMetrics(rig); err == nil && rig.phase.Load() == phaseDown {
 					metricsDown.Store(m)

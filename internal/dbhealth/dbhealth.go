@@ -281,6 +281,9 @@ func (m *Monitor) takeSeen() (int, string) {
 	return total, top
 }
 
+// maxKeys bounds the distinct messages an outage remembers.
+const maxKeys = 1000
+
 // hold reports whether a record should be held back: only while the
 // database is down, and not the first of its (level, message).
 func (m *Monitor) hold(level slog.Level, msg string) bool {
@@ -295,7 +298,11 @@ func (m *Monitor) hold(level slog.Level, msg string) bool {
 	}
 	n, ok := m.seen[key]
 	if !ok {
-		m.seen[key] = 0
+		// Messages are constants in practice; should one carry varying
+		// text, distinct lines pass and the map stays bounded.
+		if len(m.seen) < maxKeys {
+			m.seen[key] = 0
+		}
 		return false
 	}
 	m.seen[key] = n + 1
