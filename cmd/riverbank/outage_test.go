@@ -826,7 +826,9 @@ func TestServeWaitsForDatabase(t *testing.T) {
 	env := serveEnv(cluster.URL)
 	env["RIVERBANK_DATABASE_WAIT"] = "2m"
 	proc := start(t, []string{"serve"}, env)
-	require.Eventually(t, func() bool { return strings.Contains(proc.stderr.String(), "cannot reach the database; waiting for it") },
+	require.Eventually(t, func() bool {
+		return strings.Contains(proc.stderr.String(), "cannot reach the database; waiting for it")
+	},
 		30*time.Second, 20*time.Millisecond, "serve says it waits; stderr:\n%s", proc.stderr)
 	time.Sleep(time.Second) // a few more attempts
 	select {
