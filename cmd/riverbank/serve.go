@@ -43,7 +43,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 
 func runMigrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("migrate", "Apply River's migrations and the steps of schema.sql. Idempotent; concurrent runs serialise on an advisory lock.", stderr)
-	loader := config.Register(fs, getenv, config.DatabaseOnly)
+	loader := config.Register(fs, getenv, config.ForMigrate)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

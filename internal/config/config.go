@@ -319,7 +319,10 @@ var (
 		return out
 	}()
 	// DatabaseOnly is what `migrate` needs.
-	DatabaseOnly = []string{"database-url", "log-level", "database-wait"}
+	DatabaseOnly = []string{"database-url", "log-level"}
+	// ForMigrate is what `migrate` reads: the database, and how long to wait
+	// for it at start.
+	ForMigrate = []string{"database-url", "log-level", "database-wait"}
 )
 
 // Loader binds settings to a flag set and, after parsing, resolves each one

@@ -357,6 +357,16 @@ func TestLoadUnregisteredSettingsKeepDefaults(t *testing.T) {
 	require.NotNil(t, b.fs.Lookup("database-url"))
 }
 
+func TestLoadForMigrate(t *testing.T) {
+	t.Parallel()
+	b := setup(t, map[string]string{"RIVERBANK_DATABASE_WAIT": "5s", "RIVERBANK_WORKERS": "0"})
+	c, err := b.load(t, config.ForMigrate)
+	require.NoError(t, err)
+	require.Equal(t, 5*time.Second, c.DatabaseWait, "migrate waits for its database like serve")
+	require.NotNil(t, b.fs.Lookup("database-wait"))
+	require.Nil(t, b.fs.Lookup("workers"))
+}
+
 func TestUsageNamesEnvironmentVariables(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
