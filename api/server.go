@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"riverbank"
+	"riverbank/internal/events"
 	"riverbank/internal/metrics"
 )
 
@@ -27,6 +28,9 @@ type HandlerOpts struct {
 	// Ready reports whether the process can serve (database reachable,
 	// schema current); /readyz answers 503 with its error.
 	Ready func(ctx context.Context) error
+	// RequestTimeout, when positive, is the deadline of every request's
+	// context (see withDeadline).
+	RequestTimeout time.Duration
 }
 
 // publicPaths need no token: probes, the API description and its docs.
@@ -84,6 +88,10 @@ func NewHandler(opts HandlerOpts) http.Handler {
 	h = opts.Metrics.Middleware(h)
 	h = accessLog(s.Logger, h)
 	h = recoverer(s.Logger, h)
+	// Outermost: the request it passes on is a copy with the deadline,
+	// and the metrics and access log read the route the mux records on
+	// the request they pass on.
+	h = withDeadline(opts.RequestTimeout, h)
 	return h
 }
 
@@ -153,9 +161,31 @@ func limitBody(next http.Handler) http.Handler {
 	})
 }
 
+// withDeadline gives every request's context a deadline of d, so a
+// request waiting on a database that does not answer (down without a
+// reset, or saturated) ends and answers 503 database_unavailable instead
+// of hanging: pgx and the pool honour the context. A long-poll of the
+// events feed gets its wait (at most events.MaxWait) on top.
+func withDeadline(d time.Duration, next http.Handler) http.Handler {
+	if d <= 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		limit := d
+		if r.URL.Path == "/v1/events" {
+			limit += events.MaxWait
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), limit)
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
 // accessLog logs every request: debug for successes (the hot path must not
 // pay for a log line per request at info), info for client errors, error
-// for server errors.
+// for server errors, and warn for 503 (the process is fine, a dependency
+// is not: during a database outage the outage itself is logged once by
+// internal/dbhealth, which also holds back these repeats).
 func accessLog(logger *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -163,6 +193,8 @@ func accessLog(logger *slog.Logger, next http.Handler) http.Handler {
 		next.ServeHTTP(rec, r)
 		level := slog.LevelDebug
 		switch {
+		case rec.status == http.StatusServiceUnavailable:
+			level = slog.LevelWarn
 		case rec.status >= 500:
 			level = slog.LevelError
 		case rec.status >= 400:

@@ -464,7 +464,7 @@ func (s cobSeedOpts) loan(i int) seedLoan {
 // seedCOB seeds the portfolio into the (fresh) database at dsn.
 func seedCOB(ctx context.Context, dsn string, s cobSeedOpts, stdout io.Writer) error {
 	t0 := time.Now()
-	pool, err := server.Connect(ctx, dsn, 4)
+	pool, err := server.Connect(ctx, dsn, 4, 0, nil)
 	if err != nil {
 		return err
 	}

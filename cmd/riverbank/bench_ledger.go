@@ -209,7 +209,7 @@ func benchLedgerAPI(ctx context.Context, dsn string, o ledgerBenchOpts, stdout, 
 }
 
 func benchLedgerApply(ctx context.Context, dsn string, o ledgerBenchOpts, stdout, stderr io.Writer) (float64, error) {
-	pool, err := server.Connect(ctx, dsn, 20)
+	pool, err := server.Connect(ctx, dsn, 20, 0, nil)
 	if err != nil {
 		return 0, err
 	}

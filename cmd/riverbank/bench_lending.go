@@ -373,7 +373,7 @@ func benchLendingLoad(ctx context.Context, dsn string, o lendingBenchOpts, stdou
 		return nil, err
 	}
 	defer srv.Stop() //nolint:errcheck
-	pool, err := server.Connect(ctx, dsn, 4)
+	pool, err := server.Connect(ctx, dsn, 4, 0, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -95,7 +95,7 @@ processes, not CPU, so expect little gain there; the figure that transfers is th
 
 	// Migrate once, here: instances then start on a current schema. The
 	// pool stays open to read the database's transaction counters.
-	pool, err := server.Connect(ctx, cfg.DatabaseURL, 2)
+	pool, err := server.Connect(ctx, cfg.DatabaseURL, 2, 0, nil)
 	if err != nil {
 		return err
 	}

@@ -341,7 +341,7 @@ func soakRun(ctx context.Context, dsn string, o soakOpts, stdout, stderr io.Writ
 		return err
 	}
 	defer srv.Stop() //nolint:errcheck
-	if s.pool, err = server.Connect(ctx, dsn, 4); err != nil {
+	if s.pool, err = server.Connect(ctx, dsn, 4, 0, nil); err != nil {
 		return err
 	}
 	defer s.pool.Close()

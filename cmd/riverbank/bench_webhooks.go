@@ -141,7 +141,7 @@ after, for the ratio.`, stderr)
 		subs[i] = out.ID
 	}
 
-	pool, err := server.Connect(ctx, dsn, 4)
+	pool, err := server.Connect(ctx, dsn, 4, 0, nil)
 	if err != nil {
 		return err
 	}

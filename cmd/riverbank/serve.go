@@ -43,7 +43,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 
 func runMigrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("migrate", "Apply River's migrations and the steps of schema.sql. Idempotent; concurrent runs serialise on an advisory lock.", stderr)
-	loader := config.Register(fs, getenv, config.DatabaseOnly)
+	loader := config.Register(fs, getenv, config.ForMigrate)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -54,7 +54,7 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if err := cfg.RequireDatabase(); err != nil {
 		return err
 	}
-	pool, err := server.Connect(ctx, cfg.DatabaseURL, 2)
+	pool, err := server.Connect(ctx, cfg.DatabaseURL, 2, cfg.DatabaseWait, newLogger(stderr, cfg.LogLevel))
 	if err != nil {
 		return err
 	}

@@ -137,6 +137,11 @@ func (s *Service) RunChunk(ctx context.Context, a ChunkArgs) (ChunkResult, error
 			rows, err = sp.CloseLoans(ctx, db.CloseLoansParams{BusinessDate: date, IDLo: a.Lo, IDHi: a.Hi, LateFeeDay: run.LateFeeDay})
 			return err
 		})
+		if chunkErr != nil && (ctx.Err() != nil || db.IsUnavailable(chunkErr)) {
+			// The database went away (or the job ran out of time): loan by
+			// loan would fail the same way. River retries the chunk.
+			return chunkErr
+		}
 		if chunkErr != nil {
 			s.logger.WarnContext(ctx, "close-of-business chunk failed; closing its loans one by one", "date", a.Date, "chunk", a.Chunk, "error", chunkErr)
 			rows, res.Failed, err = s.closeOneByOne(ctx, tx, date, run.LateFeeDay, a.Lo, a.Hi)

@@ -81,6 +81,14 @@ type Config struct {
 	// ShutdownTimeout bounds graceful shutdown (HTTP drain + River soft stop)
 	// before running jobs are cancelled.
 	ShutdownTimeout time.Duration
+	// RequestTimeout bounds the work of one HTTP request (its context's
+	// deadline; a long-poll of the events feed gets its wait on top): a
+	// database that does not answer in time makes it 503
+	// database_unavailable instead of a hang.
+	RequestTimeout time.Duration
+	// DatabaseWait is how long serve and migrate wait at start for a
+	// database that cannot be reached before giving up (0: fail at once).
+	DatabaseWait time.Duration
 }
 
 // setting is one configurable value: its environment variable, its flag,
@@ -284,6 +292,22 @@ var settings = []setting{
 		c.ShutdownTimeout = d
 		return nil
 	}},
+	{"RIVERBANK_REQUEST_TIMEOUT", "request-timeout", "30s", "longest an HTTP request may work (a long-poll of /v1/events gets its wait on top); past it the answer is 503 database_unavailable", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second || d > 10*time.Minute {
+			return errors.New("must be a duration between 1s and 10m")
+		}
+		c.RequestTimeout = d
+		return nil
+	}},
+	{"RIVERBANK_DATABASE_WAIT", "database-wait", "30s", "how long to wait at start for a database that cannot be reached before exiting with an error (0s: do not wait)", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > time.Hour {
+			return errors.New("must be a duration between 0s and 1h")
+		}
+		c.DatabaseWait = d
+		return nil
+	}},
 }
 
 // boolFlags are settings whose flag may be given without a value
@@ -319,6 +343,9 @@ var (
 	}()
 	// DatabaseOnly is what `migrate` needs.
 	DatabaseOnly = []string{"database-url", "log-level"}
+	// ForMigrate is what `migrate` reads: the database, and how long to wait
+	// for it at start.
+	ForMigrate = []string{"database-url", "log-level", "database-wait"}
 )
 
 // Loader binds settings to a flag set and, after parsing, resolves each one

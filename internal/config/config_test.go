@@ -66,6 +66,8 @@ func TestLoadDefaults(t *testing.T) {
 	require.Equal(t, 30*time.Second, c.ShutdownTimeout)
 	require.Equal(t, time.Minute, c.SweepInterval)
 	require.Equal(t, 10*time.Minute, c.PruneInterval)
+	require.Equal(t, 30*time.Second, c.RequestTimeout)
+	require.Equal(t, 30*time.Second, c.DatabaseWait)
 }
 
 func TestLoadFromEnv(t *testing.T) {
@@ -87,6 +89,8 @@ func TestLoadFromEnv(t *testing.T) {
 		"RIVERBANK_JOB_TIMEOUT":                 "45s",
 		"RIVERBANK_SWEEP_INTERVAL":              "2s",
 		"RIVERBANK_PRUNE_INTERVAL":              "90s",
+		"RIVERBANK_REQUEST_TIMEOUT":             "12s",
+		"RIVERBANK_DATABASE_WAIT":               "0s",
 	})
 	c, err := b.load(t, config.All)
 	require.NoError(t, err)
@@ -109,6 +113,8 @@ func TestLoadFromEnv(t *testing.T) {
 	require.Equal(t, 5*time.Second, c.ShutdownTimeout)
 	require.Equal(t, 2*time.Second, c.SweepInterval)
 	require.Equal(t, 90*time.Second, c.PruneInterval)
+	require.Equal(t, 12*time.Second, c.RequestTimeout)
+	require.Zero(t, c.DatabaseWait)
 }
 
 func TestLoadSpecialValues(t *testing.T) {
@@ -288,6 +294,8 @@ func TestLoadInvalid(t *testing.T) {
 		{"RIVERBANK_MIGRATE", []string{"yes", "on", "2"}, "1, true, 0 or false"},
 		{"RIVERBANK_SHUTDOWN_TIMEOUT", []string{"soon", "-1s", "2h", "30"}, "between 0s and 1h"},
 		{"RIVERBANK_JOB_TIMEOUT", []string{"soon", "0s", "500ms", "2h", "30"}, "between 1s and 1h"},
+		{"RIVERBANK_REQUEST_TIMEOUT", []string{"soon", "0s", "500ms", "11m", "30"}, "between 1s and 10m"},
+		{"RIVERBANK_DATABASE_WAIT", []string{"soon", "-1s", "2h", "30"}, "between 0s and 1h"},
 		{"RIVERBANK_CREDIT_RESTORE_BACKOFF", []string{"soon", "1ms", "2h", "5"}, "between 10ms and 1h"},
 		{"RIVERBANK_COB_CHUNK_SIZE", []string{"0", "-1", "1000001", "big"}, "from 1 to 1000000"},
 		{"RIVERBANK_EVENT_RETENTION", []string{"forever", "30s", "100000h", "30"}, "between 1m and 87600h"},
@@ -369,6 +377,16 @@ func TestLoadUnregisteredSettingsKeepDefaults(t *testing.T) {
 	require.NotNil(t, b.fs.Lookup("database-url"))
 }
 
+func TestLoadForMigrate(t *testing.T) {
+	t.Parallel()
+	b := setup(t, map[string]string{"RIVERBANK_DATABASE_WAIT": "5s", "RIVERBANK_WORKERS": "0"})
+	c, err := b.load(t, config.ForMigrate)
+	require.NoError(t, err)
+	require.Equal(t, 5*time.Second, c.DatabaseWait, "migrate waits for its database like serve")
+	require.NotNil(t, b.fs.Lookup("database-wait"))
+	require.Nil(t, b.fs.Lookup("workers"))
+}
+
 func TestUsageNamesEnvironmentVariables(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
@@ -383,6 +401,7 @@ func TestUsageNamesEnvironmentVariables(t *testing.T) {
 		"RIVERBANK_JOB_TIMEOUT", "RIVERBANK_CREDIT_RESTORE_BACKOFF", "RIVERBANK_COB_CHUNK_SIZE", "RIVERBANK_EVENT_RETENTION",
 		"RIVERBANK_WEBHOOK_MAX_ATTEMPTS", "RIVERBANK_WEBHOOK_ALLOW_PRIVATE", "RIVERBANK_WEBHOOK_KEY",
 		"RIVERBANK_SWEEP_INTERVAL", "RIVERBANK_PRUNE_INTERVAL",
+		"RIVERBANK_REQUEST_TIMEOUT", "RIVERBANK_DATABASE_WAIT",
 	} {
 		require.Contains(t, out.String(), "(env "+env+",", "--help shows %s", env)
 	}

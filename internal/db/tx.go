@@ -175,15 +175,24 @@ func IsInvalidText(err error) bool {
 }
 
 // IsUnavailable reports whether err means the database could not be
-// reached or went away (connection refused or reset, server shutting down
-// or starting up, pool acquire failed): the client may retry later, and
-// the error is not the request's fault.
+// reached or went away: a connection that could not be made (refused,
+// timed out, server shutting down or starting up, too many connections),
+// a session the server terminated (admin shutdown, crash, failover), a
+// connection broken mid-statement or mid-transaction (reset, EOF) and any
+// later use of it (pgconn.ErrConnClosed), and a statement or pool
+// acquire that its context's deadline ended (the database did not answer
+// in time: down, unreachable without a reset, or saturated). The client may
+// retry later; the error is not the request's fault. A context cancelled
+// because its caller went away is not unavailability.
 func IsUnavailable(err error) bool {
 	if err == nil {
 		return false
 	}
 	var connErr *pgconn.ConnectError
 	if errors.As(err, &connErr) {
+		return true
+	}
+	if errors.Is(err, pgconn.ErrConnClosed) {
 		return true
 	}
 	var pgErr *pgconn.PgError
@@ -194,6 +203,10 @@ func IsUnavailable(err error) bool {
 		}
 		return strings.HasPrefix(pgErr.Code, "08")
 	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	// Dial, read and write failures (including i/o timeouts).
 	var netErr net.Error
 	if errors.As(err, &netErr) {
 		return true

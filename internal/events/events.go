@@ -274,6 +274,10 @@ type Hub struct {
 	mu     sync.Mutex
 	ch     chan struct{}
 	up     atomic.Bool
+	// downSince is when the LISTEN connection was lost (zero while up);
+	// only Run's goroutine touches it.
+	downSince time.Time
+	failures  int
 }
 
 // NewHub returns a hub on pool; Run starts listening.
@@ -305,7 +309,8 @@ func (h *Hub) broadcast() {
 
 // Run listens until ctx ends, reconnecting with backoff when the
 // connection drops (readers fall back to a slow re-check meanwhile). It
-// logs a lost connection once, not once per retry. It also sends this
+// logs a lost connection once, not once per retry, and its return with
+// how long it was away and how many attempts failed. It also sends this
 // process's wake-ups (notify).
 func (h *Hub) Run(ctx context.Context) {
 	go h.notify(ctx)
@@ -320,9 +325,11 @@ func (h *Hub) Run(ctx context.Context) {
 		if wasUp {
 			backoff, logged = 100*time.Millisecond, false
 		}
+		h.failures++
 		if !logged {
 			h.logger.Warn("events: the LISTEN connection is down; reconnecting (long-polls re-check every second meanwhile)", "error", err)
 			logged = true
+			h.downSince = time.Now()
 		}
 		select {
 		case <-ctx.Done():
@@ -367,6 +374,10 @@ func (h *Hub) listen(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	h.up.Store(true)
+	if !h.downSince.IsZero() {
+		h.logger.Info("events: the LISTEN connection is back", "down_for", time.Since(h.downSince).Round(time.Millisecond).String(), "failed_attempts", h.failures)
+		h.downSince, h.failures = time.Time{}, 0
+	}
 	// Anything committed while we were not listening wakes readers now.
 	h.broadcast()
 	for {

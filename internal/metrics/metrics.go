@@ -32,8 +32,9 @@ type Metrics struct {
 	jobOutcomes  *prometheus.CounterVec
 }
 
-// New creates the registry. q is used at scrape time for database gauges.
-func New(q *db.Queries, logger *slog.Logger) *Metrics {
+// New creates the registry. q is used at scrape time for database gauges;
+// extra collectors (the database monitor's) are registered with the rest.
+func New(q *db.Queries, logger *slog.Logger, extra ...prometheus.Collector) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
 		Registry: reg,
@@ -60,6 +61,7 @@ func New(q *db.Queries, logger *slog.Logger) *Metrics {
 	reg.MustRegister(m.httpDuration, m.jobStart, m.jobRun, m.jobOutcomes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&dbCollector{q: q, logger: logger}, &staleOrdersCollector{q: q, logger: logger})
+	reg.MustRegister(extra...)
 	return m
 }
 

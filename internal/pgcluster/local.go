@@ -188,6 +188,7 @@ func (l *localServer) start(ctx context.Context, opts Options) (*Cluster, error)
 		LogFile: l.logFile,
 		URL:     localURL(port, opts.database()),
 		stop:    l.stop,
+		local:   l,
 	}
 	if err := ensureDatabase(ctx, localURL(port, "postgres"), opts.database()); err != nil {
 		_ = l.stop(context.WithoutCancel(ctx))
@@ -344,6 +345,16 @@ func (l *localServer) stop(ctx context.Context) error {
 	}
 	l.log.Info("pgcluster: local PostgreSQL stopped", "data_dir", l.dataDir)
 	return l.removeTemp()
+}
+
+// shutdown stops the server with a fast shutdown and keeps everything else
+// (Cluster.StopServer).
+func (l *localServer) shutdown(ctx context.Context) error {
+	if _, err := l.run(ctx, "pg_ctl", "stop", "-D", l.dataDir, "-m", "fast", "-w", "-t", "60"); err != nil && l.running() {
+		return fmt.Errorf("pgcluster: stop server on %s: %w", l.dataDir, err)
+	}
+	l.log.Info("pgcluster: local PostgreSQL shut down (data dir and port kept)", "data_dir", l.dataDir)
+	return nil
 }
 
 // removeTemp deletes the directory of a throwaway cluster.

@@ -105,7 +105,10 @@ type Cluster struct {
 
 	mu      sync.Mutex
 	stopped bool
+	down    bool
 	stop    func(context.Context) error
+	// local is set for a local cluster: StopServer and StartServer need it.
+	local *localServer
 }
 
 // Stop shuts the server down (pg_ctl stop -m fast, escalating to an
@@ -127,6 +130,56 @@ func (c *Cluster) Stop(ctx context.Context) error {
 		return err
 	}
 	c.stopped = true
+	return nil
+}
+
+// StopServer shuts the server down (pg_ctl stop -m fast: open sessions are
+// terminated, new connections refused) but keeps the cluster: its data
+// directory, port and URL stay valid, and StartServer brings it back. It is
+// how tests play a database outage. Calling it on a server that is already
+// down does nothing.
+//
+// Only local clusters support it; for a Docker cluster (whose host port may
+// change when the container restarts) the error wraps errors.ErrUnsupported.
+func (c *Cluster) StopServer(ctx context.Context) error {
+	if c.local == nil {
+		return fmt.Errorf("pgcluster: StopServer on a %s cluster: %w", c.Kind, errors.ErrUnsupported)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return errors.New("pgcluster: StopServer after Stop")
+	}
+	if c.down {
+		return nil
+	}
+	if err := c.local.shutdown(ctx); err != nil {
+		return err
+	}
+	c.down = true
+	return nil
+}
+
+// StartServer starts the server StopServer shut down, on the same data
+// directory and port, and waits until it accepts connections. Calling it
+// on a running server does nothing. A Stop after StopServer (with or
+// without StartServer) cleans up as usual.
+func (c *Cluster) StartServer(ctx context.Context) error {
+	if c.local == nil {
+		return fmt.Errorf("pgcluster: StartServer on a %s cluster: %w", c.Kind, errors.ErrUnsupported)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return errors.New("pgcluster: StartServer after Stop")
+	}
+	if !c.down {
+		return nil
+	}
+	if _, err := c.local.startServer(ctx, c.Port); err != nil {
+		return err
+	}
+	c.down = false
 	return nil
 }
 

@@ -120,6 +120,45 @@ func TestStartThrowaway(t *testing.T) {
 	require.NoError(t, c.Stop(ctx))
 }
 
+// StopServer and StartServer play a database outage: the server goes
+// away, refusing connections, and comes back on the same port with its data.
+func TestStopServerStartServer(t *testing.T) {
+	t.Parallel()
+	requireBinaries(t)
+	ctx := context.Background()
+
+	c, err := pgcluster.Start(ctx, pgcluster.Options{Logger: testLogger(t)})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	conn, err := pgx.Connect(ctx, c.URL)
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, "CREATE TABLE marker (v int); INSERT INTO marker VALUES (7)")
+	require.NoError(t, err)
+
+	require.NoError(t, c.StopServer(ctx))
+	require.NoError(t, c.StopServer(ctx), "StopServer on a stopped server is a no-op")
+	_, err = conn.Exec(ctx, "SELECT 1")
+	require.Error(t, err, "the open session was terminated")
+	_, err = pgx.Connect(ctx, c.URL)
+	require.ErrorContains(t, err, "connection refused")
+	require.DirExists(t, c.DataDir, "the data dir is kept")
+
+	require.NoError(t, c.StartServer(ctx))
+	require.NoError(t, c.StartServer(ctx), "StartServer on a running server is a no-op")
+	conn, err = pgx.Connect(ctx, c.URL)
+	require.NoError(t, err)
+	var v int
+	require.NoError(t, conn.QueryRow(ctx, "SELECT v FROM marker").Scan(&v))
+	require.Equal(t, 7, v, "same port, same data")
+	require.NoError(t, conn.Close(ctx))
+
+	require.NoError(t, c.StopServer(ctx))
+	require.NoError(t, c.Stop(ctx), "Stop after StopServer cleans up")
+	_, err = os.Stat(filepath.Dir(c.DataDir))
+	require.ErrorIs(t, err, os.ErrNotExist, "throwaway cluster directory must be removed")
+	require.Error(t, c.StartServer(ctx), "StartServer after Stop")
+}
+
 // A server left running on the data dir (e.g. by a killed `riverbank dev`)
 // is restarted on the new port; a stale postmaster.pid is cleared.
 func TestStartTakesOverRunningAndStale(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 	"riverbank/api"
 	"riverbank/internal/config"
 	"riverbank/internal/db"
+	"riverbank/internal/dbhealth"
 	"riverbank/internal/domains"
 	"riverbank/internal/events"
 	"riverbank/internal/metrics"
@@ -41,12 +42,15 @@ type App struct {
 	http     *http.Server
 	listener net.Listener
 	hub      *events.Hub
+	health   *dbhealth.Monitor
 	ready    chan struct{}
 }
 
-// New connects to the database, checks (or applies, with cfg.Migrate) the
-// schema, and builds everything Run starts. Errors are one line that says
-// what to do.
+// New connects to the database (waiting up to cfg.DatabaseWait for it,
+// see Connect), checks (or applies, with cfg.Migrate) the schema, and
+// builds everything Run starts. Errors are one line that says what to do.
+// Once running, the process rides out database outages by itself (see
+// internal/dbhealth and the README's "Database outage").
 func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*App, error) {
 	if err := cfg.RequireDatabase(); err != nil {
 		return nil, err
@@ -60,11 +64,15 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*App, er
 	for _, q := range jobs.Queues(cfg.Workers) {
 		workers += q.MaxWorkers
 	}
-	pool, err := Connect(ctx, cfg.DatabaseURL, int32(workers+30))
+	pool, err := Connect(ctx, cfg.DatabaseURL, int32(workers+30), cfg.DatabaseWait, logger)
 	if err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, logger: logger, pool: pool, ready: make(chan struct{})}
+	// Everything logs through the monitor's handler, River included, so a
+	// database outage is told once rather than by every failed attempt.
+	health := dbhealth.New(pool.Config().ConnConfig, logger.With("component", "dbhealth"), dbhealth.Options{})
+	logger = slog.New(health.Handler(logger.Handler()))
+	a := &App{cfg: cfg, logger: logger, pool: pool, health: health, ready: make(chan struct{})}
 	if err := a.init(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -114,7 +122,7 @@ func (a *App) init(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.metrics = metrics.New(store.Queries(), a.logger)
+	a.metrics = metrics.New(store.Queries(), a.logger, a.health.Collector())
 
 	a.riverUI, err = riverui.NewHandler(&riverui.HandlerOpts{
 		Endpoints: riverui.NewEndpoints(a.river, nil),
@@ -129,6 +137,9 @@ func (a *App) init(ctx context.Context) error {
 		Services: &api.Services{Services: svcs, River: a.river, Migrator: a.migrator},
 		Metrics:  a.metrics,
 		RiverUI:  a.riverUI,
+		// The request timeout bounds every request's work; past it a
+		// request waiting on the database answers 503.
+		RequestTimeout: a.cfg.RequestTimeout,
 		Ready: func(ctx context.Context) error {
 			if err := a.pool.Ping(ctx); err != nil {
 				return err
@@ -142,19 +153,36 @@ func (a *App) init(ctx context.Context) error {
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
+		// Room for the longest request: its timeout plus a long-poll's wait.
+		WriteTimeout: a.cfg.RequestTimeout + events.MaxWait + 10*time.Second,
+		IdleTimeout:  120 * time.Second,
+		ErrorLog:     slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
 	return nil
 }
 
-// Connect opens a pool and checks the database answers, with an error that
-// names the host (never the password) and what to do. The pool holds up to
-// maxConns connections unless the URL sets pool_max_conns, which wins: an
-// operator fitting several instances under max_connections (see
-// docs/scaling.md) sizes each one's pool there.
-func Connect(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
+// DefaultConnectTimeout bounds one connection attempt when DATABASE_URL
+// sets no connect_timeout: without it a host that drops packets (rather
+// than refusing) would hold every new connection for the kernel's TCP
+// timeout, minutes, instead of failing so that callers answer 503.
+const DefaultConnectTimeout = 5 * time.Second
+
+// Connect opens a pool and checks the database answers. When it cannot be
+// reached, Connect tries again (every second or two) for up to wait, saying
+// once on logger that it waits, and then gives up with an error that names
+// the host (never the password) and what to do. wait 0 means one attempt.
+// The pool holds up to maxConns connections unless the URL sets
+// pool_max_conns, which wins: an operator fitting several instances under
+// max_connections (see docs/scaling.md) sizes each one's pool there.
+//
+// Waiting is what a service under a supervisor wants when it is started
+// together with its database (docker compose, a host booting, a failover
+// in progress): it comes up as soon as Postgres does, with one log line,
+// instead of crash-looping and flooding the supervisor's log. Bounding the
+// wait keeps a wrong DATABASE_URL from looking like a hung process: after
+// RIVERBANK_DATABASE_WAIT (30s) it exits non-zero with the reason, and the
+// supervisor's restart policy takes over.
+func Connect(ctx context.Context, dsn string, maxConns int32, wait time.Duration, logger *slog.Logger) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, errors.New("invalid DATABASE_URL: cannot parse it as a Postgres connection string")
@@ -162,18 +190,52 @@ func Connect(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, er
 	if maxConns > 0 && !setsPoolMaxConns(dsn) {
 		pc.MaxConns = maxConns
 	}
+	if pc.ConnConfig.ConnectTimeout == 0 {
+		pc.ConnConfig.ConnectTimeout = DefaultConnectTimeout
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("create connection pool: %w", err)
 	}
-	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := pool.Ping(pingCtx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("cannot reach the database at %s:%d (database %q): %v — is Postgres running and DATABASE_URL right?",
-			pc.ConnConfig.Host, pc.ConnConfig.Port, pc.ConnConfig.Database, rootCause(err))
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
-	return pool, nil
+	begin := time.Now()
+	backoff := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = pool.Ping(pingCtx)
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				logger.Info("database reachable; starting", "waited", time.Since(begin).Round(time.Millisecond).String())
+			}
+			return pool, nil
+		}
+		left := wait - time.Since(begin)
+		if ctx.Err() != nil || left <= 0 {
+			break
+		}
+		if attempt == 1 {
+			logger.Warn("cannot reach the database; waiting for it", "host", pc.ConnConfig.Host, "port", pc.ConnConfig.Port,
+				"database", pc.ConnConfig.Database, "up_to", wait.String(), "error", rootCause(err))
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(backoff, left)):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+	pool.Close()
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("stopped while waiting for the database at %s:%d: %w", pc.ConnConfig.Host, pc.ConnConfig.Port, ctx.Err())
+	}
+	waited := ""
+	if wait > 0 {
+		waited = fmt.Sprintf(" after waiting %s (RIVERBANK_DATABASE_WAIT)", wait)
+	}
+	return nil, fmt.Errorf("cannot reach the database at %s:%d (database %q)%s: %v — is Postgres running and DATABASE_URL right?",
+		pc.ConnConfig.Host, pc.ConnConfig.Port, pc.ConnConfig.Database, waited, rootCause(err))
 }
 
 // setsPoolMaxConns reports whether a connection string (URL or key=value)
@@ -256,6 +318,7 @@ func (a *App) Run(ctx context.Context) error {
 	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHub()
 	go a.hub.Run(hubCtx)
+	go a.health.Run(hubCtx)
 	jobEvents, cancelEvents := a.river.Subscribe(river.EventKindJobCompleted, river.EventKindJobFailed, river.EventKindJobCancelled, river.EventKindJobSnoozed)
 	go a.metrics.ObserveJobs(jobEvents)
 
