@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -27,6 +26,9 @@ type HandlerOpts struct {
 	// Ready reports whether the process can serve (database reachable,
 	// schema current); /readyz answers 503 with its error.
 	Ready func(ctx context.Context) error
+	// Limits are the server's limits (zero fields: DefaultLimits); pass
+	// the same to NewHTTPServer.
+	Limits Limits
 }
 
 // publicPaths need no token: probes, the API description and its docs.
@@ -39,8 +41,8 @@ func isPublic(path string) bool {
 }
 
 // NewHandler returns the whole HTTP surface: huma operations under /v1,
-// probes, docs, metrics and the River UI, wrapped in recovery, metrics,
-// access logging, body limits and auth.
+// probes, docs, metrics and the River UI, wrapped in recovery, deadlines,
+// access logging, metrics, body limits and auth.
 func NewHandler(opts HandlerOpts) http.Handler {
 	s := opts.Services
 	mux := http.NewServeMux()
@@ -84,6 +86,7 @@ func NewHandler(opts HandlerOpts) http.Handler {
 	h = limitBody(h)
 	h = opts.Metrics.Middleware(h)
 	h = accessLog(s.Logger, h)
+	h = withDeadlines(opts.Limits, h)
 	h = recoverer(s.Logger, h)
 	return h
 }
@@ -101,16 +104,8 @@ func readyReason(err error) string {
 // non-public path, and HTTP basic auth with the token as password on the
 // River UI so a browser can open it.
 func authMiddleware(tokens []string, off bool, next http.Handler) http.Handler {
-	valid := func(tok string) bool {
-		ok := false
-		for _, t := range tokens {
-			// Compare against every token in constant time.
-			if subtle.ConstantTimeCompare([]byte(tok), []byte(t)) == 1 {
-				ok = true
-			}
-		}
-		return ok && tok != ""
-	}
+	// Constant time, against every token (auth.go).
+	valid := newTokenSet(tokens).match
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if off || isPublic(r.URL.Path) {
 			next.ServeHTTP(w, r)
@@ -118,8 +113,8 @@ func authMiddleware(tokens []string, off bool, next http.Handler) http.Handler {
 		}
 		isUI := r.URL.Path == "/riverui" || strings.HasPrefix(r.URL.Path, "/riverui/")
 		authz := r.Header.Get("Authorization")
-		// The auth scheme is case-insensitive (RFC 7235).
-		if scheme, tok, ok := strings.Cut(authz, " "); ok && strings.EqualFold(scheme, "Bearer") && valid(strings.TrimSpace(tok)) {
+		// The scheme is case-insensitive, the token exact (bearerToken).
+		if tok, ok := bearerToken(r.Header); ok && valid(tok) {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -128,6 +128,7 @@ func (a *App) init(ctx context.Context) error {
 		Services: &api.Services{Services: svcs, River: a.river, Migrator: a.migrator},
 		Metrics:  a.metrics,
 		RiverUI:  a.riverUI,
+		Limits:   api.DefaultLimits,
 		Ready: func(ctx context.Context) error {
 			if err := a.pool.Ping(ctx); err != nil {
 				return err
@@ -136,15 +137,9 @@ func (a *App) init(ctx context.Context) error {
 			return err
 		},
 	})
-	a.http = &http.Server{
-		Addr:              a.cfg.Addr,
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
-	}
+	// Header size and slow-client timeouts: api.DefaultLimits, the same
+	// the handler's deadlines use.
+	a.http = api.NewHTTPServer(a.cfg.Addr, handler, api.DefaultLimits, slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn))
 	return nil
 }
 
