@@ -115,6 +115,7 @@ func badBearerCredentials() []credential {
 		{name: "Prefix", values: []string{"Bearer " + testToken[:len(testToken)-1]}},
 		{name: "Longer", values: []string{"Bearer " + testToken + "0"}},
 		{name: "BasicScheme", values: []string{basicAuth("riverbank", testToken)}},
+		{name: "BasicSchemeRawToken", values: []string{"Basic " + testToken}},
 		{name: "BasicSchemeTokenAsUser", values: []string{basicAuth(testToken, "")}},
 		{name: "TokenScheme", values: []string{"Token " + testToken}},
 		{name: "NoScheme", values: []string{testToken}},
