@@ -26,6 +26,11 @@ STATICCHECK_VERSION := v0.8.2
 RACE ?= -race
 TEST_FLAGS ?=
 
+# `make fuzz FUZZTIME=1m` fuzzes each target that long; FUZZ_FLAGS adds go
+# test flags (e.g. -parallel=1).
+FUZZTIME ?= 10s
+FUZZ_FLAGS ?=
+
 # Server that `make river-schema` creates its scratch database on.
 PG_ADMIN_URL ?= $(or $(TEST_DATABASE_URL),postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)
 
@@ -48,6 +53,23 @@ build: ## build bin/riverbank with the version from git
 .PHONY: test
 test: ## run every test against real Postgres (RACE= to skip the race detector)
 	$(GO) test $(RACE) -count=1 $(TEST_FLAGS) ./...
+
+# Every `func FuzzX(f *testing.F)` in the tree, one at a time (go test
+# -fuzz takes one target per run), each for FUZZTIME. An input that fails
+# is written to the package's testdata/fuzz/FuzzX/: commit it, and it
+# becomes a seed that every `make test` runs. The API targets use the test
+# database (TEST_DATABASE_URL, else a private cluster per process: set it).
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 10s): make fuzz FUZZTIME=1m
+	@targets=$$(grep -rlE '^func Fuzz[A-Za-z0-9_]+\(f \*testing\.F\)' --include='*_test.go' . | sort | while read -r file; do \
+		for name in $$(grep -oE '^func Fuzz[A-Za-z0-9_]+' "$$file" | cut -d' ' -f2); do echo "./$$(dirname "$${file#./}"):$$name"; done; \
+	done); \
+	[ -n "$$targets" ] || { echo "no fuzz targets found" >&2; exit 1; }; \
+	for t in $$targets; do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "== $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test "$$pkg" -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $(FUZZ_FLAGS); \
+	done
 
 .PHONY: tools
 tools: ## install the pinned sqlc (needs cgo)

@@ -109,7 +109,7 @@ func (h *handlers) registerBatches(api huma.API) {
 			"Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give " +
 			"(GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): operation, 1..10,000 items, each a JSON object. " +
 			"The body may be up to 16 MiB (every other endpoint: 1 MiB).",
-		DefaultStatus: http.StatusAccepted, MaxBodyBytes: MaxBatchBodyBytes,
+		DefaultStatus: http.StatusAccepted, MaxBodyBytes: MaxBatchBodyBytes, BodyReadTimeout: BatchBodyReadTimeout,
 		Metadata: answers(codes(riverbank.EIDEMPOTENCYCONFLICT),
 			map[int]string{http.StatusOK: "A repeat of the same request (same idempotency_key, operation and items): the stored batch as it is now. Nothing is written."})}, h.createBatch)
 	huma.Register(api, huma.Operation{OperationID: "get-batch", Method: http.MethodGet, Path: "/v1/batches/{id}", Summary: "Get a batch with its counters", Tags: tags,

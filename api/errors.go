@@ -22,7 +22,7 @@ type Problem struct {
 	Status   int                 `json:"status" doc:"HTTP status code." example:"409"`
 	Detail   string              `json:"detail,omitempty" doc:"Human-readable explanation of this occurrence." example:"not enough stock for sku A-1"`
 	Instance string              `json:"instance,omitempty" doc:"URI of this occurrence."`
-	Code     string              `json:"code" doc:"Machine-readable error code." example:"insufficient_stock" enum:"not_found,validation_failed,unprocessable,insufficient_stock,insufficient_credit,invalid_transition,idempotency_conflict,date_not_open,conflict,unauthorized,request_too_large,method_not_allowed,unsupported_media_type,not_acceptable,unavailable,database_unavailable,internal,balance_out_of_range,currency_required,reserved_code,overpayment,not_discarded,cursor_expired,webhook_target_forbidden,webhook_key_missing,cross_origin_refused"`
+	Code     string              `json:"code" doc:"Machine-readable error code." example:"insufficient_stock" enum:"not_found,validation_failed,unprocessable,insufficient_stock,insufficient_credit,invalid_transition,idempotency_conflict,date_not_open,conflict,unauthorized,request_too_large,request_timeout,method_not_allowed,unsupported_media_type,not_acceptable,unavailable,database_unavailable,internal,balance_out_of_range,currency_required,reserved_code,overpayment,not_discarded,cursor_expired,webhook_target_forbidden,webhook_key_missing,cross_origin_refused"`
 	Errors   []*huma.ErrorDetail `json:"errors,omitempty" doc:"Per-field validation errors."`
 	Details  map[string]any      `json:"details,omitempty" doc:"Structured facts about the error, e.g. the SKU that ran out or the first open date."`
 }
@@ -81,6 +81,9 @@ func statusCode(status int) string {
 		return "method_not_allowed"
 	case http.StatusRequestEntityTooLarge:
 		return "request_too_large"
+	case http.StatusRequestTimeout:
+		// huma's answer to a body that did not arrive in time.
+		return EREQUESTTIMEOUT
 	case http.StatusUnsupportedMediaType:
 		return "unsupported_media_type"
 	case http.StatusNotAcceptable:
@@ -215,6 +218,12 @@ func problemFrom(ctx context.Context, op string, err error) *Problem {
 		// The client went away; nothing useful to send.
 		return newProblem(499, riverbank.EINTERNAL, "request cancelled")
 	}
+	if errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// The request ran out of its HandlerTimeout (limits.go), not the
+		// database out of connections: say so, and that a retry is safe.
+		loggerFrom(ctx).WarnContext(ctx, "request timed out", "op", op, "error", err)
+		return newProblem(http.StatusServiceUnavailable, "unavailable", "the request did not complete in time; retry it (a create with the same key is idempotent)")
+	}
 	if db.IsUnavailable(err) {
 		loggerFrom(ctx).WarnContext(ctx, "database unavailable", "op", op, "error", err)
 		return newProblem(http.StatusServiceUnavailable, EDATABASEUNAVAILABLE, "the database is unavailable; retry later")
@@ -222,6 +231,10 @@ func problemFrom(ctx context.Context, op string, err error) *Problem {
 	loggerFrom(ctx).ErrorContext(ctx, "request failed", "op", op, "error", err)
 	return newProblem(http.StatusInternalServerError, riverbank.EINTERNAL, "internal error")
 }
+
+// EREQUESTTIMEOUT is the code of a 408: the request's body did not arrive
+// within its time limit (Limits).
+const EREQUESTTIMEOUT = "request_timeout"
 
 // EDATABASEUNAVAILABLE is the code of a 503 answered while Postgres cannot
 // be reached. It is the HTTP layer's own: no domain chooses it.

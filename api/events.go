@@ -102,6 +102,11 @@ func parseWait(s string) (time.Duration, error) {
 		if nerr != nil {
 			return 0, riverbank.Errorf(riverbank.EINVALID, "wait %q is not a number of seconds or a duration", s).WithDetail("field", "wait")
 		}
+		// Checked before multiplying: n × 10^9 ns can wrap around int64
+		// into the allowed range (found by FuzzParseWait).
+		if n < 0 || n > int(events.MaxWait/time.Second) {
+			return 0, riverbank.Errorf(riverbank.EINVALID, "wait must be between 0 and 30s").WithDetail("field", "wait")
+		}
 		d = time.Duration(n) * time.Second
 	}
 	if d < 0 || d > events.MaxWait {

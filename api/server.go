@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -31,6 +30,9 @@ type HandlerOpts struct {
 	// RequestTimeout, when positive, is the deadline of every request's
 	// context (see withDeadline).
 	RequestTimeout time.Duration
+	// Limits are the server's limits (zero fields: DefaultLimits); pass
+	// the same to NewHTTPServer.
+	Limits Limits
 }
 
 // publicPaths need no token: probes, the API description and its docs.
@@ -43,8 +45,8 @@ func isPublic(path string) bool {
 }
 
 // NewHandler returns the whole HTTP surface: huma operations under /v1,
-// probes, docs, metrics and the River UI, wrapped in recovery, metrics,
-// access logging, body limits and auth.
+// probes, docs, metrics and the River UI, wrapped in recovery, deadlines,
+// access logging, metrics, body limits and auth.
 func NewHandler(opts HandlerOpts) http.Handler {
 	s := opts.Services
 	mux := http.NewServeMux()
@@ -87,6 +89,7 @@ func NewHandler(opts HandlerOpts) http.Handler {
 	h = limitBody(h)
 	h = opts.Metrics.Middleware(h)
 	h = accessLog(s.Logger, h)
+	h = withDeadlines(opts.Limits, h)
 	h = recoverer(s.Logger, h)
 	// Outermost: the request it passes on is a copy with the deadline,
 	// and the metrics and access log read the route the mux records on
@@ -108,24 +111,16 @@ func readyReason(err error) string {
 // non-public path. The River UI has its own guard (riverui_auth.go: login
 // form and session cookie, bearer, basic auth).
 func authMiddleware(tokens []string, off bool, next http.Handler) http.Handler {
-	valid := func(tok string) bool {
-		ok := false
-		for _, t := range tokens {
-			// Compare against every token in constant time.
-			if subtle.ConstantTimeCompare([]byte(tok), []byte(t)) == 1 {
-				ok = true
-			}
-		}
-		return ok && tok != ""
-	}
+	// Constant time, against every token (auth.go).
+	valid := newTokenSet(tokens).match
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if off || isPublic(r.URL.Path) || isRiverUIPath(r.URL.Path) {
 			next.ServeHTTP(w, r)
 			return
 		}
 		authz := r.Header.Get("Authorization")
-		// The auth scheme is case-insensitive (RFC 7235).
-		if scheme, tok, ok := strings.Cut(authz, " "); ok && strings.EqualFold(scheme, "Bearer") && valid(strings.TrimSpace(tok)) {
+		// The scheme is case-insensitive, the token exact (bearerToken).
+		if tok, ok := bearerToken(r.Header); ok && valid(tok) {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 
 	"riverbank"
@@ -71,6 +72,9 @@ type repaymentItem struct {
 // decodeItem decodes an item strictly into v; what the API's schema
 // validation would refuse is validation_failed.
 func decodeItem(payload []byte, v any) error {
+	if key, ok := inexactKey(payload, reflect.TypeOf(v)); ok {
+		return invalid("unexpected property %q", key).WithDetail("field", key)
+	}
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
@@ -91,6 +95,60 @@ func decodeItem(payload []byte, v any) error {
 		return invalid("unexpected property %q", field).WithDetail("field", field)
 	}
 	return invalid("the item is not a valid request body")
+}
+
+// inexactKey returns the first object key of payload (at any depth) that
+// is not exactly a JSON field name of t. encoding/json matches names
+// case-insensitively, the API's schema validation does not
+// (api/input.go): {"IDEMPOTENCY_KEY": ...} is refused there, so it is
+// here. A payload that is not JSON is left to the decoder.
+func inexactKey(payload []byte, t reflect.Type) (string, bool) {
+	var v any
+	if json.Unmarshal(payload, &v) != nil {
+		return "", false
+	}
+	return inexactKeyIn(v, t)
+}
+
+func inexactKeyIn(v any, t reflect.Type) (string, bool) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		if t.Kind() != reflect.Struct {
+			return "", false
+		}
+		for key, val := range x {
+			f, ok := fieldByJSONName(t, key)
+			if !ok {
+				return key, true
+			}
+			if k, bad := inexactKeyIn(val, f.Type); bad {
+				return key + "." + k, true
+			}
+		}
+	case []any:
+		if t.Kind() != reflect.Slice {
+			return "", false
+		}
+		for _, e := range x {
+			if k, bad := inexactKeyIn(e, t.Elem()); bad {
+				return k, true
+			}
+		}
+	}
+	return "", false
+}
+
+func fieldByJSONName(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if tag, _, _ := strings.Cut(f.Tag.Get("json"), ","); tag == name {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 func jsonKind(goKind string) string {

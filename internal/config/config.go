@@ -117,8 +117,11 @@ var settings = []setting{
 		c.APITokens = nil
 		for _, t := range strings.Split(v, ",") {
 			if t = strings.TrimSpace(t); t != "" {
-				if len(t) < 16 {
-					return errors.New("every token must be at least 16 characters")
+				// Printable ASCII without spaces: what a client can send
+				// in an Authorization field unchanged (the API compares
+				// tokens byte for byte, see api/auth.go).
+				if len(t) < 16 || strings.IndexFunc(t, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
+					return errors.New("every token must be at least 16 characters of printable ASCII without spaces")
 				}
 				c.APITokens = append(c.APITokens, t)
 			}

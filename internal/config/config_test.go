@@ -282,7 +282,7 @@ func TestLoadInvalid(t *testing.T) {
 	}{
 		{"DATABASE_URL", []string{"mysql://root:secret@db/x", "riverbank"}, "postgres:// URL"},
 		{"RIVERBANK_ADDR", []string{"8080", "localhost", "a:b:c"}, "host:port"},
-		{"RIVERBANK_API_TOKENS", []string{"short", token + ",tooshort"}, "at least 16 characters"},
+		{"RIVERBANK_API_TOKENS", []string{"short", token + ",tooshort", "a token with spaces inside", "tökén-0123456789abcdef", "tab\there-0123456789abcdef"}, "at least 16 characters"},
 		{"RIVERBANK_AUTH", []string{"maybe", "OFF", "false"}, "on or off"},
 		{"RIVERBANK_BUSINESS_TZ", []string{"Mars/Olympus_Mons", "+02:00"}, "IANA time zone"},
 		{"RIVERBANK_ORDER_PAYMENT_TIMEOUT", []string{"abc", "15", "0s", "500ms", "721h", "-5m"}, "between 1s and 720h"},

@@ -133,6 +133,11 @@ func (a *App) init(ctx context.Context) error {
 		return fmt.Errorf("create river ui: %w", err)
 	}
 
+	// The server's limits (api.DefaultLimits), with a write deadline past
+	// the longest request: its timeout plus a long-poll's wait.
+	limits := api.DefaultLimits
+	limits.WriteTimeout = max(limits.WriteTimeout, a.cfg.RequestTimeout+events.MaxWait+10*time.Second)
+	limits.HandlerTimeout = max(limits.HandlerTimeout, limits.WriteTimeout-5*time.Second)
 	handler := api.NewHandler(api.HandlerOpts{
 		Services: &api.Services{Services: svcs, River: a.river, Migrator: a.migrator},
 		Metrics:  a.metrics,
@@ -140,6 +145,7 @@ func (a *App) init(ctx context.Context) error {
 		// The request timeout bounds every request's work; past it a
 		// request waiting on the database answers 503.
 		RequestTimeout: a.cfg.RequestTimeout,
+		Limits:         limits,
 		Ready: func(ctx context.Context) error {
 			if err := a.pool.Ping(ctx); err != nil {
 				return err
@@ -148,16 +154,9 @@ func (a *App) init(ctx context.Context) error {
 			return err
 		},
 	})
-	a.http = &http.Server{
-		Addr:              a.cfg.Addr,
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		// Room for the longest request: its timeout plus a long-poll's wait.
-		WriteTimeout: a.cfg.RequestTimeout + events.MaxWait + 10*time.Second,
-		IdleTimeout:  120 * time.Second,
-		ErrorLog:     slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
-	}
+	// Header size and slow-client timeouts: the same limits the handler's
+	// deadlines use.
+	a.http = api.NewHTTPServer(a.cfg.Addr, handler, limits, slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn))
 	return nil
 }
 
