@@ -442,6 +442,7 @@ const (
 	NotDiscarded           ProblemCode = "not_discarded"
 	NotFound               ProblemCode = "not_found"
 	Overpayment            ProblemCode = "overpayment"
+	RequestTimeout         ProblemCode = "request_timeout"
 	RequestTooLarge        ProblemCode = "request_too_large"
 	ReservedCode           ProblemCode = "reserved_code"
 	Unauthorized           ProblemCode = "unauthorized"
@@ -489,6 +490,8 @@ func (e ProblemCode) Valid() bool {
 	case NotFound:
 		return true
 	case Overpayment:
+		return true
+	case RequestTimeout:
 		return true
 	case RequestTooLarge:
 		return true
