@@ -567,6 +567,11 @@ func TestDatabaseOutage(t *testing.T) {
 	t.Logf("%d log lines from the shutdown to 2s after the database was back (%s), %d to the end of the load:\n%s", len(lines),
 		st.backAt.Add(2*time.Second).Sub(logStart).Round(time.Millisecond), len(logLinesBetween(t, b.proc.stderr.String(), logStart, logEnd)), summariseLogLines(lines))
 	assert.LessOrEqual(t, len(lines), outageLogBudget, "log lines during the outage")
+	for _, l := range logLinesBetween(t, b.proc.stderr.String(), logStart, logEnd) {
+		if l["component"] == "dbhealth" {
+			t.Logf("dbhealth: %v", l)
+		}
+	}
 
 	// Drain: the minute's ledger sweep (the non-urgent entries, loan and
 	// COB postings) is asked for now rather than waited for; then every

@@ -149,7 +149,10 @@ const minGap = 200 * time.Millisecond
 
 // Run probes until ctx ends.
 func (m *Monitor) Run(ctx context.Context) {
-	var conn *pgx.Conn
+	var (
+		conn   *pgx.Conn
+		connAt time.Time // no later than conn's session began
+	)
 	defer func() {
 		if conn != nil {
 			_ = conn.Close(context.Background())
@@ -165,11 +168,25 @@ func (m *Monitor) Run(ctx context.Context) {
 		case <-m.wake:
 			timer.Stop()
 		}
+		// started is taken first: a failure reported after it makes this
+		// probe's success moot (observe), one reported before it retires
+		// the session below.
 		started := m.opts.Now()
+		if conn != nil && !m.Up() && connAt.Before(m.since()) {
+			// A session older than the outage may simply not have been
+			// told yet (a shutdown ends sessions one by one): only a new
+			// one proves the database is back.
+			_ = conn.Close(ctx)
+			conn = nil
+		}
+		prev := conn
 		var err error
 		conn, err = m.probe(ctx, conn)
 		if ctx.Err() != nil {
 			return
+		}
+		if conn != nil && conn != prev {
+			connAt = started
 		}
 		m.observe(err, started)
 		wait := m.opts.Interval
@@ -181,6 +198,13 @@ func (m *Monitor) Run(ctx context.Context) {
 		}
 		timer.Reset(max(wait, 0))
 	}
+}
+
+// since is when the current outage began.
+func (m *Monitor) since() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.downSince
 }
 
 // probe pings the database on conn, (re)connecting when there is none. A

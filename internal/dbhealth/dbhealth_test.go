@@ -207,3 +207,35 @@ func TestMonitorReportedFailure(t *testing.T) {
 	require.NotNil(t, find(b.out.records(t), "database reachable again; work resumes"))
 	require.EqualValues(t, 1, b.mon.Outages())
 }
+
+// Only a session opened after the outage began ends it: here new sessions
+// are refused (the role may not log in) while the monitor's old one still
+// answers, as during a shutdown that has not reached it yet.
+func TestMonitorRecoveryNeedsNewSession(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, b.cluster.URL)
+	require.NoError(t, err)
+	defer admin.Close(ctx)
+	require.Eventually(t, func() bool {
+		var n int
+		err := admin.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'riverbank-dbhealth'").Scan(&n)
+		return err == nil && n == 1
+	}, 10*time.Second, 10*time.Millisecond, "the monitor holds its session")
+
+	_, err = admin.Exec(ctx, "ALTER ROLE postgres NOLOGIN")
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "ALTER ROLE postgres LOGIN") })
+	_, connErr := pgx.Connect(ctx, b.cluster.URL)
+	require.Error(t, connErr)
+	b.log.Error("fetch failed", "error", connErr)
+	require.False(t, b.mon.Up())
+	time.Sleep(500 * time.Millisecond) // ten probe intervals
+	require.False(t, b.mon.Up(), "the old session's answer does not end the outage")
+
+	_, err = admin.Exec(ctx, "ALTER ROLE postgres LOGIN")
+	require.NoError(t, err)
+	require.Eventually(t, b.mon.Up, 10*time.Second, 10*time.Millisecond)
+	require.EqualValues(t, 1, b.mon.Outages())
+}
