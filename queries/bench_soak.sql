@@ -196,3 +196,17 @@ FROM pg_catalog.pg_stat_activity a
 WHERE a.backend_xid IS NOT NULL AND a.xact_start IS NOT NULL
 ORDER BY a.xact_start
 LIMIT 1;
+
+-- name: BenchSoakDeadTuples :many
+-- The tables with the most dead row versions, and the total over all
+-- tables: what vacuum has not reclaimed yet (a soak on a server with
+-- autovacuum off, or with old transactions holding the horizon back,
+-- shows it growing).
+SELECT relname::text AS relname, n_dead_tup::bigint AS dead,
+       (sum(n_dead_tup) OVER ())::bigint AS total
+FROM pg_catalog.pg_stat_user_tables
+ORDER BY n_dead_tup DESC
+LIMIT 3;
+
+-- name: BenchSoakAutovacuum :one
+SELECT current_setting('autovacuum')::text;

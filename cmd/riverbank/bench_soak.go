@@ -348,7 +348,8 @@ func soakRun(ctx context.Context, dsn string, o soakOpts, stdout, stderr io.Writ
 	s.q = db.New(s.pool)
 	s.c = bench.NewClient(srv, o.clients+8)
 
-	fmt.Fprintf(stdout, "machine: %s, load average %.1f\n", bench.Machine(), bench.LoadAverage())
+	autovacuum, _ := s.q.BenchSoakAutovacuum(ctx)
+	fmt.Fprintf(stdout, "machine: %s, load average %.1f; Postgres autovacuum %s\n", bench.Machine(), bench.LoadAverage(), autovacuum)
 	if err := s.setup(ctx, ln.Addr().String()); err != nil {
 		return err
 	}
@@ -565,6 +566,7 @@ type soakInterval struct {
 	routines int
 	load     float64
 	dbBytes  int64
+	dead     int64 // dead row versions in the database's tables
 }
 
 // report prints one interval line (and, every --check-every intervals,
@@ -628,6 +630,14 @@ func (s *soak) report(ctx context.Context, n int) {
 		rec.dbBytes = size
 		fmt.Fprintf(&b, " | db %s", bench.MiB(size))
 	}
+	if dead, err := s.q.BenchSoakDeadTuples(ctx); err == nil && len(dead) > 0 {
+		rec.dead = dead[0].Total
+		var top []string
+		for _, d := range dead {
+			top = append(top, fmt.Sprintf("%s %d", d.Relname, d.Dead))
+		}
+		fmt.Fprintf(&b, " dead tuples %d (%s)", dead[0].Total, strings.Join(top, ", "))
+	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	rec.rss, rec.heap, rec.routines, rec.load = bench.CurrentRSS(), ms.HeapInuse, runtime.NumGoroutine(), bench.LoadAverage()
@@ -642,12 +652,13 @@ func (s *soak) report(ctx context.Context, n int) {
 	s.intervals = append(s.intervals, rec)
 
 	if s.o.checkEvery > 0 && n%s.o.checkEvery == 0 {
+		t0 := time.Now()
 		checks, err := s.checks(ctx, false)
 		if err != nil {
 			fmt.Fprintf(s.stdout, "  invariant check failed to run: %v\n", err)
 			return
 		}
-		s.printChecks(fmt.Sprintf("invariants at %s (under load: the ones that hold in any snapshot)", fmtElapsed(elapsed)), checks)
+		s.printChecks(fmt.Sprintf("invariants at %s (under load: the ones that hold in any snapshot; %s)", fmtElapsed(elapsed), fmtLat(time.Since(t0))), checks)
 	}
 }
 
@@ -717,8 +728,9 @@ func (s *soak) summary() {
 	}
 	var feed []time.Duration
 	hook := make([][]time.Duration, len(s.hooks))
-	var rss, heap, dbs, loads, cpu, oldest []string
+	var rss, heap, dbs, loads, cpu, oldest, dead []string
 	for _, iv := range sample(s.intervals, 40) {
+		dead = append(dead, fmt.Sprintf("%.0fk", float64(iv.dead)/1000))
 		rss = append(rss, fmt.Sprintf("%.0f", float64(iv.rss)/(1<<20)))
 		heap = append(heap, fmt.Sprintf("%.0f", float64(iv.heap)/(1<<20)))
 		dbs = append(dbs, fmt.Sprintf("%.0f", float64(iv.dbBytes)/(1<<20)))
@@ -749,6 +761,7 @@ func (s *soak) summary() {
 	fmt.Fprintf(w, "  RSS by interval (MiB): %s\n", strings.Join(rss, " "))
 	fmt.Fprintf(w, "  Go heap in use by interval (MiB): %s\n", strings.Join(heap, " "))
 	fmt.Fprintf(w, "  database size by interval (MiB): %s\n", strings.Join(dbs, " "))
+	fmt.Fprintf(w, "  dead row versions by interval: %s\n", strings.Join(dead, " "))
 	fmt.Fprintf(w, "  CPU by interval (cores, this process + its Postgres backends): %s\n", strings.Join(cpu, " "))
 	fmt.Fprintf(w, "  oldest xid-holding transaction on the server by interval (s): %s\n", strings.Join(oldest, " "))
 	fmt.Fprintf(w, "  load average by interval: %s\n", strings.Join(loads, " "))

@@ -9,6 +9,17 @@ import (
 	"context"
 )
 
+const benchSoakAutovacuum = `-- name: BenchSoakAutovacuum :one
+SELECT current_setting('autovacuum')::text
+`
+
+func (q *Queries) BenchSoakAutovacuum(ctx context.Context) (string, error) {
+	row := q.db.QueryRow(ctx, benchSoakAutovacuum)
+	var column_1 string
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const benchSoakBacklog = `-- name: BenchSoakBacklog :one
 SELECT
     (SELECT count(*) FROM ledger_posting WHERE applied_at IS NULL)::bigint AS pending_postings,
@@ -277,6 +288,44 @@ func (q *Queries) BenchSoakDatabaseSize(ctx context.Context) (int64, error) {
 	var column_1 int64
 	err := row.Scan(&column_1)
 	return column_1, err
+}
+
+const benchSoakDeadTuples = `-- name: BenchSoakDeadTuples :many
+SELECT relname::text AS relname, n_dead_tup::bigint AS dead,
+       (sum(n_dead_tup) OVER ())::bigint AS total
+FROM pg_catalog.pg_stat_user_tables
+ORDER BY n_dead_tup DESC
+LIMIT 3
+`
+
+type BenchSoakDeadTuplesRow struct {
+	Relname string
+	Dead    int64
+	Total   int64
+}
+
+// The tables with the most dead row versions, and the total over all
+// tables: what vacuum has not reclaimed yet (a soak on a server with
+// autovacuum off, or with old transactions holding the horizon back,
+// shows it growing).
+func (q *Queries) BenchSoakDeadTuples(ctx context.Context) ([]BenchSoakDeadTuplesRow, error) {
+	rows, err := q.db.Query(ctx, benchSoakDeadTuples)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []BenchSoakDeadTuplesRow{}
+	for rows.Next() {
+		var i BenchSoakDeadTuplesRow
+		if err := rows.Scan(&i.Relname, &i.Dead, &i.Total); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const benchSoakEventCount = `-- name: BenchSoakEventCount :one
