@@ -590,7 +590,7 @@ func TestServeStartup(t *testing.T) {
 		{
 			name: "ShortTokenIsNotEchoed",
 			env:  map[string]string{"RIVERBANK_API_TOKENS": testToken + ",hunter2-secret"},
-			want: `invalid RIVERBANK_API_TOKENS=(value hidden): every token must be at least 16 characters`,
+			want: `invalid RIVERBANK_API_TOKENS=(value hidden): every token must be at least 16 characters of printable ASCII without spaces`,
 		},
 	}
 	for _, tt := range configTests {
