@@ -517,12 +517,14 @@ func (s *soak) calibrateRate(ctx context.Context) float64 {
 func (s *soak) pace(ctx context.Context, tokens chan<- struct{}) {
 	defer close(tokens)
 	start := time.Now()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
 	var sent int64
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(2 * time.Millisecond):
+		case <-tick.C:
 		}
 		due := int64(time.Since(start).Seconds() * s.o.rate)
 		for ; sent < due; sent++ {
