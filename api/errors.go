@@ -218,7 +218,7 @@ func problemFrom(ctx context.Context, op string, err error) *Problem {
 		// The client went away; nothing useful to send.
 		return newProblem(499, riverbank.EINTERNAL, "request cancelled")
 	}
-	if errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if errors.Is(err, context.DeadlineExceeded) && errors.Is(context.Cause(ctx), errHandlerDeadline) {
 		// The request ran out of its HandlerTimeout (limits.go), not the
 		// database out of connections: say so, and that a retry is safe.
 		loggerFrom(ctx).WarnContext(ctx, "request timed out", "op", op, "error", err)

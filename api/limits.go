@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"log"
 	"net/http"
 	"time"
@@ -107,6 +108,12 @@ func isBatchSubmit(r *http.Request) bool {
 	return r.Method == http.MethodPost && r.URL.Path == "/v1/batches"
 }
 
+// errHandlerDeadline is the cause of a request context ended by
+// HandlerTimeout (problemFrom answers it 503 unavailable; a request that
+// ran out of RIVERBANK_REQUEST_TIMEOUT waiting on the database is 503
+// database_unavailable).
+var errHandlerDeadline = errors.New("handler deadline passed")
+
 // withDeadlines gives every request's context the HandlerTimeout deadline
 // and, for a batch submission, extends the write deadline net/http set
 // from WriteTimeout by BatchBodyReadTimeout (the body alone may take that
@@ -122,7 +129,7 @@ func withDeadlines(l Limits, next http.Handler) http.Handler {
 			// recorder does not); the context deadline still holds.
 			_ = http.NewResponseController(w).SetWriteDeadline(start.Add(l.WriteTimeout + BatchBodyReadTimeout))
 		}
-		ctx, cancel := context.WithDeadline(r.Context(), start.Add(budget))
+		ctx, cancel := context.WithDeadlineCause(r.Context(), start.Add(budget), errHandlerDeadline)
 		defer cancel()
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})

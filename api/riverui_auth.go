@@ -197,7 +197,8 @@ func (a *riverUIAuth) session(r *http.Request) (time.Time, bool) {
 // sends basic credentials it cached before a token rotation must be able
 // to use the session it then opens with the form.
 func (a *riverUIAuth) authenticated(r *http.Request) bool {
-	if scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") && a.tokenIndex(strings.TrimSpace(tok)) >= 0 {
+	// The bearer token exactly as /v1 takes it (bearerToken): no trimming.
+	if tok, ok := bearerToken(r.Header); ok && a.tokenIndex(tok) >= 0 {
 		return true
 	}
 	if _, pw, ok := r.BasicAuth(); ok && a.tokenIndex(pw) >= 0 {
@@ -422,7 +423,9 @@ func (a *riverUIAuth) login(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return
 	}
-	idx := a.tokenIndex(strings.TrimSpace(r.PostForm.Get("token")))
+	// A pasted token may bring a line break or ASCII blanks (tokens have
+	// none); anything else, e.g. a no-break space, is kept and fails.
+	idx := a.tokenIndex(strings.Trim(r.PostForm.Get("token"), " \t\r\n"))
 	if idx < 0 {
 		a.logger.Info("river ui: login failed", "remote", r.RemoteAddr)
 		a.renderLogin(w, http.StatusUnauthorized, loginPageData{Next: next, Error: "That token is not valid."})

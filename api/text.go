@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -69,6 +70,16 @@ func textRule(api huma.API) func(ctx huma.Context, next func(huma.Context)) {
 		limit := op.MaxBodyBytes
 		if limit <= 0 {
 			limit = MaxBodyBytes
+		}
+		// The body read gets the deadline huma would give it (its
+		// BodyReadTimeout, 5 s by default): a body sent too slowly is a
+		// read error huma answers 408, whoever reads first.
+		timeout := op.BodyReadTimeout
+		if timeout == 0 {
+			timeout = 5 * time.Second
+		}
+		if timeout > 0 {
+			_ = ctx.SetReadDeadline(time.Now().Add(timeout))
 		}
 		data, err := io.ReadAll(io.LimitReader(body, limit+1))
 		rest := io.MultiReader(bytes.NewReader(data), errReader{err}, body)
