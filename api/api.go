@@ -66,7 +66,7 @@ func Register(api huma.API, s *Services) {
 	// Every operation's answers are documented the same way (openapi.go),
 	// whichever huma.API the operations are registered on.
 	oapi := api.OpenAPI()
-	oapi.OnAddOperation = append(oapi.OnAddOperation, documentOperation)
+	oapi.OnAddOperation = append(oapi.OnAddOperation, documentOperation, readBodyFirst)
 	logger := s.Logger
 	if logger == nil {
 		logger = slog.Default()

@@ -82,7 +82,10 @@ func TestOpenAPIContract(t *testing.T) {
 	require.GreaterOrEqual(t, len(inDoc), 45)
 
 	for _, id := range inDoc {
-		t.Run(id, func(t *testing.T) { c.walk(t, ops[id]) })
+		t.Run(id, func(t *testing.T) {
+			c.resync(t)
+			c.walk(t, ops[id])
+		})
 	}
 
 	// With Postgres unreachable, every operation's valid request answers
@@ -90,6 +93,7 @@ func TestOpenAPIContract(t *testing.T) {
 	down := c.unreachableDatabase(t)
 	for _, id := range inDoc {
 		t.Run("database down/"+id, func(t *testing.T) {
+			c.resync(t)
 			r := c.request(ops[id], validRequests[id](c, t))
 			r.server = down
 			c.do(t, "database down", r, expect{statuses: []int{http.StatusServiceUnavailable}, code: "database_unavailable"})
@@ -255,6 +259,16 @@ func (c *contract) countWrites(t *testing.T) {
 	c.written = c.writes(t)
 }
 
+// resync starts a case from the current count, so that a case that failed
+// between a setup write and its bookkeeping does not fail every case after
+// it; writes within the case are still checked.
+func (c *contract) resync(t *testing.T) {
+	t.Helper()
+	if c.counting {
+		c.written = c.writes(t)
+	}
+}
+
 // writes is the number of rows written since countWrites.
 func (c *contract) writes(t *testing.T) int64 {
 	t.Helper()
@@ -412,8 +426,10 @@ func (c *contract) do(t *testing.T, name string, r request, e expect) response {
 // jobErrorFields are the fields of successful answers that show operators
 // what a job or a loan's close failed with (a COB run's failed_loans, a
 // dead letter's errors, a webhook delivery's last_error): by design they
-// may name a SQLSTATE, so the leak check skips them.
-var jobErrorFields = []string{"failed_loans", "errors", "last_error"}
+// may name a SQLSTATE, so the leak check skips them. A new webhook
+// subscription's secret is random base64, which now and then spells one
+// of the leak words ("PgX" failed a CI run), so it is skipped too.
+var jobErrorFields = []string{"failed_loans", "errors", "last_error", "secret"}
 
 // withoutJobErrors is a JSON body without jobErrorFields, at any depth, in
 // a success answer; a problem is returned whole.

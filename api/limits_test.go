@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"testing"
 	"time"
@@ -173,4 +174,58 @@ func TestBodyReadTimeouts(t *testing.T) {
 		require.Equal(t, http.StatusAccepted, resp.StatusCode, "body: %s", body)
 		require.EqualValues(t, 1, b.Count(t, "SELECT count(*) FROM batch_item"))
 	})
+}
+
+// TestSlowHandlerKeepsItsConnection: a request whose body is read at once
+// but whose handler then runs longer than the 5 s body deadline (here: it
+// waits on a table lock for 7 s) completes, and the keep-alive connection
+// serves the next request. A body deadline left armed after the body was
+// read fires in net/http's background read, cancels the handler's context
+// and closes the connection (this failed before readBodyFirst).
+func TestSlowHandlerKeepsItsConnection(t *testing.T) {
+	t.Parallel()
+	b := setupLimits(t, api.DefaultLimits)
+	// Open the connection the slow request will reuse.
+	resp, body := b.do(t, http.MethodGet, "/v1/accounts?limit=1", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "body: %s", body)
+
+	tx, err := b.Pool.Begin(b.Ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(b.Ctx) }()
+	_, err = tx.Exec(b.Ctx, "LOCK TABLE ledger_account IN SHARE MODE")
+	require.NoError(t, err)
+	hold := 7 * time.Second
+	go func() {
+		time.Sleep(hold)
+		_ = tx.Rollback(b.Ctx)
+	}()
+
+	var reused []bool
+	do := func(method, path, payload string) (*http.Response, []byte) {
+		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = append(reused, i.Reused) }}
+		var r io.Reader
+		if payload != "" {
+			r = strings.NewReader(payload)
+		}
+		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(b.Ctx, trace), method, b.url+path, r)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+limitsToken)
+		if payload != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := b.client.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp, data
+	}
+	start := time.Now()
+	code := "cash:slow-" + b.Suffix
+	resp, body = do(http.MethodPost, "/v1/accounts", fmt.Sprintf(`{"code":%q,"name":"Slow","type":"ASSET","currency":"EUR"}`, code))
+	require.Equal(t, http.StatusCreated, resp.StatusCode, "body: %s", body)
+	require.GreaterOrEqual(t, time.Since(start), hold-time.Second, "the request waited on the lock")
+	resp, body = do(http.MethodGet, "/v1/accounts/"+code, "")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "body: %s", body)
+	require.Equal(t, []bool{true, true}, reused, "both requests went over the first request's connection")
 }

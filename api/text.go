@@ -56,12 +56,12 @@ func textRule(api huma.API) func(ctx huma.Context, next func(huma.Context)) {
 			writeTextViolation(ctx, v)
 			return
 		}
-		if op.RequestBody == nil || !isJSONContentType(ctx.Header("Content-Type")) {
+		if op.RequestBody == nil {
 			next(ctx)
 			return
 		}
 		// Read what huma would read (it refuses more than MaxBodyBytes with
-		// 413 itself), keep it for huma, and scan it.
+		// 413 itself), keep it for huma, and scan it when it is JSON.
 		body := ctx.BodyReader()
 		if body == nil {
 			next(ctx)
@@ -71,26 +71,60 @@ func textRule(api huma.API) func(ctx huma.Context, next func(huma.Context)) {
 		if limit <= 0 {
 			limit = MaxBodyBytes
 		}
-		// The body read gets the deadline huma would give it (its
-		// BodyReadTimeout, 5 s by default): a body sent too slowly is a
-		// read error huma answers 408, whoever reads first.
-		timeout := op.BodyReadTimeout
-		if timeout == 0 {
-			timeout = 5 * time.Second
+		// The body read gets the operation's body deadline (see
+		// readBodyFirst): a body sent too slowly is a read error huma
+		// answers 408. Once the body is in, the deadline is lifted: net/http
+		// keeps reading the connection in the background to notice a client
+		// that goes away, and a deadline left armed there would fire while
+		// a slow handler still runs, cancel its context and take the
+		// keep-alive connection with it.
+		timeout, _ := op.Metadata[bodyReadTimeoutKey].(time.Duration)
+		if timeout <= 0 {
+			timeout = defaultBodyReadTimeout
 		}
-		if timeout > 0 {
-			_ = ctx.SetReadDeadline(time.Now().Add(timeout))
-		}
+		_ = ctx.SetReadDeadline(time.Now().Add(timeout))
 		data, err := io.ReadAll(io.LimitReader(body, limit+1))
 		rest := io.MultiReader(bytes.NewReader(data), errReader{err}, body)
 		if err == nil && int64(len(data)) <= limit {
-			if v := scanJSONText(data); v != nil {
-				writeTextViolation(ctx, v)
-				return
+			_ = ctx.SetReadDeadline(time.Time{})
+			if isJSONContentType(ctx.Header("Content-Type")) {
+				if v := scanJSONText(data); v != nil {
+					writeTextViolation(ctx, v)
+					return
+				}
 			}
 		}
 		next(bodyContext{innerContext: ctx, body: rest})
 	}
+}
+
+// defaultBodyReadTimeout is huma's default body deadline, which every
+// operation with a body has unless it sets its own.
+const defaultBodyReadTimeout = 5 * time.Second
+
+// bodyReadTimeoutKey is the operation metadata under which readBodyFirst
+// keeps an operation's body deadline for the text rule.
+const bodyReadTimeoutKey = "riverbank.bodyReadTimeout"
+
+// readBodyFirst is the OnAddOperation hook that hands an operation's body
+// deadline from huma to the text rule, which reads every body before huma
+// does. huma would otherwise arm its deadline again when it reads the body
+// the text rule already holds, and leave it armed while the handler runs
+// (see textRule for why that cancels slow handlers); with BodyReadTimeout
+// zero, huma leaves the connection's deadline alone.
+func readBodyFirst(_ *huma.OpenAPI, op *huma.Operation) {
+	if op.RequestBody == nil {
+		return
+	}
+	if op.Metadata == nil {
+		op.Metadata = map[string]any{}
+	}
+	timeout := op.BodyReadTimeout
+	if timeout <= 0 {
+		timeout = defaultBodyReadTimeout
+	}
+	op.Metadata[bodyReadTimeoutKey] = timeout
+	op.BodyReadTimeout = 0
 }
 
 // errReader returns err (when set) once the data read before it is
