@@ -1022,3 +1022,78 @@ ALTER TABLE event ADD COLUMN data_kind text CHECK (data_kind IN ('order_row'));
 -- primary key); identity values are unique without it, and it was one more
 -- index to update per event.
 DROP INDEX event_id_key;
+
+-- riverbank:step 11 order_batches
+-- orders_move_stock (step 3) locked an order's products with a join whose
+-- plan PL/pgSQL caches as a generic plan after five calls; for the generic
+-- plan Postgres estimates ~140 lines per order and picks a sequential scan
+-- of product with a hash join, so every confirmation, cancellation and
+-- expiry read the whole catalogue (dead row versions included) under its
+-- row locks. It now walks the order's lines in sku order (order_item_pkey
+-- is (order_id, sku)) and moves each product with an UPDATE by primary
+-- key: the row lock of each UPDATE is taken in sku order, as before, so
+-- concurrent stock moves and reservations cannot deadlock; each UPDATE is
+-- its own statement with a fresh snapshot, so it reads the product's newest
+-- version (see the note above orders_reserve); and no plan can scan more
+-- than the order's own products.
+CREATE OR REPLACE FUNCTION orders_move_stock(p_order_id bigint, d_on_hand bigint, d_reserved bigint, d_sold bigint)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    line  record;
+    moved integer := 0;
+BEGIN
+    FOR line IN SELECT oi.sku, oi.quantity FROM order_item oi WHERE oi.order_id = p_order_id ORDER BY oi.sku LOOP
+        UPDATE product p
+        SET stock_on_hand  = p.stock_on_hand + d_on_hand * line.quantity,
+            stock_reserved = p.stock_reserved + d_reserved * line.quantity,
+            sold           = p.sold + d_sold * line.quantity,
+            updated_at     = now()
+        WHERE p.sku = line.sku;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'order %: product % of a line is missing', p_order_id, line.sku
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_move_stock';
+        END IF;
+        moved := moved + 1;
+    END LOOP;
+    IF moved = 0 THEN
+        RAISE EXCEPTION 'order %: no lines to move stock for', p_order_id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_move_stock';
+    END IF;
+    RETURN moved;
+END
+$$;
+
+-- Orders are confirmed and expired in batches (queries/orders.sql
+-- ConfirmCreatedOrders, ExpireDueOrders): one statement moves many orders,
+-- and their stock moves are summed per product, so a hot product is
+-- updated (and locked) once per batch instead of once per order. The
+-- products are updated last, just before the commit, in sku order, like
+-- every other stock move.
+CREATE FUNCTION orders_move_stock_by_sku(p_skus text[], d_on_hand bigint[], d_reserved bigint[], d_sold bigint[])
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    m     record;
+    moved integer := 0;
+BEGIN
+    FOR m IN SELECT u.sku, u.on_hand, u.reserved, u.sold
+             FROM unnest(p_skus, d_on_hand, d_reserved, d_sold) AS u(sku, on_hand, reserved, sold)
+             ORDER BY u.sku LOOP
+        UPDATE product p
+        SET stock_on_hand  = p.stock_on_hand + m.on_hand,
+            stock_reserved = p.stock_reserved + m.reserved,
+            sold           = p.sold + m.sold,
+            updated_at     = now()
+        WHERE p.sku = m.sku;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'product % of a stock move is missing', m.sku
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_move_stock';
+        END IF;
+        moved := moved + 1;
+    END LOOP;
+    RETURN moved;
+END
+$$;
+
+-- Unpaid orders by deadline: the expiry sweep (ExpireDueOrders) reads the
+-- due ones from here instead of one scheduled River job per order.
+CREATE INDEX orders_unpaid_expiry_idx ON orders (expires_at, id) WHERE status IN ('CREATED', 'CONFIRMED');

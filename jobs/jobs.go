@@ -115,12 +115,18 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 		&river.PeriodicJobOpts{ID: "ledger.sweep", RunOnStart: true},
 	))
 
-	// Orders: confirmation and expiry per order, and the sweep that
-	// re-enqueues confirmations that went missing.
+	// Orders: confirmation (a job per order, which confirms the waiting
+	// orders in batches), the expiry sweep every ExpireInterval, and the
+	// sweep that re-enqueues confirmations that went missing.
 	ordersSvc := deps.Orders
 	river.AddWorker(workers, &OrderConfirmWorker{Orders: ordersSvc})
 	river.AddWorker(workers, &OrderExpireWorker{Orders: ordersSvc})
 	river.AddWorker(workers, &OrderSweepWorker{Orders: ordersSvc})
+	*periodic = append(*periodic, river.NewPeriodicJob(
+		river.PeriodicInterval(orders.ExpireInterval),
+		func() (river.JobArgs, *river.InsertOpts) { return orders.ExpireArgs{}, nil },
+		&river.PeriodicJobOpts{ID: orders.KindExpire, RunOnStart: true},
+	))
 	*periodic = append(*periodic, river.NewPeriodicJob(
 		river.PeriodicInterval(sweepEvery),
 		func() (river.JobArgs, *river.InsertOpts) { return orders.SweepArgs{}, nil },

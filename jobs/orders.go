@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 
 	"github.com/riverqueue/river"
@@ -9,34 +10,68 @@ import (
 	"riverbank/internal/orders"
 )
 
-// OrderConfirmWorker works order.confirm: it confirms the order if it is
-// still CREATED (its reservation becomes sold) and does nothing otherwise.
-// The domain call is idempotent, so the job completes outside the
-// transaction: a crash between the two just runs a no-op again.
+// OrderConfirmWorker works order.confirm: it sees that its order leaves
+// CREATED (its reservation becomes sold) and does nothing when it already
+// has. Each job is one order's, as inserted with the order, but a job
+// whose order still waits confirms every waiting order it can in batches
+// (orders.ConfirmCreated: the oldest first, summed stock moves, one commit
+// per batch), so under load one job confirms what many were inserted for
+// and the others find their order done with one unlocked read. If its own
+// order was skipped (held by a payment or a cancel at that moment, or past
+// the batches), it confirms it alone. Every step is idempotent, so the job
+// completes outside the transactions: a crash in between runs it again.
 type OrderConfirmWorker struct {
 	river.WorkerDefaults[orders.ConfirmArgs]
 	Orders *orders.Service
+	// Batch defaults to orders.ConfirmBatch.
+	Batch int
 }
 
 // Work implements river.Worker.
 func (w *OrderConfirmWorker) Work(ctx context.Context, job *river.Job[orders.ConfirmArgs]) error {
-	_, err := w.Orders.Confirm(ctx, job.Args.OrderID)
+	id := job.Args.OrderID
+	waiting, err := w.Orders.Waiting(ctx, id)
+	if err != nil || !waiting {
+		return orderJobResult(err)
+	}
+	batch := cmp.Or(w.Batch, orders.ConfirmBatch)
+	// A few batches at most: the jobs of the orders left waiting run too.
+	for range 4 {
+		n, err := w.Orders.ConfirmCreated(ctx, batch)
+		if err != nil {
+			return err
+		}
+		if n < batch {
+			break
+		}
+	}
+	if waiting, err = w.Orders.Waiting(ctx, id); err != nil || !waiting {
+		return orderJobResult(err)
+	}
+	_, err = w.Orders.Confirm(ctx, id)
 	return orderJobResult(err)
 }
 
-// OrderExpireWorker works order.expire, scheduled at the order's
-// expires_at: an order still unpaid is cancelled with reason
-// payment_timeout and its stock released; a paid or cancelled one is left
-// alone.
+// OrderExpireWorker works order.expire, the expiry sweep the leader inserts
+// every orders.ExpireInterval: every unpaid order past its expires_at is
+// cancelled with reason payment_timeout and its stock released, in batches
+// (orders.ExpireDue), until none is due.
 type OrderExpireWorker struct {
 	river.WorkerDefaults[orders.ExpireArgs]
 	Orders *orders.Service
+	// Batch defaults to orders.ExpireBatch.
+	Batch int
 }
 
 // Work implements river.Worker.
-func (w *OrderExpireWorker) Work(ctx context.Context, job *river.Job[orders.ExpireArgs]) error {
-	_, err := w.Orders.Expire(ctx, job.Args.OrderID)
-	return orderJobResult(err)
+func (w *OrderExpireWorker) Work(ctx context.Context, _ *river.Job[orders.ExpireArgs]) error {
+	batch := cmp.Or(w.Batch, orders.ExpireBatch)
+	for {
+		n, err := w.Orders.ExpireDue(ctx, batch)
+		if err != nil || n < batch {
+			return err
+		}
+	}
 }
 
 // OrderSweepWorker works the periodic order.sweep: it re-enqueues

@@ -79,8 +79,9 @@ func (b *ordersJobsBundle) get(t *testing.T, id int64) *orders.Order {
 
 // TestOrderJobsEndToEnd runs the real workers: an unpaid order is
 // confirmed by order.confirm and then, after the payment timeout, cancelled
-// by order.expire with its stock returned once; a paid order outlives its
-// expiry job untouched, and its payment reaches the ledger balances.
+// by the periodic order.expire sweep with its stock returned once; a paid
+// order outlives the sweeps untouched, and its payment reaches the ledger
+// balances.
 func TestOrderJobsEndToEnd(t *testing.T) {
 	t.Parallel()
 	b := setupOrdersJobs(t, time.Second)
@@ -98,7 +99,7 @@ func TestOrderJobsEndToEnd(t *testing.T) {
 	o := b.get(t, unpaid.ID)
 	require.NotNil(t, o.ConfirmedAt, "confirmed before it expired")
 
-	// River's scheduler promotes scheduled jobs every 5 s.
+	// The leader inserts the sweep every orders.ExpireInterval.
 	waitFor(t, 15*time.Second, "order.expire to cancel the unpaid order", func() bool {
 		return b.get(t, unpaid.ID).Status == orders.StatusCancelled
 	})
@@ -106,11 +107,11 @@ func TestOrderJobsEndToEnd(t *testing.T) {
 	require.Equal(t, orders.ReasonPaymentTimeout, *o.CancelReason)
 	require.False(t, o.CancelledAt.Before(o.ExpiresAt), "cancelled at %s, expires at %s", o.CancelledAt, o.ExpiresAt)
 
-	waitFor(t, 15*time.Second, "the paid order's expiry job to complete", func() bool {
+	waitFor(t, 15*time.Second, "a sweep to complete after the paid order's deadline", func() bool {
 		var n int64
 		require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT count(*) FROM river_job WHERE kind = 'order.expire'
-			AND (args->>'order_id')::bigint = $1 AND state = 'completed'`, paid.ID).Scan(&n))
-		return n == 1
+			AND state = 'completed' AND attempted_at > $1`, paid.ExpiresAt).Scan(&n))
+		return n > 0
 	})
 	require.Equal(t, orders.StatusPaid, b.get(t, paid.ID).Status)
 	require.Equal(t, [3]int64{7, 0, 3}, b.stock(t, "E2E"))
@@ -137,8 +138,9 @@ func job[T river.JobArgs](id int64, args T) *river.Job[T] {
 	return &river.Job[T]{JobRow: &rivertype.JobRow{ID: id, Attempt: 1, Kind: args.Kind()}, Args: args}
 }
 
-// TestOrderExpireWorkerTwice works order.expire twice for one order (River
-// delivers at least once): the stock is released once.
+// TestOrderExpireWorkerTwice works the order.expire sweep twice over an
+// order past its deadline (River delivers at least once): the stock is
+// released once.
 func TestOrderExpireWorkerTwice(t *testing.T) {
 	t.Parallel()
 	for _, confirmFirst := range []bool{false, true} {
@@ -151,9 +153,11 @@ func TestOrderExpireWorkerTwice(t *testing.T) {
 				_, err := b.svc.Confirm(b.ctx, o.ID)
 				require.NoError(t, err)
 			}
+			_, err := b.pool.Exec(b.ctx, "UPDATE orders SET expires_at = now() - interval '1 second' WHERE id = $1", o.ID)
+			require.NoError(t, err)
 			w := &jobs.OrderExpireWorker{Orders: b.svc}
-			require.NoError(t, w.Work(b.ctx, job(1, orders.ExpireArgs{OrderID: o.ID})))
-			require.NoError(t, w.Work(b.ctx, job(2, orders.ExpireArgs{OrderID: o.ID})))
+			require.NoError(t, w.Work(b.ctx, job(1, orders.ExpireArgs{})))
+			require.NoError(t, w.Work(b.ctx, job(2, orders.ExpireArgs{})))
 			got := b.get(t, o.ID)
 			require.Equal(t, orders.StatusCancelled, got.Status)
 			require.Equal(t, orders.ReasonPaymentTimeout, *got.CancelReason)
@@ -165,8 +169,63 @@ func TestOrderExpireWorkerTwice(t *testing.T) {
 	}
 }
 
+// TestOrderExpireWorkerBatches: a sweep with a batch of 3 cancels all of 8
+// due orders (CREATED and CONFIRMED ones, over two products) and leaves an
+// order not yet due and a paid one alone; the stock is exact.
+func TestOrderExpireWorkerBatches(t *testing.T) {
+	t.Parallel()
+	b := setupOrdersJobs(t, time.Hour)
+	b.product(t, "BA", 100, 50)
+	b.product(t, "BB", 100, 50)
+	var due []int64
+	for i := range 8 {
+		sku := []string{"BA", "BB"}[i%2]
+		o := b.order(t, fmt.Sprintf("buyer-%d", i), sku, 2)
+		if i%3 == 0 {
+			_, err := b.svc.Confirm(b.ctx, o.ID)
+			require.NoError(t, err)
+		}
+		due = append(due, o.ID)
+	}
+	later := b.order(t, "buyer-later", "BA", 1)
+	paid := b.order(t, "buyer-paid", "BB", 1)
+	_, _, err := b.svc.Pay(b.ctx, paid.ID, orders.PayInput{PaymentID: "pay-batch", AmountMinor: 100})
+	require.NoError(t, err)
+	_, err = b.pool.Exec(b.ctx, "UPDATE orders SET expires_at = now() - interval '1 second' WHERE id = ANY($1) OR id = $2", due, paid.ID)
+	require.NoError(t, err)
+
+	w := &jobs.OrderExpireWorker{Orders: b.svc, Batch: 3}
+	require.NoError(t, w.Work(b.ctx, job(1, orders.ExpireArgs{})))
+	for _, id := range due {
+		got := b.get(t, id)
+		require.Equal(t, orders.StatusCancelled, got.Status)
+		require.Equal(t, orders.ReasonPaymentTimeout, *got.CancelReason)
+	}
+	require.Equal(t, orders.StatusCreated, b.get(t, later.ID).Status)
+	require.Equal(t, orders.StatusPaid, b.get(t, paid.ID).Status)
+	// BA holds the later order's reservation; BB the paid order's sale.
+	require.Equal(t, [3]int64{50, 1, 0}, b.stock(t, "BA"))
+	require.Equal(t, [3]int64{49, 0, 1}, b.stock(t, "BB"))
+	var n int64
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT count(*) FROM order_event WHERE order_id = ANY($1) AND to_status = 'CANCELLED'
+		AND actor = 'order.expire' AND detail = 'payment_timeout'`, due).Scan(&n))
+	require.EqualValues(t, len(due), n)
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT count(*) FROM event WHERE type = 'order.cancelled' AND subject_id = ANY($1)`, pgIDs(due)).Scan(&n))
+	require.EqualValues(t, len(due), n)
+}
+
+// pgIDs renders ids as the event table's subject_id text values.
+func pgIDs(ids []int64) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = fmt.Sprint(id)
+	}
+	return out
+}
+
 // TestOrderConfirmWorker: confirms a CREATED order once, is a no-op after,
-// and cancels (never retries) a job for an order that does not exist.
+// and cancels (never retries) a job for an order that does not exist; a
+// job whose order waits confirms the other waiting orders too, in batches.
 func TestOrderConfirmWorker(t *testing.T) {
 	t.Parallel()
 	b := setupOrdersJobs(t, time.Hour)
@@ -181,6 +240,27 @@ func TestOrderConfirmWorker(t *testing.T) {
 	err := w.Work(b.ctx, job(3, orders.ConfirmArgs{OrderID: 1 << 62}))
 	var cancel *river.JobCancelError
 	require.True(t, errors.As(err, &cancel), "want a JobCancel error, got %v", err)
+
+	// Seven waiting orders over two products; one job (batch 2) confirms
+	// them all, oldest first, and a later job for one of them is a no-op.
+	b.product(t, "CB1", 100, 20)
+	b.product(t, "CB2", 100, 20)
+	var ids []int64
+	for i := range 7 {
+		sku := []string{"CB1", "CB2"}[i%2]
+		ids = append(ids, b.order(t, fmt.Sprintf("buyer-b%d", i), sku, 1).ID)
+	}
+	w = &jobs.OrderConfirmWorker{Orders: b.svc, Batch: 2}
+	require.NoError(t, w.Work(b.ctx, job(4, orders.ConfirmArgs{OrderID: ids[6]})))
+	for _, id := range ids {
+		require.Equal(t, orders.StatusConfirmed, b.get(t, id).Status, "order %d", id)
+	}
+	require.Equal(t, [3]int64{16, 0, 4}, b.stock(t, "CB1"))
+	require.Equal(t, [3]int64{17, 0, 3}, b.stock(t, "CB2"))
+	require.NoError(t, w.Work(b.ctx, job(5, orders.ConfirmArgs{OrderID: ids[0]})))
+	var n int64
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM order_event WHERE order_id = ANY($1) AND to_status = 'CONFIRMED'", ids).Scan(&n))
+	require.EqualValues(t, len(ids), n)
 }
 
 // TestOrderSweepWorker re-enqueues the confirmation of an order whose

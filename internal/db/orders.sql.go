@@ -145,6 +145,73 @@ func (q *Queries) ApplyTransition(ctx context.Context, arg ApplyTransitionParams
 	return i, err
 }
 
+const confirmCreatedOrders = `-- name: ConfirmCreatedOrders :one
+WITH claimed AS (
+    SELECT c.id FROM orders c
+    WHERE c.status = 'CREATED'
+    ORDER BY c.created_at, c.id
+    LIMIT $1
+    FOR NO KEY UPDATE SKIP LOCKED
+), o AS (
+    UPDATE orders SET
+        status       = 'CONFIRMED',
+        updated_at   = now(),
+        confirmed_at = now()
+    FROM claimed
+    WHERE orders.id = claimed.id AND orders.status = 'CREATED'
+    RETURNING orders.id, orders.buyer_id, orders.merchant_id, orders.identifier, orders.request_hash, orders.status, orders.total_minor, orders.currency, orders.created_at, orders.expires_at, orders.updated_at, orders.confirmed_at, orders.paid_at, orders.shipped_at, orders.completed_at, orders.cancelled_at, orders.cancel_reason, orders.payment_id, orders.ledger_entry_id, orders.tracking_no
+), ev AS (
+    INSERT INTO order_event (order_id, from_status, to_status, actor)
+    SELECT o.id, 'CREATED', 'CONFIRMED', $2::text FROM o ORDER BY o.id
+), feed AS (
+    INSERT INTO event (type, subject_type, subject_id, data, data_kind)
+    SELECT $3::text, 'order', o.id::text,
+           to_jsonb(o) || jsonb_build_object('items', (
+               SELECT jsonb_agg(to_jsonb(i) ORDER BY i.line_no) FROM order_item i WHERE i.order_id = o.id)),
+           'order_row'
+    FROM o WHERE $3::text <> ''
+    ORDER BY o.id
+), moves AS (
+    SELECT i.sku, sum(i.quantity)::bigint AS quantity
+    FROM order_item i JOIN o ON o.id = i.order_id
+    GROUP BY i.sku
+)
+SELECT (SELECT count(*) FROM o)::integer AS orders_confirmed,
+       (SELECT count(*) FROM moves)::integer AS products,
+       orders_move_stock_by_sku(
+           ARRAY(SELECT m.sku FROM moves m),
+           ARRAY(SELECT -m.quantity FROM moves m),
+           ARRAY(SELECT -m.quantity FROM moves m),
+           ARRAY(SELECT m.quantity FROM moves m))::integer AS products_moved
+`
+
+type ConfirmCreatedOrdersParams struct {
+	Lim       int32
+	Actor     string
+	EventType string
+}
+
+type ConfirmCreatedOrdersRow struct {
+	OrdersConfirmed int32
+	Products        int32
+	ProductsMoved   int32
+}
+
+// Confirms up to lim CREATED orders, oldest first, in one statement: claims
+// them with SKIP LOCKED (an order a payment, a cancel or another batch
+// holds is left to that transaction), moves each to CONFIRMED with its
+// history and feed events, and moves their stock (reserved becomes sold)
+// summed per product, products updated last in sku order
+// (orders_move_stock_by_sku). Returns how many orders were confirmed and
+// how many products were to move and moved; the caller fails unless those
+// agree.
+func (q *Queries) ConfirmCreatedOrders(ctx context.Context, arg ConfirmCreatedOrdersParams) (ConfirmCreatedOrdersRow, error) {
+	row := q.db.QueryRow(ctx, confirmCreatedOrders, arg.Lim, arg.Actor, arg.EventType)
+	var i ConfirmCreatedOrdersRow
+	err := row.Scan(&i.OrdersConfirmed, &i.Products, &i.ProductsMoved)
+	return i, err
+}
+
 const countStaleCreatedOrders = `-- name: CountStaleCreatedOrders :one
 SELECT count(*)::bigint FROM (
     SELECT 1
@@ -173,6 +240,82 @@ func (q *Queries) CountStaleCreatedOrders(ctx context.Context, arg CountStaleCre
 	var column_1 int64
 	err := row.Scan(&column_1)
 	return column_1, err
+}
+
+const expireDueOrders = `-- name: ExpireDueOrders :one
+WITH claimed AS (
+    SELECT c.id, c.status FROM orders c
+    WHERE c.status IN ('CREATED', 'CONFIRMED') AND c.expires_at <= now()
+    ORDER BY c.expires_at, c.id
+    LIMIT $1
+    FOR NO KEY UPDATE SKIP LOCKED
+), o AS (
+    UPDATE orders SET
+        status        = 'CANCELLED',
+        updated_at    = now(),
+        cancelled_at  = now(),
+        cancel_reason = $2::text
+    FROM claimed
+    WHERE orders.id = claimed.id AND orders.status = claimed.status
+    RETURNING orders.id, orders.buyer_id, orders.merchant_id, orders.identifier, orders.request_hash, orders.status, orders.total_minor, orders.currency, orders.created_at, orders.expires_at, orders.updated_at, orders.confirmed_at, orders.paid_at, orders.shipped_at, orders.completed_at, orders.cancelled_at, orders.cancel_reason, orders.payment_id, orders.ledger_entry_id, orders.tracking_no
+), ev AS (
+    INSERT INTO order_event (order_id, from_status, to_status, actor, detail)
+    SELECT o.id, c.status, 'CANCELLED', $3::text, $2::text
+    FROM o JOIN claimed c ON c.id = o.id ORDER BY o.id
+), feed AS (
+    INSERT INTO event (type, subject_type, subject_id, data, data_kind)
+    SELECT $4::text, 'order', o.id::text,
+           to_jsonb(o) || jsonb_build_object('items', (
+               SELECT jsonb_agg(to_jsonb(i) ORDER BY i.line_no) FROM order_item i WHERE i.order_id = o.id)),
+           'order_row'
+    FROM o WHERE $4::text <> ''
+    ORDER BY o.id
+), moves AS (
+    SELECT i.sku,
+           sum(i.quantity) FILTER (WHERE c.status = 'CONFIRMED')::bigint AS returned,
+           sum(i.quantity) FILTER (WHERE c.status = 'CREATED')::bigint AS released
+    FROM order_item i JOIN o ON o.id = i.order_id JOIN claimed c ON c.id = o.id
+    GROUP BY i.sku
+)
+SELECT (SELECT count(*) FROM o)::integer AS orders_expired,
+       (SELECT count(*) FROM moves)::integer AS products,
+       orders_move_stock_by_sku(
+           ARRAY(SELECT m.sku FROM moves m),
+           ARRAY(SELECT coalesce(m.returned, 0) FROM moves m),
+           ARRAY(SELECT -coalesce(m.released, 0) FROM moves m),
+           ARRAY(SELECT -coalesce(m.returned, 0) FROM moves m))::integer AS products_moved
+`
+
+type ExpireDueOrdersParams struct {
+	Lim       int32
+	Reason    string
+	Actor     string
+	EventType string
+}
+
+type ExpireDueOrdersRow struct {
+	OrdersExpired int32
+	Products      int32
+	ProductsMoved int32
+}
+
+// Cancels up to lim unpaid orders (CREATED or CONFIRMED) whose expires_at
+// has passed, earliest deadline first, with reason, in one statement: the
+// claim reads orders_unpaid_expiry_idx with SKIP LOCKED (an order being
+// paid or cancelled is left to that transaction, which decides it), each
+// order gets its history and feed events, and the stock is released summed
+// per product: a CREATED order's reservation, a CONFIRMED order's sold
+// units back on hand. Products are updated last, in sku order.
+func (q *Queries) ExpireDueOrders(ctx context.Context, arg ExpireDueOrdersParams) (ExpireDueOrdersRow, error) {
+	row := q.db.QueryRow(ctx, expireDueOrders,
+		arg.Lim,
+		arg.Reason,
+		arg.Actor,
+		arg.EventType,
+	)
+	var i ExpireDueOrdersRow
+	err := row.Scan(&i.OrdersExpired, &i.Products, &i.ProductsMoved)
+	return i, err
 }
 
 const getOrder = `-- name: GetOrder :one

@@ -10,8 +10,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/riverqueue/river"
-
 	"riverbank"
 	"riverbank/internal/db"
 	"riverbank/internal/events"
@@ -92,8 +90,8 @@ func insufficientStock(sku string, requested, available int64) error {
 // (buyer_id, identifier) key, inserts the order, its items and its CREATED
 // event and reserves stock for every line with a conditional update on
 // product rows locked in sku order (one statement, InsertOrder), then
-// inserts the order.confirm job (unique per order) and the order.expire job
-// scheduled at expires_at. A shortage on any line rolls all of it back and
+// inserts the order.confirm job (unique per order); its expiry is the
+// order.expire sweep's, by expires_at. A shortage on any line rolls all of it back and
 // returns insufficient_stock naming the sku.
 //
 // It returns the order and whether it was created now: a repeat of the same
@@ -242,10 +240,9 @@ func (s *Service) createOnce(ctx context.Context, in *CreateInput, hash string) 
 			Status: row.Status, TotalMinor: row.TotalMinor, Currency: row.Currency, CreatedAt: row.CreatedAt, ExpiresAt: row.ExpiresAt,
 			UpdatedAt: row.UpdatedAt,
 		}
-		if _, err := tx.InsertMany(ctx, []river.InsertManyParams{
-			{Args: ConfirmArgs{OrderID: o.ID}},
-			{Args: ExpireArgs{OrderID: o.ID}, InsertOpts: &river.InsertOpts{ScheduledAt: o.ExpiresAt}},
-		}); err != nil {
+		// Expiry needs no job of its own: the order.expire sweep reads
+		// unpaid orders by expires_at (orders_unpaid_expiry_idx).
+		if _, err := tx.Insert(ctx, ConfirmArgs{OrderID: o.ID}, nil); err != nil {
 			return nil, err
 		}
 		out := orderFromRow(o, nil)

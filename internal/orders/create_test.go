@@ -59,14 +59,14 @@ func TestCreate(t *testing.T) {
 		require.Equal(t, orders.StatusCreated, evs[0].To)
 		require.Equal(t, orders.ActorAPI, evs[0].Actor)
 
-		// Both jobs were inserted in the order's transaction, the expiry
-		// scheduled at the order's deadline.
+		// The confirm job was inserted in the order's transaction, and no
+		// job of its own for the expiry (the order.expire sweep reads
+		// expires_at).
 		jobs := rivertest.RequireManyInsertedTx[*riverpgxv5.Driver](b.ctx, t, b.dbtx.(pgx.Tx), []rivertest.ExpectedJob{
 			{Args: orders.ConfirmArgs{OrderID: o.ID}, Opts: &rivertest.RequireInsertedOpts{State: rivertype.JobStateAvailable}},
-			{Args: orders.ExpireArgs{OrderID: o.ID}, Opts: &rivertest.RequireInsertedOpts{State: rivertype.JobStateScheduled, ScheduledAt: o.ExpiresAt}},
 		})
-		require.Len(t, jobs, 2)
-		require.WithinDuration(t, o.ExpiresAt, jobs[1].ScheduledAt, time.Millisecond)
+		require.Len(t, jobs, 1)
+		rivertest.RequireNotInsertedTx[*riverpgxv5.Driver](b.ctx, t, b.dbtx.(pgx.Tx), &orders.ExpireArgs{}, nil)
 	})
 
 	t.Run("ShortageOnAnyLineWritesNothing", func(t *testing.T) {
@@ -214,7 +214,7 @@ func TestCreate(t *testing.T) {
 		require.Equal(t, stock{OnHand: 10, Reserved: 10}, b.stock(t, sku))
 		b.requireStockMatchesOrders(t, sku, 10)
 		require.EqualValues(t, 10, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'order.confirm'"))
-		require.EqualValues(t, 10, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'order.expire'"))
+		require.Zero(t, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'order.expire'"), "expiry is the sweep's, not a job per order")
 	})
 
 	t.Run("SameKeyFromTwentyGoroutines", func(t *testing.T) {
@@ -257,7 +257,7 @@ func TestCreate(t *testing.T) {
 		require.EqualValues(t, 1, b.count(t, "SELECT count(*) FROM orders"))
 		require.EqualValues(t, 1, b.count(t, "SELECT count(*) FROM order_event"))
 		require.Equal(t, stock{OnHand: 3, Reserved: 3}, b.stock(t, sku))
-		require.EqualValues(t, 2, b.count(t, "SELECT count(*) FROM river_job"))
+		require.EqualValues(t, 1, b.count(t, "SELECT count(*) FROM river_job"), "one order.confirm")
 	})
 
 	t.Run("MultiItemOrdersNeverDeadlock", func(t *testing.T) {

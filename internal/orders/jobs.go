@@ -45,25 +45,34 @@ func (ConfirmArgs) InsertOpts() river.InsertOpts {
 	}
 }
 
-// ExpireArgs are the args of order.expire: cancel one order if it is still
-// unpaid. Inserted with ScheduledAt = the order's expires_at.
-type ExpireArgs struct {
-	OrderID int64 `json:"order_id"`
-}
+// ExpireArgs are the args of order.expire, the expiry sweep: cancel every
+// unpaid order whose expires_at has passed (ExpireDue, in batches). The
+// River leader inserts it every ExpireInterval. Jobs of earlier versions
+// carried an order_id (one job per order, scheduled at its expires_at);
+// such a job, still queued after an upgrade, runs the same sweep.
+type ExpireArgs struct{}
 
 // Kind implements river.JobArgs.
 func (ExpireArgs) Kind() string { return KindExpire }
 
-// InsertOpts implements river.JobArgsWithInsertOpts. Unique per order, also
-// after it completed: an order expires once. Priority 2 (River fetches
-// priority 1 first): River's scheduler makes expiries available in bursts
-// every few seconds, and a burst must not hold up the confirmations queued
-// behind it on the same queue.
+// ExpireInterval is how often the leader inserts the expiry sweep: an
+// unpaid order is cancelled at most about this long (plus the sweep's own
+// time) after its expires_at.
+const ExpireInterval = 2 * time.Second
+
+// InsertOpts implements river.JobArgsWithInsertOpts. One live sweep at a
+// time (a sweep still running when the next tick comes makes that tick a
+// no-op); a sweep waiting to retry does not block the next one, which
+// would do the same work. Priority 2 (River fetches priority 1 first): a
+// large wave of expiries must not hold up the confirmations queued on the
+// same queue.
 func (ExpireArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{
 		Priority:    2,
-		MaxAttempts: 25,
-		UniqueOpts:  river.UniqueOpts{ByArgs: true, ByState: append([]rivertype.JobState{rivertype.JobStateCompleted}, liveStates...)},
+		MaxAttempts: 3,
+		UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: []rivertype.JobState{
+			rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning, rivertype.JobStateScheduled,
+		}},
 	}
 }
 

@@ -43,7 +43,7 @@ func TestSweep(t *testing.T) {
 		}
 	}
 	require.ElementsMatch(t, []string{"discarded", "available"}, states)
-	require.Len(t, b.jobs(t, live.ID), 2, "a live confirm job is not doubled")
+	require.Len(t, b.jobs(t, live.ID), 1, "a live confirm job is not doubled")
 
 	// Now every stale order has a live job: the gauge is 0 and a second
 	// sweep inserts nothing.

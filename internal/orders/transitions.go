@@ -190,6 +190,19 @@ func (s *Service) jobTransition(ctx context.Context, id int64, guess Status, wan
 	return false, fmt.Errorf("order %d kept changing under job %s", id, f.actor)
 }
 
+// Waiting reports whether an order still waits for its confirmation
+// (CREATED), by an unlocked read: a status past CREATED never comes back.
+func (s *Service) Waiting(ctx context.Context, id int64) (bool, error) {
+	st, err := s.store.Queries().OrderStatus(ctx, id)
+	if db.IsNotFound(err) {
+		return false, notFound(id)
+	}
+	if err != nil {
+		return false, fmt.Errorf("read order status: %w", err)
+	}
+	return Status(st) == StatusCreated, nil
+}
+
 // Confirm is the order.confirm job: if the order is still CREATED, its
 // reservation becomes sold and it is CONFIRMED; otherwise (paid inline,
 // cancelled, expired) it does nothing. It reports whether it confirmed.

@@ -1,0 +1,81 @@
+package orders
+
+import (
+	"context"
+	"fmt"
+
+	"riverbank/internal/db"
+	"riverbank/internal/events"
+)
+
+// Batch sizes of the confirmation and expiry statements: how many orders
+// one transaction moves at most. A batch holds the row locks of its
+// products only for its last statement and the commit (stock moves are
+// summed per product and applied last), so a large batch costs a hot
+// product one short lock instead of one per order.
+const (
+	ConfirmBatch = 500
+	ExpireBatch  = 500
+)
+
+// ConfirmCreated confirms up to limit CREATED orders, oldest first, in one
+// transaction (ConfirmCreatedOrders): each order's reservation becomes
+// sold, its history and feed events are appended, and the stock moves are
+// summed per product. Orders another transaction holds (a payment, a
+// cancel, another batch) are skipped, not waited for; that transaction
+// decides them. It returns how many it confirmed.
+func (s *Service) ConfirmCreated(ctx context.Context, limit int) (int, error) {
+	typ := ""
+	if events.On() {
+		typ = events.OrderConfirmed
+	}
+	return db.InTxV(ctx, s.store, func(tx *db.Tx) (int, error) {
+		r, err := tx.ConfirmCreatedOrders(ctx, db.ConfirmCreatedOrdersParams{Lim: int32(limit), Actor: ActorConfirm, EventType: typ})
+		if err != nil {
+			return 0, batchError("confirm", err)
+		}
+		if r.ProductsMoved != r.Products {
+			return 0, fmt.Errorf("confirm orders: stock moved for %d of %d products", r.ProductsMoved, r.Products)
+		}
+		if r.OrdersConfirmed > 0 && typ != "" {
+			events.Appended(tx)
+		}
+		return int(r.OrdersConfirmed), nil
+	})
+}
+
+// ExpireDue cancels up to limit unpaid orders whose expires_at has passed,
+// earliest deadline first, in one transaction (ExpireDueOrders), with
+// reason payment_timeout: a CREATED order's reservation is released, a
+// CONFIRMED order's sold units go back on hand, summed per product. An
+// order being paid or cancelled right now is skipped; its transaction
+// decides it, and if it stays unpaid the next sweep takes it. It returns
+// how many it cancelled.
+func (s *Service) ExpireDue(ctx context.Context, limit int) (int, error) {
+	typ := ""
+	if events.On() {
+		typ = events.OrderCancelled
+	}
+	return db.InTxV(ctx, s.store, func(tx *db.Tx) (int, error) {
+		r, err := tx.ExpireDueOrders(ctx, db.ExpireDueOrdersParams{Lim: int32(limit), Reason: ReasonPaymentTimeout, Actor: ActorExpire, EventType: typ})
+		if err != nil {
+			return 0, batchError("expire", err)
+		}
+		if r.ProductsMoved != r.Products {
+			return 0, fmt.Errorf("expire orders: stock moved for %d of %d products", r.ProductsMoved, r.Products)
+		}
+		if r.OrdersExpired > 0 && typ != "" {
+			events.Appended(tx)
+		}
+		return int(r.OrdersExpired), nil
+	})
+}
+
+func batchError(what string, err error) error {
+	if c, ok := db.ConstraintViolation(err); ok {
+		// A CHECK fired: the stock counters disagree with the orders.
+		// Never paper over it.
+		return fmt.Errorf("%s orders: constraint %q violated: %w", what, c, err)
+	}
+	return fmt.Errorf("%s orders: %w", what, err)
+}

@@ -1,0 +1,151 @@
+package orders_test
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"riverbank"
+	"riverbank/internal/orders"
+)
+
+// TestBatchesRaceEverything runs the batch confirmer and the expiry sweep
+// (three runners each, small batches) against payments, cancels and new
+// orders over four products, and then checks that every order ended in
+// one state through legal steps, each transition recorded once, and the
+// stock of every product equal to what its orders hold (SPEC §3).
+func TestBatchesRaceEverything(t *testing.T) {
+	t.Parallel()
+	b := setupDB(t)
+	skus := []string{b.sku("R1"), b.sku("R2"), b.sku("R3"), b.sku("R4")}
+	const perSKU = 1000
+	for _, s := range skus {
+		b.product(t, s, 10, perSKU)
+	}
+	// 160 orders of one to three lines; half of them already past their
+	// deadline, so the sweep races the confirmer and the payments for them.
+	var all []*orders.Order
+	for i := range 160 {
+		var items []orders.ItemInput
+		for j := range 1 + i%3 {
+			items = append(items, orders.ItemInput{SKU: skus[(i+j)%len(skus)], Quantity: int64(1 + (i+j)%4)})
+		}
+		o, _, err := b.svc.Create(b.ctx, orders.CreateInput{BuyerID: b.buyer(i), MerchantID: b.merchant("m"), Identifier: "race", Items: items})
+		require.NoError(t, err)
+		all = append(all, o)
+	}
+	var due []int64
+	for i, o := range all {
+		if i%2 == 0 {
+			due = append(due, o.ID)
+		}
+	}
+	_, err := b.pool.Exec(b.ctx, "UPDATE orders SET expires_at = now() - interval '1 second' WHERE id = ANY($1)", due)
+	require.NoError(t, err)
+
+	var (
+		wg       sync.WaitGroup
+		errs     = make(chan error, 1000)
+		paid     atomic.Int64
+		stop     atomic.Bool
+		runnerWG sync.WaitGroup
+	)
+	start := make(chan struct{})
+	runner := func(step func() (int, error)) {
+		runnerWG.Go(func() {
+			<-start
+			for !stop.Load() {
+				if _, err := step(); err != nil {
+					errs <- err
+					return
+				}
+			}
+			// One last pass once the others are done.
+			for {
+				n, err := step()
+				if err != nil {
+					errs <- err
+					return
+				}
+				if n == 0 {
+					return
+				}
+			}
+		})
+	}
+	for range 3 {
+		runner(func() (int, error) { return b.svc.ConfirmCreated(b.ctx, 7) })
+		runner(func() (int, error) { return b.svc.ExpireDue(b.ctx, 5) })
+	}
+	for i, o := range all {
+		switch i % 5 {
+		case 1, 3:
+			wg.Go(func() {
+				<-start
+				_, _, err := b.svc.Pay(b.ctx, o.ID, orders.PayInput{PaymentID: fmt.Sprintf("race-%s-%d", b.suffix, o.ID), AmountMinor: o.TotalMinor})
+				switch riverbank.ErrorCode(err) {
+				case "":
+					paid.Add(1)
+				case riverbank.EINVALIDTRANSITION:
+				default:
+					errs <- err
+				}
+			})
+		case 4:
+			wg.Go(func() {
+				<-start
+				_, err := b.svc.Cancel(b.ctx, o.ID, "race")
+				if err != nil && riverbank.ErrorCode(err) != riverbank.EINVALIDTRANSITION {
+					errs <- err
+				}
+			})
+		}
+	}
+	// New orders keep arriving while the batches run.
+	for i := range 40 {
+		wg.Go(func() {
+			<-start
+			_, _, err := b.svc.Create(b.ctx, orders.CreateInput{BuyerID: b.buyer(1000 + i), MerchantID: b.merchant("m"), Identifier: "late",
+				Items: []orders.ItemInput{{SKU: skus[i%len(skus)], Quantity: 1}, {SKU: skus[(i+1)%len(skus)], Quantity: 2}}})
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	stop.Store(true)
+	runnerWG.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+
+	// Nothing waits: every order was confirmed, paid, cancelled or expired;
+	// the due ones are none of CREATED and CONFIRMED.
+	require.Zero(t, b.count(t, "SELECT count(*) FROM orders WHERE status = 'CREATED'"))
+	require.Zero(t, b.count(t, "SELECT count(*) FROM orders WHERE id = ANY($1) AND status IN ('CREATED', 'CONFIRMED')", due))
+	require.Equal(t, paid.Load(), b.count(t, "SELECT count(*) FROM orders WHERE status = 'PAID'"))
+	// Every order's history is a legal path with each step once.
+	require.Zero(t, b.count(t, `SELECT count(*) FROM (
+		SELECT order_id FROM order_event GROUP BY order_id
+		HAVING count(*) FILTER (WHERE to_status = 'CREATED') <> 1
+		    OR count(*) FILTER (WHERE to_status = 'CONFIRMED') > 1
+		    OR count(*) FILTER (WHERE to_status = 'CANCELLED') > 1
+		    OR count(*) FILTER (WHERE to_status = 'PAID') > 1) bad`))
+	require.Zero(t, b.count(t, `SELECT count(*) FROM orders o WHERE o.status::text <> (
+		SELECT e.to_status::text FROM order_event e WHERE e.order_id = o.id ORDER BY e.id DESC LIMIT 1)`), "the last event is the order's status")
+	require.Zero(t, b.count(t, `SELECT count(*) FROM order_event e JOIN orders o ON o.id = e.order_id
+		WHERE e.actor = 'order.expire' AND (o.cancel_reason IS DISTINCT FROM 'payment_timeout' OR NOT o.id = ANY($1))`, due), "only due orders expired")
+	// One feed event per transition.
+	require.Zero(t, b.count(t, `SELECT count(*) FROM (
+		SELECT o.id FROM orders o
+		WHERE (SELECT count(*) FROM order_event e WHERE e.order_id = o.id)
+		   <> (SELECT count(*) FROM event v WHERE v.subject_type = 'order' AND v.subject_id = o.id::text)) bad`))
+	for _, s := range skus {
+		b.requireStockMatchesOrders(t, s, perSKU)
+	}
+}
