@@ -27,9 +27,15 @@ import (
 // internal/jsontext, shared with internal/batch. Domains keep their own
 // checks (ValidText) for callers other than the API.
 //
-// Batch items are text of the request too: a batch whose items hold such
-// text is refused whole, naming the item's field, as a JSON syntax error in
-// an item is; items fail alone only on the rules of their endpoint.
+// Batch items are the one exception (an operation names the array in its
+// metadata, textItemsKey): POST /v1/batches checks its envelope here
+// (idempotency_key, operation, the items array itself), and each item as
+// the item's own request, when the batch is created (internal/batch). An
+// item whose text breaks the rule fails alone — FAILED with
+// validation_failed and the detail its single endpoint's 422 would give,
+// fields named relative to the item — and the other items run. A JSON
+// syntax error anywhere, items included, still refuses the whole body (it
+// is not JSON).
 
 // textViolation is a string that breaks the text rule.
 type textViolation struct {
