@@ -44,7 +44,8 @@ func NewAPI(mux *http.ServeMux) huma.API {
 	cfg := huma.DefaultConfig("riverbank", riverbank.Version)
 	cfg.Info.Description = "Postgres-only back office for lending and commerce. Every business write and the River jobs it causes commit in one transaction.\n\n" +
 		"Errors are RFC 9457 problem+json with a machine-readable `code`; every operation lists each status it can answer and, for each error status, the codes it can carry (also in `x-problem-codes`). " +
-		"A refused request (4xx) writes nothing. Text in every body field and parameter must be valid UTF-8 without NUL characters or lone UTF-16 surrogates (else 422 `validation_failed` naming the field). " +
+		"A refused request (4xx) writes nothing. Text in every body field and parameter must be valid UTF-8 without NUL characters or lone UTF-16 surrogates (else 422 `validation_failed` naming the field; " +
+		"inside an item of a batch, that item alone fails with the same code and detail, see POST /v1/batches). " +
 		"Field names are exact; an optional field sent as null, or an optional query parameter sent empty, is taken as absent."
 	cfg.DocsPath = ""
 	cfg.OpenAPIPath = "/openapi"

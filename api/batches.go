@@ -55,9 +55,11 @@ type BatchItemBody struct {
 	Error *BatchItemErrorBody `json:"error,omitempty" doc:"Present on FAILED items only."`
 }
 
-// BatchItemInput is one submitted item, kept as sent: the body of the
-// operation's single endpoint (plus loan_id for repayments). It is
-// validated when it runs, exactly as that endpoint validates it.
+// BatchItemInput is one submitted item, kept as sent (raw bytes, invalid
+// UTF-8 included: the text rule leaves items to internal/batch, which
+// checks each on its own): the body of the operation's single endpoint
+// (plus loan_id for repayments). It is validated when it runs, exactly as
+// that endpoint validates it.
 type BatchItemInput json.RawMessage
 
 // Schema implements huma.SchemaProvider: any JSON object.
@@ -107,11 +109,13 @@ func (h *handlers) registerBatches(api huma.API) {
 	huma.Register(api, huma.Operation{OperationID: "create-batch", Method: http.MethodPost, Path: "/v1/batches", Summary: "Submit a batch of journal entries, orders, loans or repayments", Tags: tags,
 		Description: "Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. " +
 			"Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give " +
-			"(GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): operation, 1..10,000 items, each a JSON object. " +
-			"The body may be up to 16 MiB (every other endpoint: 1 MiB).",
+			"(GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): idempotency_key, operation, 1..10,000 items, each a JSON object, " +
+			"and the text rule on the envelope's own strings. An item whose text breaks the text rule (invalid UTF-8, a lone surrogate escape, NUL) fails alone too: " +
+			"it is FAILED from the start with validation_failed and the detail its endpoint's 422 would give, naming the field within the item (postings[0].account), " +
+			"and is counted in failed. The body may be up to 16 MiB (every other endpoint: 1 MiB).",
 		DefaultStatus: http.StatusAccepted, MaxBodyBytes: MaxBatchBodyBytes, BodyReadTimeout: BatchBodyReadTimeout,
-		Metadata: answers(codes(riverbank.EIDEMPOTENCYCONFLICT),
-			map[int]string{http.StatusOK: "A repeat of the same request (same idempotency_key, operation and items): the stored batch as it is now. Nothing is written."})}, h.createBatch)
+		Metadata: withTextItems(answers(codes(riverbank.EIDEMPOTENCYCONFLICT),
+			map[int]string{http.StatusOK: "A repeat of the same request (same idempotency_key, operation and items): the stored batch as it is now. Nothing is written."}), "items")}, h.createBatch)
 	huma.Register(api, huma.Operation{OperationID: "get-batch", Method: http.MethodGet, Path: "/v1/batches/{id}", Summary: "Get a batch with its counters", Tags: tags,
 		Metadata: answers(codes(riverbank.ENOTFOUND), nil)}, h.getBatch)
 	huma.Register(api, huma.Operation{OperationID: "list-batch-items", Method: http.MethodGet, Path: "/v1/batches/{id}/items", Summary: "A batch's items and their outcomes, in index order", Tags: tags,
@@ -119,6 +123,13 @@ func (h *handlers) registerBatches(api huma.API) {
 	huma.Register(api, huma.Operation{OperationID: "cancel-batch", Method: http.MethodPost, Path: "/v1/batches/{id}/cancel", Summary: "Cancel a running batch", Tags: tags,
 		Description: "Items not yet started are never started (they stay PENDING); items already running finish. Cancelling a CANCELLED batch returns it; a COMPLETED batch is 409 invalid_transition.",
 		Metadata:    answers(codes(riverbank.ENOTFOUND, riverbank.EINVALIDTRANSITION), nil)}, h.cancelBatch)
+}
+
+// withTextItems names the top-level array of an operation's body whose
+// elements the text rule leaves to the handler (see textRule).
+func withTextItems(metadata map[string]any, items string) map[string]any {
+	metadata[textItemsKey] = items
+	return metadata
 }
 
 func (h *handlers) createBatch(ctx context.Context, in *createBatchInput) (*batchOutput, error) {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -350,4 +351,132 @@ func TestBatchesAPIDocumentsEveryStatus(t *testing.T) {
 	post := paths["/v1/batches"].Post
 	require.Equal(t, post.Responses["202"].Content["application/json"].Schema.Ref, post.Responses["200"].Content["application/json"].Schema.Ref)
 	require.EqualValues(t, api.MaxBatchBodyBytes, post.MaxBodyBytes)
+}
+
+// TestBatchesAPIItemTextFailsAlone: an item whose text breaks the text
+// rule (invalid UTF-8 sent as raw bytes, a lone surrogate escape, a NUL
+// escape) fails alone, as the contract says: the batch is 202, the item
+// is FAILED from the start (counted in failed) with validation_failed and
+// exactly the detail the single endpoint's 422 gives for the same body,
+// naming the field within the item; the other items run, and no U+FFFD
+// reaches the ledger. A batch of nothing but such items completes. The
+// envelope keeps the rule (422, nothing written), and the request hash
+// tells items apart byte for byte.
+func TestBatchesAPIItemTextFailsAlone(t *testing.T) {
+	t.Parallel()
+	k := testkit.DB(t, testkit.DBOptions{})
+	b := &batchesAPIBundle{Bundle: k, api: k.API(t)}
+	cash, rev := b.accounts(t)
+	item := func(n int, description, account, key string) string {
+		if key == "" {
+			key = k.ID(fmt.Sprintf("je-%d", n))
+		}
+		return `{"idempotency_key":"` + key + `","description":"` + description + `","postings":[` +
+			`{"account":"` + account + `","amount_minor":10},{"account":"` + rev + `","amount_minor":-10}]}`
+	}
+	// Item 0 is valid, with multi-byte text and a surrogate pair.
+	const description = `Café 中文 \ud834\udd1e`
+	items := []string{
+		item(0, description, cash, ""),
+		item(1, "ok", cash+"\xff\xfe", ""),
+		item(2, `lone \ud800 here`, cash, ""),
+		item(3, "ok", cash, k.ID("je-3")+`\u0000`),
+	}
+	want := []struct{ field, reason string }{
+		{},
+		{"postings[0].account", "is not valid UTF-8"},
+		{"description", "contains a lone UTF-16 surrogate"},
+		{"idempotency_key", "contains a NUL character"},
+	}
+	body := func(key string, items []string) io.Reader {
+		return strings.NewReader(`{"idempotency_key":"` + key + `","operation":"journal_entry","items":[` + strings.Join(items, ",") + `]}`)
+	}
+
+	// The envelope keeps the text rule, even after items that break it.
+	before := b.batchWrites(t)
+	for name, key := range map[string]string{"invalid UTF-8": "k\xff", "lone surrogate": `k\udc00`, "NUL": `k\u0000`} {
+		p := testkit.RequireProblem(t, b.api.Post("/v1/batches", body(key, items)), "validation_failed", http.StatusUnprocessableEntity)
+		require.Equal(t, "idempotency_key", p.Details["field"], name)
+		require.Equal(t, before, b.batchWrites(t), name)
+	}
+	require.Zero(t, k.Count(t, "SELECT count(*) FROM batch_tally"))
+
+	rec := b.api.Post("/v1/batches", body(k.ID("mixed"), items))
+	require.Equal(t, http.StatusAccepted, rec.Code, rec.Body.String())
+	created := testkit.DecodeJSON[api.BatchBody](t, rec)
+	require.Equal(t, "RUNNING", created.Status)
+	require.Equal(t, []int{4, 0, 3, 1}, []int{created.Total, created.Succeeded, created.Failed, created.Pending}, "counted from the start")
+
+	// Replays and conflicts, on the raw bytes of the items.
+	rec = b.api.Post("/v1/batches", body(k.ID("mixed"), items))
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	require.Equal(t, created.ID, testkit.DecodeJSON[api.BatchBody](t, rec).ID)
+	writes := b.batchWrites(t)
+	for _, account := range []string{cash + "\xff\xfd", cash + "\uFFFD\uFFFD"} {
+		changed := slices.Clone(items)
+		changed[1] = item(1, "ok", account, "")
+		p := testkit.RequireProblem(t, b.api.Post("/v1/batches", body(k.ID("mixed"), changed)), "idempotency_conflict", http.StatusConflict)
+		require.EqualValues(t, created.ID, p.Details["batch_id"])
+	}
+	require.Equal(t, writes, b.batchWrites(t))
+
+	// A batch of nothing but such items.
+	rec = b.api.Post("/v1/batches", body(k.ID("all-failed"), items[1:]))
+	require.Equal(t, http.StatusAccepted, rec.Code, rec.Body.String())
+	allFailed := testkit.DecodeJSON[api.BatchBody](t, rec)
+	require.Equal(t, []int{3, 0, 3, 0}, []int{allFailed.Total, allFailed.Succeeded, allFailed.Failed, allFailed.Pending})
+
+	client := k.Client(t, func(reg *jobs.Registration) { reg.Periodic = nil })
+	testkit.Start(t, client)
+	wait := func(id int64) api.BatchBody {
+		var bt api.BatchBody
+		testkit.WaitFor(t, 30*time.Second, "the batch to complete", func() bool {
+			rec := b.api.Get(fmt.Sprintf("/v1/batches/%d", id))
+			require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+			bt = testkit.DecodeJSON[api.BatchBody](t, rec)
+			return bt.Status != "RUNNING"
+		})
+		require.Equal(t, "COMPLETED", bt.Status)
+		require.NotNil(t, bt.CompletedAt)
+		return bt
+	}
+	bt := wait(created.ID)
+	require.Equal(t, []int{1, 3, 0}, []int{bt.Succeeded, bt.Failed, bt.Pending})
+	bt = wait(allFailed.ID)
+	require.Equal(t, []int{0, 3, 0}, []int{bt.Succeeded, bt.Failed, bt.Pending})
+	for _, id := range []int64{created.ID, allFailed.ID} {
+		require.EqualValues(t, 1, k.Count(t, "SELECT count(*) FROM event WHERE type = 'batch.completed' AND subject_id = $1", fmt.Sprint(id)))
+	}
+
+	rec = b.api.Get(fmt.Sprintf("/v1/batches/%d/items", created.ID))
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	page := testkit.DecodeJSON[batchItemsPage](t, rec)
+	require.Len(t, page.Items, 4)
+	require.Equal(t, "SUCCEEDED", page.Items[0].Status, "%+v", page.Items[0].Error)
+	var got string
+	require.NoError(t, k.DB.QueryRow(k.Ctx, "SELECT description FROM ledger_entry WHERE id = $1", *page.Items[0].ResultID).Scan(&got))
+	require.Equal(t, "Café 中文 \U0001D11E", got, "the description exactly as sent")
+	rec = b.api.Get(fmt.Sprintf("/v1/batches/%d/items?status=FAILED", allFailed.ID))
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	failedOnly := testkit.DecodeJSON[batchItemsPage](t, rec).Items
+	require.Len(t, failedOnly, 3)
+	for i := 1; i < 4; i++ {
+		it := page.Items[i]
+		require.Equal(t, "FAILED", it.Status, "item %d", i)
+		require.Nil(t, it.ResultID)
+		require.NotNil(t, it.Error, "item %d", i)
+		require.Equal(t, "validation_failed", it.Error.Code, "item %d", i)
+		require.Equal(t, want[i].field+" "+want[i].reason+": text must be valid UTF-8 without NUL characters or lone surrogates", it.Error.Detail, "item %d", i)
+		require.Equal(t, *it.Error, *failedOnly[i-1].Error, "item %d in the batch of failures", i)
+		// Exactly what the single endpoint answers for the same body.
+		p := testkit.RequireProblem(t, b.api.Post("/v1/journal-entries", strings.NewReader(items[i])), "validation_failed", http.StatusUnprocessableEntity)
+		require.Equal(t, it.Error.Detail, p.Detail, "item %d", i)
+		require.Equal(t, want[i].field, p.Details["field"], "item %d", i)
+	}
+
+	// Nothing of the failed items reached the ledger, and no U+FFFD did.
+	require.EqualValues(t, 1, k.Count(t, "SELECT count(*) FROM ledger_entry"))
+	for _, table := range []string{"ledger_account", "ledger_entry", "ledger_posting"} {
+		require.Zero(t, k.Count(t, "SELECT count(*) FROM "+table+" x WHERE strpos(x::text, U&'\\FFFD') > 0"), table)
+	}
 }

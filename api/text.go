@@ -4,15 +4,13 @@ import (
 	"bytes"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
-	"unicode/utf16"
-	"unicode/utf8"
 
 	"github.com/danielgtaylor/huma/v2"
 
 	"riverbank"
+	"riverbank/internal/jsontext"
 )
 
 // The text rule, the same for every string the API reads (every body field,
@@ -25,12 +23,19 @@ import (
 // It is checked on the raw request, before JSON decoding, because Go's
 // decoder silently turns invalid UTF-8 and lone surrogates into U+FFFD:
 // after decoding, a name sent as invalid bytes is indistinguishable from
-// one that holds U+FFFD, and would be stored as that. Domains keep their
-// own checks (ValidText) for callers other than the API.
+// one that holds U+FFFD, and would be stored as that. The scanner is
+// internal/jsontext, shared with internal/batch. Domains keep their own
+// checks (ValidText) for callers other than the API.
 //
-// Batch items are text of the request too: a batch whose items hold such
-// text is refused whole, naming the item's field, as a JSON syntax error in
-// an item is; items fail alone only on the rules of their endpoint.
+// Batch items are the one exception (an operation names the array in its
+// metadata, textItemsKey): POST /v1/batches checks its envelope here
+// (idempotency_key, operation, the items array itself), and each item as
+// the item's own request, when the batch is created (internal/batch). An
+// item whose text breaks the rule fails alone — FAILED with
+// validation_failed and the detail its single endpoint's 422 would give,
+// fields named relative to the item — and the other items run. A JSON
+// syntax error anywhere, items included, still refuses the whole body (it
+// is not JSON).
 
 // textViolation is a string that breaks the text rule.
 type textViolation struct {
@@ -88,7 +93,8 @@ func textRule(api huma.API) func(ctx huma.Context, next func(huma.Context)) {
 		if err == nil && int64(len(data)) <= limit {
 			_ = ctx.SetReadDeadline(time.Time{})
 			if isJSONContentType(ctx.Header("Content-Type")) {
-				if v := scanJSONText(data); v != nil {
+				items, _ := op.Metadata[textItemsKey].(string)
+				if v := scanJSONText(data, items); v != nil {
 					writeTextViolation(ctx, v)
 					return
 				}
@@ -177,7 +183,7 @@ func checkParams(ctx huma.Context, op *huma.Operation) *textViolation {
 	for _, p := range op.Parameters {
 		switch p.In {
 		case "path":
-			if r := textReason(ctx.Param(p.Name)); r != "" {
+			if r := jsontext.Reason(ctx.Param(p.Name)); r != "" {
 				return &textViolation{Location: "path." + p.Name, Field: p.Name, Reason: r}
 			}
 		case "query":
@@ -186,7 +192,7 @@ func checkParams(ctx huma.Context, op *huma.Operation) *textViolation {
 				query = u.Query()
 			}
 			for _, v := range query[p.Name] {
-				if r := textReason(v); r != "" {
+				if r := jsontext.Reason(v); r != "" {
 					return &textViolation{Location: "query." + p.Name, Field: p.Name, Reason: r}
 				}
 			}
@@ -195,21 +201,8 @@ func checkParams(ctx huma.Context, op *huma.Operation) *textViolation {
 	return nil
 }
 
-// textReason says why decoded text s breaks the rule ("" when it does not).
-// Lone surrogates cannot occur in decoded Go text: encoded as UTF-8 they
-// are invalid UTF-8.
-func textReason(s string) string {
-	switch {
-	case !utf8.ValidString(s):
-		return "is not valid UTF-8"
-	case strings.IndexByte(s, 0) >= 0:
-		return "contains a NUL character"
-	}
-	return ""
-}
-
 func writeTextViolation(ctx huma.Context, v *textViolation) {
-	p := newProblem(http.StatusUnprocessableEntity, riverbank.EINVALID, v.Field+" "+v.Reason+": text must be valid UTF-8 without NUL characters or lone surrogates")
+	p := newProblem(http.StatusUnprocessableEntity, riverbank.EINVALID, jsontext.Detail(v.Field, v.Reason))
 	p.Errors = []*huma.ErrorDetail{{Location: v.Location, Message: v.Reason}}
 	p.Details = map[string]any{"field": v.Field}
 	ctx.SetHeader("Content-Type", "application/problem+json")
@@ -217,244 +210,23 @@ func writeTextViolation(ctx huma.Context, v *textViolation) {
 	_ = jsonEncode(ctx.BodyWriter(), p)
 }
 
-// maxScanDepth bounds the nesting the scanner follows (as deep as Go's
-// JSON decoder accepts); deeper input is left to the decoder, which
-// refuses it.
-const maxScanDepth = 10000
+// textItemsKey is the operation metadata under which an operation names
+// the top-level array of its body whose elements the text rule leaves to
+// the handler (POST /v1/batches: "items", each item checked on its own by
+// internal/batch).
+const textItemsKey = "riverbank.textItems"
 
-// scanJSONText finds the first string (value or key) of a JSON document
-// that breaks the text rule, and names its field. It reads only as much
-// JSON syntax as it needs: a syntax error ends the scan without a finding
-// and is left to the JSON decoder to report.
-func scanJSONText(data []byte) *textViolation {
-	s := &textScanner{data: data}
-	s.value(0)
-	return s.found
-}
-
-type textScanner struct {
-	data  []byte
-	pos   int
-	found *textViolation
-	bad   bool // a syntax error: stop
-	// path is where the scan is: object keys, and array indexes (as
-	// index+1, with key ""), rendered only for a violation.
-	path []pathStep
-}
-
-type pathStep struct {
-	key   string
-	index int
-}
-
-func (s *textScanner) stop() bool { return s.found != nil || s.bad }
-
-func (s *textScanner) ws() {
-	for s.pos < len(s.data) {
-		switch s.data[s.pos] {
-		case ' ', '\t', '\n', '\r':
-			s.pos++
-		default:
-			return
-		}
+// scanJSONText finds the first string (value or key) of a JSON body that
+// breaks the text rule, except in the elements of the array under the top-level
+// key items ("" for none), and names its field (jsontext.ScanExcept).
+func scanJSONText(data []byte, items string) *textViolation {
+	v := jsontext.ScanExcept(data, items)
+	if v == nil {
+		return nil
 	}
-}
-
-func (s *textScanner) violation(reason string) {
-	var b strings.Builder
-	for _, p := range s.path {
-		if p.key == "" {
-			b.WriteString("[" + strconv.Itoa(p.index) + "]")
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteByte('.')
-		}
-		b.WriteString(p.key)
-	}
-	field := b.String()
 	loc := "body"
-	if field != "" {
-		loc += "." + field
-	} else {
-		field = "body"
+	if v.Path != "" {
+		loc += "." + v.Path
 	}
-	s.found = &textViolation{Location: loc, Field: field, Reason: reason}
-}
-
-func (s *textScanner) value(depth int) {
-	if depth > maxScanDepth {
-		s.bad = true
-		return
-	}
-	s.ws()
-	if s.pos >= len(s.data) {
-		s.bad = true
-		return
-	}
-	switch s.data[s.pos] {
-	case '{':
-		s.pos++
-		s.ws()
-		if s.pos < len(s.data) && s.data[s.pos] == '}' {
-			s.pos++
-			return
-		}
-		for !s.stop() {
-			s.ws()
-			if s.pos >= len(s.data) || s.data[s.pos] != '"' {
-				s.bad = true
-				return
-			}
-			key, reason := s.str()
-			if s.stop() {
-				return
-			}
-			if reason != "" {
-				s.violation("has a key that " + reason)
-				return
-			}
-			s.ws()
-			if s.pos >= len(s.data) || s.data[s.pos] != ':' {
-				s.bad = true
-				return
-			}
-			s.pos++
-			s.path = append(s.path, pathStep{key: key})
-			s.value(depth + 1)
-			if s.stop() {
-				return
-			}
-			s.path = s.path[:len(s.path)-1]
-			s.ws()
-			if s.pos < len(s.data) && s.data[s.pos] == ',' {
-				s.pos++
-				continue
-			}
-			if s.pos < len(s.data) && s.data[s.pos] == '}' {
-				s.pos++
-				return
-			}
-			s.bad = true
-		}
-	case '[':
-		s.pos++
-		s.ws()
-		if s.pos < len(s.data) && s.data[s.pos] == ']' {
-			s.pos++
-			return
-		}
-		for i := 0; !s.stop(); i++ {
-			s.path = append(s.path, pathStep{index: i})
-			s.value(depth + 1)
-			if s.stop() {
-				return
-			}
-			s.path = s.path[:len(s.path)-1]
-			s.ws()
-			if s.pos < len(s.data) && s.data[s.pos] == ',' {
-				s.pos++
-				continue
-			}
-			if s.pos < len(s.data) && s.data[s.pos] == ']' {
-				s.pos++
-				return
-			}
-			s.bad = true
-		}
-	case '"':
-		if _, reason := s.str(); reason != "" && !s.bad {
-			s.violation(reason)
-		}
-	default:
-		// A number or a literal: skip to the next delimiter.
-		for s.pos < len(s.data) {
-			switch s.data[s.pos] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return
-			}
-			s.pos++
-		}
-	}
-}
-
-// str reads a JSON string at s.pos (its opening quote) and returns its
-// decoded value, when valid, and why it breaks the text rule, if it does.
-func (s *textScanner) str() (string, string) {
-	s.pos++ // the opening quote
-	var b strings.Builder
-	reason := ""
-	note := func(r string) {
-		if reason == "" {
-			reason = r
-		}
-	}
-	for s.pos < len(s.data) {
-		c := s.data[s.pos]
-		switch {
-		case c == '"':
-			s.pos++
-			return b.String(), reason
-		case c == '\\':
-			if s.pos+1 >= len(s.data) {
-				s.bad = true
-				return "", ""
-			}
-			e := s.data[s.pos+1]
-			if e != 'u' {
-				b.WriteByte(e)
-				s.pos += 2
-				continue
-			}
-			r, ok := s.hex4(s.pos + 2)
-			if !ok {
-				s.bad = true
-				return "", ""
-			}
-			s.pos += 6
-			switch {
-			case r == 0:
-				note("contains a NUL character")
-			case utf16.IsSurrogate(r) && r < 0xdc00:
-				// A high surrogate must be followed by a low one.
-				if s.pos+1 < len(s.data) && s.data[s.pos] == '\\' && s.data[s.pos+1] == 'u' {
-					if lo, ok := s.hex4(s.pos + 2); ok && lo >= 0xdc00 && lo <= 0xdfff {
-						s.pos += 6
-						b.WriteRune(utf16.DecodeRune(r, lo))
-						continue
-					}
-				}
-				note("contains a lone UTF-16 surrogate")
-			case utf16.IsSurrogate(r):
-				note("contains a lone UTF-16 surrogate")
-			default:
-				b.WriteRune(r)
-			}
-		case c < 0x80:
-			b.WriteByte(c)
-			s.pos++
-		default:
-			r, size := utf8.DecodeRune(s.data[s.pos:])
-			if r == utf8.RuneError && size <= 1 {
-				note("is not valid UTF-8")
-				s.pos++
-				continue
-			}
-			b.WriteRune(r)
-			s.pos += size
-		}
-	}
-	s.bad = true
-	return "", ""
-}
-
-func (s *textScanner) hex4(at int) (rune, bool) {
-	if at+4 > len(s.data) {
-		return 0, false
-	}
-	n, err := strconv.ParseUint(string(s.data[at:at+4]), 16, 32)
-	if err != nil {
-		return 0, false
-	}
-	return rune(n), true
+	return &textViolation{Location: loc, Field: v.Field(), Reason: v.Reason}
 }

@@ -11,10 +11,27 @@ ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING *;
 
 -- name: InsertBatchItems :execrows
--- Stores a batch's items in one statement, item i at idx i (0-based).
-INSERT INTO batch_item (batch_id, idx, payload)
-SELECT sqlc.arg(batch_id), (p.ord - 1)::int, p.payload::json
-FROM unnest(sqlc.arg(payloads)::text[]) WITH ORDINALITY AS p (payload, ord);
+-- Stores a batch's items in one statement, item i at idx i (0-based), with
+-- parallel arrays of equal length: an item with an empty error_code is
+-- PENDING; one with a code is FAILED from the start with it and its
+-- error_detail (an item that broke the text rule at submission, never
+-- run). The caller writes the tally row of the failed ones in the same
+-- transaction (InsertBatchTally).
+INSERT INTO batch_item (batch_id, idx, payload, status, error_code, error_detail, finished_at)
+SELECT sqlc.arg(batch_id), (p.ord - 1)::int, p.payload::json,
+       CASE WHEN p.error_code = '' THEN 'PENDING' ELSE 'FAILED' END::batch_item_status,
+       NULLIF(p.error_code, ''), NULLIF(p.error_detail, ''),
+       CASE WHEN p.error_code = '' THEN NULL ELSE now() END
+FROM (SELECT generate_subscripts(sqlc.arg(payloads)::text[], 1) AS ord,
+             unnest(sqlc.arg(payloads)::text[]) AS payload,
+             unnest(sqlc.arg(error_codes)::text[]) AS error_code,
+             unnest(sqlc.arg(error_details)::text[]) AS error_detail) p;
+
+-- name: InsertBatchTally :exec
+-- A tally row written outside a chunk: the items a batch's creation
+-- recorded FAILED (InsertBatchItems), in its transaction.
+INSERT INTO batch_tally (batch_id, succeeded, failed)
+VALUES (sqlc.arg(batch_id), sqlc.arg(succeeded), sqlc.arg(failed));
 
 -- name: GetBatch :one
 -- A batch with its counters: the sums of its tally rows.

@@ -1917,7 +1917,7 @@ type ClientInterface interface {
 
 	// CreateBatchWithBody Submit a batch of journal entries, orders, loans or repayments
 	//
-	// Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give (GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): operation, 1..10,000 items, each a JSON object. The body may be up to 16 MiB (every other endpoint: 1 MiB).
+	// Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give (GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): idempotency_key, operation, 1..10,000 items, each a JSON object, and the text rule on the envelope's own strings. An item whose text breaks the text rule (invalid UTF-8, a lone surrogate escape, NUL) fails alone too: it is FAILED from the start with validation_failed and the detail its endpoint's 422 would give, naming the field within the item (postings[0].account), and is counted in failed. The body may be up to 16 MiB (every other endpoint: 1 MiB).
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1926,7 +1926,7 @@ type ClientInterface interface {
 
 	// CreateBatch Submit a batch of journal entries, orders, loans or repayments
 	//
-	// Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give (GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): operation, 1..10,000 items, each a JSON object. The body may be up to 16 MiB (every other endpoint: 1 MiB).
+	// Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give (GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): idempotency_key, operation, 1..10,000 items, each a JSON object, and the text rule on the envelope's own strings. An item whose text breaks the text rule (invalid UTF-8, a lone surrogate escape, NUL) fails alone too: it is FAILED from the start with validation_failed and the detail its endpoint's 422 would give, naming the field within the item (postings[0].account), and is counted in failed. The body may be up to 16 MiB (every other endpoint: 1 MiB).
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -2363,7 +2363,7 @@ func (c *Client) ListAccountPostings(ctx context.Context, code string, params *L
 
 // CreateBatchWithBody Submit a batch of journal entries, orders, loans or repayments
 //
-// Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give (GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): operation, 1..10,000 items, each a JSON object. The body may be up to 16 MiB (every other endpoint: 1 MiB).
+// Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give (GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): idempotency_key, operation, 1..10,000 items, each a JSON object, and the text rule on the envelope's own strings. An item whose text breaks the text rule (invalid UTF-8, a lone surrogate escape, NUL) fails alone too: it is FAILED from the start with validation_failed and the detail its endpoint's 422 would give, naming the field within the item (postings[0].account), and is counted in failed. The body may be up to 16 MiB (every other endpoint: 1 MiB).
 //
 // Takes any type of body and a specified content type.
 //
@@ -2382,7 +2382,7 @@ func (c *Client) CreateBatchWithBody(ctx context.Context, contentType string, bo
 
 // CreateBatch Submit a batch of journal entries, orders, loans or repayments
 //
-// Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give (GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): operation, 1..10,000 items, each a JSON object. The body may be up to 16 MiB (every other endpoint: 1 MiB).
+// Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give (GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): idempotency_key, operation, 1..10,000 items, each a JSON object, and the text rule on the envelope's own strings. An item whose text breaks the text rule (invalid UTF-8, a lone surrogate escape, NUL) fails alone too: it is FAILED from the start with validation_failed and the detail its endpoint's 422 would give, naming the field within the item (postings[0].account), and is counted in failed. The body may be up to 16 MiB (every other endpoint: 1 MiB).
 //
 // Takes a body of the `application/json` content type.
 //
@@ -5580,7 +5580,7 @@ type ClientWithResponsesInterface interface {
 
 	// CreateBatchWithBodyWithResponse Submit a batch of journal entries, orders, loans or repayments
 	//
-	// Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give (GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): operation, 1..10,000 items, each a JSON object. The body may be up to 16 MiB (every other endpoint: 1 MiB).
+	// Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give (GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): idempotency_key, operation, 1..10,000 items, each a JSON object, and the text rule on the envelope's own strings. An item whose text breaks the text rule (invalid UTF-8, a lone surrogate escape, NUL) fails alone too: it is FAILED from the start with validation_failed and the detail its endpoint's 422 would give, naming the field within the item (postings[0].account), and is counted in failed. The body may be up to 16 MiB (every other endpoint: 1 MiB).
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -5589,7 +5589,7 @@ type ClientWithResponsesInterface interface {
 
 	// CreateBatchWithResponse Submit a batch of journal entries, orders, loans or repayments
 	//
-	// Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give (GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): operation, 1..10,000 items, each a JSON object. The body may be up to 16 MiB (every other endpoint: 1 MiB).
+	// Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give (GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): idempotency_key, operation, 1..10,000 items, each a JSON object, and the text rule on the envelope's own strings. An item whose text breaks the text rule (invalid UTF-8, a lone surrogate escape, NUL) fails alone too: it is FAILED from the start with validation_failed and the detail its endpoint's 422 would give, naming the field within the item (postings[0].account), and is counted in failed. The body may be up to 16 MiB (every other endpoint: 1 MiB).
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -10017,7 +10017,7 @@ func (c *ClientWithResponses) ListAccountPostingsWithResponse(ctx context.Contex
 
 // CreateBatchWithBodyWithResponse Submit a batch of journal entries, orders, loans or repayments
 //
-// Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give (GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): operation, 1..10,000 items, each a JSON object. The body may be up to 16 MiB (every other endpoint: 1 MiB).
+// Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give (GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): idempotency_key, operation, 1..10,000 items, each a JSON object, and the text rule on the envelope's own strings. An item whose text breaks the text rule (invalid UTF-8, a lone surrogate escape, NUL) fails alone too: it is FAILED from the start with validation_failed and the detail its endpoint's 422 would give, naming the field within the item (postings[0].account), and is counted in failed. The body may be up to 16 MiB (every other endpoint: 1 MiB).
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -10032,7 +10032,7 @@ func (c *ClientWithResponses) CreateBatchWithBodyWithResponse(ctx context.Contex
 
 // CreateBatchWithResponse Submit a batch of journal entries, orders, loans or repayments
 //
-// Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give (GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): operation, 1..10,000 items, each a JSON object. The body may be up to 16 MiB (every other endpoint: 1 MiB).
+// Stores the batch and its items and enqueues its batch.chunk jobs in one transaction, then answers 202 with the batch RUNNING. Each item goes through the same code path, validation and idempotency as its single endpoint when it runs: an invalid item fails alone, with the code that endpoint would give (GET /v1/batches/{id}/items). Only the envelope is checked here (422 writing nothing): idempotency_key, operation, 1..10,000 items, each a JSON object, and the text rule on the envelope's own strings. An item whose text breaks the text rule (invalid UTF-8, a lone surrogate escape, NUL) fails alone too: it is FAILED from the start with validation_failed and the detail its endpoint's 422 would give, naming the field within the item (postings[0].account), and is counted in failed. The body may be up to 16 MiB (every other endpoint: 1 MiB).
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //

@@ -5,14 +5,28 @@
 //
 // # Submission
 //
-// Create stores the batch (RUNNING, every item PENDING, each item's JSON as
-// sent) and inserts its batch.chunk jobs — one per ChunkSize items — in one
-// transaction: a batch without its jobs, or jobs without their batch,
-// cannot exist. The batch's idempotency_key makes a repeat of the same
-// request return the stored batch; the same key with another payload is
-// idempotency_conflict. Only the envelope is checked at submission
-// (operation, 1..10,000 items, each a JSON object); an item's own
-// validation happens when it runs, and an invalid item fails alone.
+// Create stores the batch (RUNNING, every item PENDING but those failed by
+// the text rule below, each item's JSON as sent) and inserts its
+// batch.chunk jobs — one per ChunkSize items — in one transaction: a batch
+// without its jobs, or jobs without their batch, cannot exist. The
+// batch's idempotency_key makes a repeat of the same request return the
+// stored batch; the same key with another payload is idempotency_conflict
+// (the request hash is over the items' bytes as sent, compacted, so items
+// that differ only in invalid bytes differ). Only the envelope is checked
+// at submission (operation, 1..10,000 items, each a JSON object); an
+// item's own validation happens when it runs, and an invalid item fails
+// alone.
+//
+// The one rule of an item checked at submission is the API's text rule
+// (internal/jsontext): it must be checked on the raw bytes, which a JSON
+// decoder would already have turned into U+FFFD. Each item is scanned on
+// its own, and one whose text breaks the rule (invalid UTF-8, a lone
+// surrogate escape, NUL) is stored FAILED from the start, with
+// validation_failed and the detail the single endpoint's 422 gives for the
+// same body (its field named within the item: "postings[0].account"); it
+// never runs. Its payload is stored with invalid bytes replaced by U+FFFD
+// (Postgres refuses invalid UTF-8 in any text), and a tally row counting
+// it is written in the creating transaction.
 //
 // # Exactly once
 //
@@ -60,8 +74,10 @@
 // # Counting and completion
 //
 // Counters live in the database as tally rows (batch_tally), one per
-// transaction that recorded items, written with those items; succeeded and
-// failed are their sums and pending = total − succeeded − failed. There is
+// transaction that recorded items (a chunk's group, or the creating
+// transaction for items failed at submission), written with those items;
+// succeeded and failed are their sums and pending = total − succeeded −
+// failed. There is
 // no counter on the batch row on purpose: every chunk transaction would
 // lock that one row until it commits, so the commits of all chunks — on
 // every instance — would follow one another, one fsync at a time. After
@@ -70,9 +86,11 @@
 // with completed_at and appends batch.completed (events.AppendTx). The run
 // that commits the last items sees every tally, so it is the one; two runs
 // that both see them meet on the batch row and the second finds it
-// COMPLETED. A run cut off between its last commit and that step is run
-// again by River, and a chunk that exhausts its attempts is a dead letter
-// an operator retries (GET /v1/dead-letters).
+// COMPLETED. A batch whose every item failed at submission has its tallies
+// complete from the start; its chunks find nothing pending and the first
+// to try completes it. A run cut off between its last commit and that
+// step is run again by River, and a chunk that exhausts its attempts is a
+// dead letter an operator retries (GET /v1/dead-letters).
 //
 // # Cancel
 //
@@ -101,6 +119,7 @@ import (
 
 	"riverbank"
 	"riverbank/internal/db"
+	"riverbank/internal/jsontext"
 	"riverbank/internal/ledger"
 	"riverbank/internal/lending"
 	"riverbank/internal/orders"
@@ -246,9 +265,23 @@ func invalid(format string, args ...any) *riverbank.Error {
 	return riverbank.Errorf(riverbank.EINVALID, format, args...)
 }
 
+// submitted is one submitted item as Create stores it.
+type submitted struct {
+	// payload is the item's JSON, compact, as stored (valid UTF-8: an item
+	// failed at submission has its invalid bytes replaced by U+FFFD; it is
+	// never run).
+	payload string
+	// failed, when set, is why the item failed at submission: it broke
+	// the text rule, as the single endpoint's request would have.
+	failed *ItemError
+}
+
 // validate checks the envelope and returns the items in canonical form
-// (compact JSON, valid UTF-8) and the request's hash.
-func (in *CreateInput) validate() ([]string, string, error) {
+// (compact JSON) and the request's hash. Each item is checked against the
+// text rule on its own (jsontext.Scan, as the API checks a request body):
+// one that breaks it is returned failed, with validation_failed and the
+// detail the single endpoint's 422 gives, its field named within the item.
+func (in *CreateInput) validate() ([]submitted, string, error) {
 	if in.IdempotencyKey == "" || utf8.RuneCountInString(in.IdempotencyKey) > MaxKeyLen ||
 		!riverbank.ValidText(in.IdempotencyKey) || strings.ContainsRune(in.IdempotencyKey, utf8.RuneError) {
 		return nil, "", invalid("idempotency_key is required: 1..%d characters of valid UTF-8 without NUL", MaxKeyLen).WithDetail("field", "idempotency_key")
@@ -261,22 +294,33 @@ func (in *CreateInput) validate() ([]string, string, error) {
 	}
 	h := sha256.New()
 	h.Write([]byte(in.Operation))
-	out := make([]string, len(in.Items))
+	out := make([]submitted, len(in.Items))
 	var buf bytes.Buffer
 	for i, raw := range in.Items {
 		buf.Reset()
 		if err := json.Compact(&buf, raw); err != nil || buf.Len() == 0 || buf.Bytes()[0] != '{' {
 			return nil, "", invalid("items[%d] must be a JSON object (the body of the %s endpoint)", i, in.Operation).WithDetail("field", fmt.Sprintf("items[%d]", i))
 		}
+		// The hash is over the bytes as sent (compacted), invalid UTF-8
+		// included: two items that differ only in their invalid bytes are
+		// different payloads.
 		b := buf.Bytes()
-		if !utf8.Valid(b) {
-			// Only strings can hold invalid UTF-8 in valid JSON; a JSON
-			// decoder reads it as U+FFFD, and so will the item.
-			b = bytes.ToValidUTF8(b, []byte("\uFFFD"))
-		}
-		out[i] = string(b)
 		h.Write([]byte{'\n'})
 		h.Write(b)
+		v := jsontext.Scan(b)
+		if v == nil && !utf8.Valid(b) {
+			// Unreachable: in valid JSON only strings can hold invalid
+			// UTF-8, and the scan reads every string. Should it happen,
+			// the item must still not run with U+FFFD in its text.
+			v = &jsontext.Violation{Reason: "is not valid UTF-8"}
+		}
+		if v == nil {
+			out[i] = submitted{payload: string(b)}
+			continue
+		}
+		// Postgres refuses invalid UTF-8 in any text, json included
+		// (escapes such as \u0000 and \ud800 it keeps as they are).
+		out[i] = submitted{payload: string(bytes.ToValidUTF8(b, []byte("\uFFFD"))), failed: &ItemError{Code: riverbank.EINVALID, Detail: v.Detail()}}
 	}
 	return out, hex.EncodeToString(h.Sum(nil)), nil
 }
@@ -284,8 +328,16 @@ func (in *CreateInput) validate() ([]string, string, error) {
 // Create stores a batch and its items and inserts its chunk jobs in one
 // transaction. It returns the batch and whether it was created now: the
 // same idempotency_key with the same operation and items (compared as
-// compact JSON) returns the stored batch with created=false, whatever it
-// has done since; with another payload it is idempotency_conflict.
+// compact JSON, byte for byte) returns the stored batch with
+// created=false, whatever it has done since; with another payload it is
+// idempotency_conflict.
+//
+// An item that breaks the text rule is stored FAILED (validate) with a
+// tally row counting it, in the same transaction, so the counters show it
+// from the start. Every chunk still gets its job: a chunk whose items all
+// failed at submission finds none pending and tries to complete the batch
+// like any other, so a batch whose every item failed completes too (with
+// one batch.completed, as always).
 func (s *Service) Create(ctx context.Context, in CreateInput) (*Batch, bool, error) {
 	items, hash, err := in.validate()
 	if err != nil {
@@ -314,12 +366,26 @@ func (s *Service) Create(ctx context.Context, in CreateInput) (*Batch, bool, err
 		if err != nil {
 			return fmt.Errorf("insert batch: %w", err)
 		}
-		n, err := tx.InsertBatchItems(ctx, db.InsertBatchItemsParams{BatchID: row.ID, Payloads: items})
+		p := db.InsertBatchItemsParams{BatchID: row.ID, Payloads: make([]string, len(items)), ErrorCodes: make([]string, len(items)), ErrorDetails: make([]string, len(items))}
+		failed := 0
+		for i, it := range items {
+			p.Payloads[i] = it.payload
+			if it.failed != nil {
+				p.ErrorCodes[i], p.ErrorDetails[i] = it.failed.Code, storable(it.failed.Detail)
+				failed++
+			}
+		}
+		n, err := tx.InsertBatchItems(ctx, p)
 		if err != nil {
 			return fmt.Errorf("insert batch items: %w", err)
 		}
 		if int(n) != len(items) {
 			return fmt.Errorf("insert batch items: %d of %d stored", n, len(items))
+		}
+		if failed > 0 {
+			if err := tx.InsertBatchTally(ctx, db.InsertBatchTallyParams{BatchID: row.ID, Succeeded: 0, Failed: int32(failed)}); err != nil {
+				return fmt.Errorf("insert batch tally: %w", err)
+			}
 		}
 		params := make([]river.InsertManyParams, 0, (len(items)+s.chunkSize-1)/s.chunkSize)
 		for from := 0; from < len(items); from += s.chunkSize {
@@ -329,10 +395,16 @@ func (s *Service) Create(ctx context.Context, in CreateInput) (*Batch, bool, err
 			return err
 		}
 		out, created = batchFromRow(db.GetBatchRow{ID: row.ID, IdempotencyKey: row.IdempotencyKey, RequestHash: row.RequestHash, Operation: row.Operation,
-			Status: row.Status, Total: row.Total, CreatedAt: row.CreatedAt, CompletedAt: row.CompletedAt, CancelledAt: row.CancelledAt}), true
+			Status: row.Status, Total: row.Total, CreatedAt: row.CreatedAt, CompletedAt: row.CompletedAt, CancelledAt: row.CancelledAt, Failed: int32(failed)}), true
 		return nil
 	})
 	return out, created, err
+}
+
+// storable is an error detail Postgres text can hold: a message may quote
+// client text (a field name, a key).
+func storable(detail string) string {
+	return strings.ToValidUTF8(strings.ReplaceAll(detail, "\x00", "\uFFFD"), "\uFFFD")
 }
 
 // Get returns a batch.

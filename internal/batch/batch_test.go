@@ -86,12 +86,20 @@ func raws(t *testing.T, items []any) []json.RawMessage {
 // submit creates a batch, which must be new.
 func (b *testBundle) submit(t *testing.T, key, op string, items []any) *batch.Batch {
 	t.Helper()
-	bt, created, err := b.batches.Create(b.Ctx, batch.CreateInput{IdempotencyKey: b.ID(key), Operation: op, Items: raws(t, items)})
+	return b.submitRaw(t, key, op, raws(t, items))
+}
+
+// submitRaw creates a batch of items as sent, which must be new. Only
+// items that break the text rule are done at once (FAILED).
+func (b *testBundle) submitRaw(t *testing.T, key, op string, items []json.RawMessage) *batch.Batch {
+	t.Helper()
+	bt, created, err := b.batches.Create(b.Ctx, batch.CreateInput{IdempotencyKey: b.ID(key), Operation: op, Items: items})
 	require.NoError(t, err)
 	require.True(t, created)
 	require.Equal(t, batch.StatusRunning, bt.Status)
 	require.Equal(t, len(items), bt.Total)
-	require.Equal(t, len(items), bt.Pending)
+	require.Zero(t, bt.Succeeded)
+	require.Equal(t, len(items), bt.Pending+bt.Failed)
 	return bt
 }
 
@@ -182,7 +190,7 @@ func TestJournalEntryItemsFailAlone(t *testing.T) {
 		entry(k(2), cash, 100, "nope:"+b.Suffix, -100), // 2: unknown account
 		withExtra,                         // 3: a field the endpoint refuses
 		wrongType,                         // 4: a string for an integer
-		withNUL,                           // 5: text Postgres cannot store
+		withNUL,                           // 5: text the text rule refuses (failed at submission)
 		entry(k(0), cash, 100, rev, -100), // 6: item 0 again: a replay
 		entry(k(0), cash, 200, rev, -200), // 7: item 0's key, another entry
 		entry(ledger.SystemKeyPrefix+b.Suffix, cash, 1, rev, -1), // 8: a reserved key
@@ -205,6 +213,7 @@ func TestJournalEntryItemsFailAlone(t *testing.T) {
 	require.Contains(t, its[3].Error.Detail, "memo")
 	requireFailed(t, its[4], riverbank.EINVALID)
 	requireFailed(t, its[5], riverbank.EINVALID)
+	require.Equal(t, "description contains a NUL character: text must be valid UTF-8 without NUL characters or lone surrogates", its[5].Error.Detail)
 	require.Equal(t, first, requireSucceeded(t, its[6]), "a replay of item 0's key returns item 0's entry")
 	requireFailed(t, its[7], riverbank.EIDEMPOTENCYCONFLICT)
 	requireFailed(t, its[8], riverbank.EINVALID)
@@ -467,6 +476,133 @@ func TestSameKeyIsOneBatch(t *testing.T) {
 		require.Equal(t, jobs.QueueBatch, j.Queue)
 	}
 	require.ElementsMatch(t, []batch.ChunkArgs{{BatchID: ids[0], From: 0, To: 100}, {BatchID: ids[0], From: 100, To: 200}, {BatchID: ids[0], From: 200, To: 250}}, chunks)
+}
+
+// textRuleDetail is the detail of the single endpoint's 422 for a field
+// whose text breaks the text rule.
+func textRuleDetail(field, reason string) string {
+	return field + " " + reason + ": text must be valid UTF-8 without NUL characters or lone surrogates"
+}
+
+// TestItemsBreakingTheTextRuleFailAtSubmission: an item whose text breaks
+// the API's text rule (invalid UTF-8, a lone surrogate escape, NUL) is
+// FAILED when the batch is created — validation_failed with the detail the
+// single endpoint's 422 gives, its field named within the item — and
+// counted at once; it never runs, and the other items do. The request
+// hash tells such items apart byte for byte.
+func TestItemsBreakingTheTextRuleFailAtSubmission(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cash, rev := b.account(t, "cash", "ASSET"), b.account(t, "revenue", "INCOME")
+	all := make([]any, 250)
+	for i := range all {
+		all[i] = entry(b.ID(fmt.Sprintf("je-%d", i)), cash, 10, rev, -10)
+	}
+	items := raws(t, all)
+	raw := func(i int, description, account, extra string) json.RawMessage {
+		return json.RawMessage(`{"idempotency_key":"` + b.ID(fmt.Sprintf("je-%d", i)) + `","description":"` + description + `",` +
+			`"postings":[{"account":"` + cash + `","amount_minor":10},{"account":"` + account + `","amount_minor":-10}]` + extra + `}`)
+	}
+	items[5] = raw(5, "ok", rev+"\xff", "")
+	items[150] = raw(150, `lone \ud800`, rev, "")
+	items[249] = raw(249, "ok", rev, `,"na\u0000me":1`)
+
+	bt := b.submitRaw(t, "text", batch.OpJournalEntry, items)
+	require.Equal(t, []int{0, 3, 247}, []int{bt.Succeeded, bt.Failed, bt.Pending}, "counted from the start")
+	got, err := b.batches.Get(b.Ctx, bt.ID)
+	require.NoError(t, err)
+	require.Equal(t, []int{0, 3, 247}, []int{got.Succeeded, got.Failed, got.Pending})
+	require.Equal(t, batch.StatusRunning, got.Status)
+	failed, err := b.batches.Items(b.Ctx, bt.ID, batch.ItemFilter{Status: batch.ItemFailed, AfterIndex: -1, Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, failed, 3)
+	for i, want := range []struct {
+		idx    int
+		detail string
+	}{
+		{5, textRuleDetail("postings[1].account", "is not valid UTF-8")},
+		{150, textRuleDetail("description", "contains a lone UTF-16 surrogate")},
+		{249, textRuleDetail("body", "has a key that contains a NUL character")},
+	} {
+		require.Equal(t, want.idx, failed[i].Index)
+		requireFailed(t, failed[i], riverbank.EINVALID)
+		require.Equal(t, want.detail, failed[i].Error.Detail)
+		require.NotNil(t, failed[i].FinishedAt)
+	}
+	// Postgres refuses invalid UTF-8 in any text: the failed item is
+	// stored with U+FFFD in its place (it never runs); escapes are kept.
+	var payload string
+	require.NoError(t, b.Pool.QueryRow(b.Ctx, "SELECT payload::text FROM batch_item WHERE batch_id = $1 AND idx = 5", bt.ID).Scan(&payload))
+	require.Contains(t, payload, rev+"\uFFFD")
+	require.NoError(t, b.Pool.QueryRow(b.Ctx, "SELECT payload::text FROM batch_item WHERE batch_id = $1 AND idx = 150", bt.ID).Scan(&payload))
+	require.Contains(t, payload, `lone \ud800`)
+
+	// The same items again are the same batch; one byte changed in a
+	// failed item, or U+FFFD sent where the invalid byte was, is another
+	// payload.
+	in := batch.CreateInput{IdempotencyKey: b.ID("text"), Operation: batch.OpJournalEntry, Items: items}
+	again, created, err := b.batches.Create(b.Ctx, in)
+	require.NoError(t, err)
+	require.False(t, created)
+	require.Equal(t, bt.ID, again.ID)
+	for _, account := range []string{rev + "\xfe", rev + "\uFFFD", rev + `\ufffd`} {
+		other := slices.Clone(items)
+		other[5] = raw(5, "ok", account, "")
+		_, _, err = b.batches.Create(b.Ctx, batch.CreateInput{IdempotencyKey: in.IdempotencyKey, Operation: in.Operation, Items: other})
+		testkit.RequireCode(t, err, riverbank.EIDEMPOTENCYCONFLICT)
+	}
+
+	b.work(t)
+	bt = b.waitDone(t, bt.ID)
+	require.Equal(t, batch.StatusCompleted, bt.Status)
+	require.Equal(t, []int{247, 3, 0}, []int{bt.Succeeded, bt.Failed, bt.Pending})
+	b.requireCounts(t, bt)
+	require.EqualValues(t, 1, b.completedEvents(t, bt.ID))
+	its := b.items(t, bt.ID)
+	for _, i := range []int{5, 150, 249} {
+		require.Equal(t, textRuleDetail(map[int]string{5: "postings[1].account", 150: "description", 249: "body"}[i],
+			map[int]string{5: "is not valid UTF-8", 150: "contains a lone UTF-16 surrogate", 249: "has a key that contains a NUL character"}[i]), its[i].Error.Detail)
+	}
+	// The failed items wrote nothing; the others one entry each, and no
+	// text with U+FFFD reached the ledger.
+	require.EqualValues(t, 247, b.Count(t, "SELECT count(*) FROM ledger_entry WHERE idempotency_key LIKE $1", "%"+b.Suffix))
+	require.EqualValues(t, 0, b.Count(t, "SELECT count(*) FROM ledger_entry WHERE idempotency_key = ANY($1)", []string{b.ID("je-5"), b.ID("je-150"), b.ID("je-249")}))
+	for _, table := range []string{"ledger_account", "ledger_entry", "ledger_posting"} {
+		require.EqualValues(t, 0, b.Count(t, "SELECT count(*) FROM "+table+" x WHERE strpos(x::text, U&'\\FFFD') > 0"), table)
+	}
+}
+
+// TestBatchOfOnlyTextRuleFailuresCompletes: a batch whose every item
+// breaks the text rule is created with failed = total and completes when
+// its chunks run (they find nothing pending), with one batch.completed,
+// however many instances run its chunks.
+func TestBatchOfOnlyTextRuleFailuresCompletes(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	items := make([]json.RawMessage, 250)
+	for i := range items {
+		items[i] = json.RawMessage(fmt.Sprintf(`{"idempotency_key":"je-%d\u0000","postings":[]}`, i))
+	}
+	bt := b.submitRaw(t, "all-failed", batch.OpJournalEntry, items)
+	require.Equal(t, []int{0, 250, 0}, []int{bt.Succeeded, bt.Failed, bt.Pending})
+	require.EqualValues(t, 1, b.Count(t, "SELECT count(*) FROM batch_tally WHERE batch_id = $1", bt.ID))
+	require.EqualValues(t, 3, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = $1", batch.KindChunk))
+
+	b.work(t)
+	b.work(t)
+	bt = b.waitDone(t, bt.ID)
+	require.Equal(t, batch.StatusCompleted, bt.Status)
+	require.NotNil(t, bt.CompletedAt)
+	require.Equal(t, []int{0, 250, 0}, []int{bt.Succeeded, bt.Failed, bt.Pending})
+	b.requireCounts(t, bt)
+	testkit.WaitFor(t, 30*time.Second, "every chunk to finish", func() bool {
+		return b.Count(t, "SELECT count(*) FROM river_job WHERE kind = $1 AND state <> 'completed'", batch.KindChunk) == 0
+	})
+	require.EqualValues(t, 1, b.completedEvents(t, bt.ID))
+	for _, it := range b.items(t, bt.ID) {
+		requireFailed(t, it, riverbank.EINVALID)
+		require.Equal(t, textRuleDetail("idempotency_key", "contains a NUL character"), it.Error.Detail)
+	}
 }
 
 func TestCreateRefusesBadEnvelopes(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"riverbank"
 	"riverbank/internal/db"
@@ -230,8 +229,7 @@ func (s *Service) runGroup(ctx context.Context, op string, args ChunkArgs, after
 			p.Statuses = append(p.Statuses, status)
 			p.ResultIds = append(p.ResultIds, resultID)
 			p.ErrorCodes = append(p.ErrorCodes, code)
-			// A message may quote client text: keep it storable.
-			p.ErrorDetails = append(p.ErrorDetails, strings.ToValidUTF8(strings.ReplaceAll(detail, "\x00", "\uFFFD"), "\uFFFD"))
+			p.ErrorDetails = append(p.ErrorDetails, storable(detail))
 		}
 		for _, r := range rows {
 			if m.failAll {

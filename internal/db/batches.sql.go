@@ -347,23 +347,59 @@ func (q *Queries) InsertBatch(ctx context.Context, arg InsertBatchParams) (Batch
 }
 
 const insertBatchItems = `-- name: InsertBatchItems :execrows
-INSERT INTO batch_item (batch_id, idx, payload)
-SELECT $1, (p.ord - 1)::int, p.payload::json
-FROM unnest($2::text[]) WITH ORDINALITY AS p (payload, ord)
+INSERT INTO batch_item (batch_id, idx, payload, status, error_code, error_detail, finished_at)
+SELECT $1, (p.ord - 1)::int, p.payload::json,
+       CASE WHEN p.error_code = '' THEN 'PENDING' ELSE 'FAILED' END::batch_item_status,
+       NULLIF(p.error_code, ''), NULLIF(p.error_detail, ''),
+       CASE WHEN p.error_code = '' THEN NULL ELSE now() END
+FROM (SELECT generate_subscripts($2::text[], 1) AS ord,
+             unnest($2::text[]) AS payload,
+             unnest($3::text[]) AS error_code,
+             unnest($4::text[]) AS error_detail) p
 `
 
 type InsertBatchItemsParams struct {
-	BatchID  int64
-	Payloads []string
+	BatchID      int64
+	Payloads     []string
+	ErrorCodes   []string
+	ErrorDetails []string
 }
 
-// Stores a batch's items in one statement, item i at idx i (0-based).
+// Stores a batch's items in one statement, item i at idx i (0-based), with
+// parallel arrays of equal length: an item with an empty error_code is
+// PENDING; one with a code is FAILED from the start with it and its
+// error_detail (an item that broke the text rule at submission, never
+// run). The caller writes the tally row of the failed ones in the same
+// transaction (InsertBatchTally).
 func (q *Queries) InsertBatchItems(ctx context.Context, arg InsertBatchItemsParams) (int64, error) {
-	result, err := q.db.Exec(ctx, insertBatchItems, arg.BatchID, arg.Payloads)
+	result, err := q.db.Exec(ctx, insertBatchItems,
+		arg.BatchID,
+		arg.Payloads,
+		arg.ErrorCodes,
+		arg.ErrorDetails,
+	)
 	if err != nil {
 		return 0, err
 	}
 	return result.RowsAffected(), nil
+}
+
+const insertBatchTally = `-- name: InsertBatchTally :exec
+INSERT INTO batch_tally (batch_id, succeeded, failed)
+VALUES ($1, $2, $3)
+`
+
+type InsertBatchTallyParams struct {
+	BatchID   int64
+	Succeeded int32
+	Failed    int32
+}
+
+// A tally row written outside a chunk: the items a batch's creation
+// recorded FAILED (InsertBatchItems), in its transaction.
+func (q *Queries) InsertBatchTally(ctx context.Context, arg InsertBatchTallyParams) error {
+	_, err := q.db.Exec(ctx, insertBatchTally, arg.BatchID, arg.Succeeded, arg.Failed)
+	return err
 }
 
 const listBatchItems = `-- name: ListBatchItems :many
