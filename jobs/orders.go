@@ -13,13 +13,12 @@ import (
 // OrderConfirmWorker works order.confirm: it sees that its order leaves
 // CREATED (its reservation becomes sold) and does nothing when it already
 // has. Each job is one order's, as inserted with the order, but a job
-// whose order still waits confirms every waiting order it can in batches
-// (orders.ConfirmCreated: the oldest first, summed stock moves, one commit
-// per batch), so under load one job confirms what many were inserted for
-// and the others find their order done with one unlocked read. If its own
-// order was skipped (held by a payment or a cancel at that moment, or past
-// the batches), it confirms it alone. Every step is idempotent, so the job
-// completes outside the transactions: a crash in between runs it again.
+// whose order still waits confirms every waiting order in batches
+// (orders.ConfirmWaiting: one batch at a time, the oldest orders first,
+// summed stock moves, one commit per batch), so under load one job
+// confirms what many were inserted for and the others find their order
+// done. Every step is idempotent, so the job completes outside the
+// transactions: a crash in between runs it again.
 type OrderConfirmWorker struct {
 	river.WorkerDefaults[orders.ConfirmArgs]
 	Orders *orders.Service
@@ -34,21 +33,7 @@ func (w *OrderConfirmWorker) Work(ctx context.Context, job *river.Job[orders.Con
 	if err != nil || !waiting {
 		return orderJobResult(err)
 	}
-	batch := cmp.Or(w.Batch, orders.ConfirmBatch)
-	// A few batches at most: the jobs of the orders left waiting run too.
-	for range 4 {
-		n, err := w.Orders.ConfirmCreated(ctx, batch)
-		if err != nil {
-			return err
-		}
-		if n < batch {
-			break
-		}
-	}
-	if waiting, err = w.Orders.Waiting(ctx, id); err != nil || !waiting {
-		return orderJobResult(err)
-	}
-	_, err = w.Orders.Confirm(ctx, id)
+	_, err = w.Orders.ConfirmWaiting(ctx, id, cmp.Or(w.Batch, orders.ConfirmBatch))
 	return orderJobResult(err)
 }
 

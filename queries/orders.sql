@@ -329,3 +329,9 @@ SELECT (SELECT count(*) FROM o)::integer AS orders_expired,
            ARRAY(SELECT coalesce(m.returned, 0) FROM moves m),
            ARRAY(SELECT -coalesce(m.released, 0) FROM moves m),
            ARRAY(SELECT -coalesce(m.returned, 0) FROM moves m))::integer AS products_moved;
+
+-- name: LockOrderConfirmer :exec
+-- The confirmer's lock: batches of ConfirmCreatedOrders run one at a time
+-- (concurrent batches would contend for the same hot products and split
+-- the waiting orders into small batches). Held until commit.
+SELECT pg_advisory_xact_lock(1919251323, 0);

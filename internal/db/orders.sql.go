@@ -787,6 +787,18 @@ func (q *Queries) LockOrder(ctx context.Context, id int64) (Order, error) {
 	return i, err
 }
 
+const lockOrderConfirmer = `-- name: LockOrderConfirmer :exec
+SELECT pg_advisory_xact_lock(1919251323, 0)
+`
+
+// The confirmer's lock: batches of ConfirmCreatedOrders run one at a time
+// (concurrent batches would contend for the same hot products and split
+// the waiting orders into small batches). Held until commit.
+func (q *Queries) LockOrderConfirmer(ctx context.Context) error {
+	_, err := q.db.Exec(ctx, lockOrderConfirmer)
+	return err
+}
+
 const orderEvents = `-- name: OrderEvents :many
 SELECT id, order_id, from_status, to_status, actor, detail, created_at FROM order_event
 WHERE order_id = $1 AND id > $2::bigint

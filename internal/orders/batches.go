@@ -22,14 +22,68 @@ const (
 // transaction (ConfirmCreatedOrders): each order's reservation becomes
 // sold, its history and feed events are appended, and the stock moves are
 // summed per product. Orders another transaction holds (a payment, a
-// cancel, another batch) are skipped, not waited for; that transaction
-// decides them. It returns how many it confirmed.
+// cancel) are skipped, not waited for; that transaction decides them.
+// Batches run one at a time (LockOrderConfirmer). It returns how many it
+// confirmed.
 func (s *Service) ConfirmCreated(ctx context.Context, limit int) (int, error) {
+	return s.confirmBatch(ctx, 0, limit)
+}
+
+// ConfirmWaiting sees that order id leaves CREATED, confirming it with
+// every other waiting order in batches of up to limit: it waits its turn
+// for the confirmer's lock, and then, unless the batch before it confirmed
+// the order already, confirms the oldest waiting orders. An order held by
+// a payment or a cancel, or beyond the batches, is confirmed alone at the
+// end (waiting for that transaction). It reports whether the order was
+// still waiting when its turn came.
+func (s *Service) ConfirmWaiting(ctx context.Context, id int64, limit int) (bool, error) {
+	acted := false
+	for range 4 {
+		n, err := s.confirmBatch(ctx, id, limit)
+		if err != nil {
+			return acted, err
+		}
+		if n < 0 {
+			return acted, nil // done before its turn
+		}
+		acted = true
+		if n < limit {
+			break
+		}
+	}
+	waiting, err := s.Waiting(ctx, id)
+	if err != nil || !waiting {
+		return acted, err
+	}
+	_, err = s.Confirm(ctx, id)
+	return true, err
+}
+
+// confirmBatch runs one batch under the confirmer's lock; with id set, only
+// if that order still waits once the lock is held (-1 otherwise).
+func (s *Service) confirmBatch(ctx context.Context, id int64, limit int) (int, error) {
 	typ := ""
 	if events.On() {
 		typ = events.OrderConfirmed
 	}
 	return db.InTxV(ctx, s.store, func(tx *db.Tx) (int, error) {
+		if err := tx.LockOrderConfirmer(ctx); err != nil {
+			return 0, fmt.Errorf("lock the order confirmer: %w", err)
+		}
+		if id != 0 {
+			// A statement after the lock: it sees every batch committed
+			// before this one.
+			st, err := tx.OrderStatus(ctx, id)
+			if db.IsNotFound(err) {
+				return 0, notFound(id)
+			}
+			if err != nil {
+				return 0, fmt.Errorf("read order status: %w", err)
+			}
+			if Status(st) != StatusCreated {
+				return -1, nil
+			}
+		}
 		r, err := tx.ConfirmCreatedOrders(ctx, db.ConfirmCreatedOrdersParams{Lim: int32(limit), Actor: ActorConfirm, EventType: typ})
 		if err != nil {
 			return 0, batchError("confirm", err)
