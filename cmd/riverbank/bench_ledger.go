@@ -16,6 +16,7 @@ import (
 	"riverbank/internal/bench"
 	"riverbank/internal/config"
 	"riverbank/internal/db"
+	"riverbank/internal/events"
 	"riverbank/internal/ledger"
 	"riverbank/internal/pgcluster"
 	"riverbank/internal/server"
@@ -72,10 +73,13 @@ count, run on the same database server right after.`, stderr)
 	fs.BoolVar(&o.pgbench, "pgbench", true, "also run pgbench -N for the ratio")
 	fs.IntVar(&o.batch, "batch", ledger.ApplyBatchSize, "postings per apply transaction")
 	fs.BoolVar(&o.statements, "statements", true, "api mode: print the pg_stat_statements breakdown per entry (resets the server's statistics)")
+	feed := fs.Bool("events", true, "api mode: append the entries' journal_entry.posted events (false measures the events feed's cost; a switch only benchmarks have)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	events.DisableAppendsForBenchmark(!*feed)
+	defer events.DisableAppendsForBenchmark(false)
 	cfg, err := loader.Load(fs)
 	if err != nil {
 		return err
