@@ -665,14 +665,33 @@ func (q *Queries) LockEntries(ctx context.Context, ids []int64) error {
 	return err
 }
 
-const requestApply = `-- name: RequestApply :one
+const requestApplyAndAppendEvent = `-- name: RequestApplyAndAppendEvent :one
+WITH ev AS (
+    INSERT INTO event (type, subject_type, subject_id, data)
+    SELECT $2::text, 'journal_entry', $3::text, $4::jsonb
+    WHERE $2::text <> ''
+)
 SELECT ledger_request_apply($1::bigint[])::bigint[] AS created
 `
 
-// See ledger_request_apply in schema.sql: locks, creates missing signals,
-// returns the accounts that need a job.
-func (q *Queries) RequestApply(ctx context.Context, ids []int64) ([]int64, error) {
-	row := q.db.QueryRow(ctx, requestApply, ids)
+type RequestApplyAndAppendEventParams struct {
+	Ids       []int64
+	EventType string
+	SubjectID string
+	Data      []byte
+}
+
+// An urgent entry's request for application (ledger_request_apply in
+// schema.sql: locks, creates missing signals, returns the accounts that
+// need a job) and its journal_entry.posted event, in one round trip
+// (event_type ” appends nothing: benchmarks only).
+func (q *Queries) RequestApplyAndAppendEvent(ctx context.Context, arg RequestApplyAndAppendEventParams) ([]int64, error) {
+	row := q.db.QueryRow(ctx, requestApplyAndAppendEvent,
+		arg.Ids,
+		arg.EventType,
+		arg.SubjectID,
+		arg.Data,
+	)
 	var created []int64
 	err := row.Scan(&created)
 	return created, err
