@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,11 +40,17 @@ type ordersBenchOpts struct {
 	// onCreated, when set, is told of every created order: its id, when
 	// its request was sent and when the answer arrived (bench events).
 	onCreated func(id int64, sent, answered time.Time)
+	// serverProcess runs the catalogue's server as its own process.
+	serverProcess bool
+	// peakRSS, when set, receives the server process's peak RSS.
+	peakRSS *int64
 }
 
 func runBenchOrders(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bench orders", `Orders benchmark through the real HTTP API, server in this process (so peak
-RSS covers server and load generator together).
+	fs := newFlagSet("bench orders", `Orders benchmark through the real HTTP API. The catalogue's server runs as
+its own process by default (--server-process), so its CPU and peak RSS are
+reported apart from the load generator's and Postgres's; the flash sale's
+runs in this process.
   catalogue: --clients place orders of 1..--max-lines random lines over
              --skus products for --duration as fast as they can, then (with
              --half-load) again paced at half the rate reached. Nobody pays,
@@ -75,6 +82,7 @@ and buyer ids, so it can be re-run.`, stderr)
 	fs.IntVar(&o.workers, "workers", 0, "RIVERBANK_WORKERS of the server (0: the default)")
 	fs.IntVar(&o.readers, "readers", 2, "catalogue: clients reading an order, a product and an account in turn during the half-load phase (0: none)")
 	fs.BoolVar(&o.statements, "statements", true, "print the pg_stat_statements breakdown per order of the max phase (resets the server's statistics)")
+	fs.BoolVar(&o.serverProcess, "server-process", true, "catalogue: run the server as its own process (`riverbank serve`), so its CPU and memory are reported apart from the load generator's; false runs it in this process")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -96,6 +104,8 @@ and buyer ids, so it can be re-run.`, stderr)
 	}
 	fmt.Fprintf(stdout, "machine: %s\n", bench.Machine())
 	var rate float64
+	var serverRSS int64
+	o.peakRSS = &serverRSS
 	if o.mode != "flash" {
 		if rate, err = benchOrdersCatalogue(ctx, cfg.DatabaseURL, o, stdout, stderr); err != nil {
 			return err
@@ -116,7 +126,9 @@ and buyer ids, so it can be re-run.`, stderr)
 			fmt.Fprintf(stdout, "ratio: catalogue orders/s = %.2f × pgbench tpcb-like tps (target ≥ 0.40)\n", rate/tps)
 		}
 	}
-	fmt.Fprintf(stdout, "peak RSS (server + load generator, one process): %s\n", bench.MiB(bench.PeakRSS()))
+	if o.peakRSS == nil || *o.peakRSS == 0 {
+		fmt.Fprintf(stdout, "peak RSS (server + load generator, one process): %s\n", bench.MiB(bench.PeakRSS()))
+	}
 	return nil
 }
 
@@ -264,17 +276,24 @@ func runCataloguePhase(ctx context.Context, c *bench.Client, name, run string, s
 }
 
 func benchOrdersCatalogue(ctx context.Context, dsn string, o ordersBenchOpts, stdout, stderr io.Writer) (float64, error) {
-	srv, err := bench.StartServer(ctx, dsn, stderr, func(c *config.Config) {
-		c.OrderPaymentTimeout = o.paymentTimeout
-		if o.workers > 0 {
-			c.Workers = o.workers
-		}
-	})
+	env := []string{"RIVERBANK_ORDER_PAYMENT_TIMEOUT=" + o.paymentTimeout.String()}
+	if o.workers > 0 {
+		env = append(env, "RIVERBANK_WORKERS="+strconv.Itoa(o.workers))
+	}
+	srv, err := bench.StartTarget(ctx, dsn, bench.TargetOptions{Process: o.serverProcess, Env: env, Log: stderr})
 	if err != nil {
 		return 0, err
 	}
 	defer srv.Stop() //nolint:errcheck
-	c := bench.NewClient(srv, o.clients)
+	defer func() {
+		if srv.Separate() {
+			fmt.Fprintf(stdout, "  peak RSS of the server process: %s (load generator: %s)\n", bench.MiB(srv.PeakRSS()), bench.MiB(bench.PeakRSS()))
+			if o.peakRSS != nil {
+				*o.peakRSS = srv.PeakRSS()
+			}
+		}
+	}()
+	c := bench.NewClientFor(o.clients, srv.Endpoint)
 	run := time.Now().Format("150405.000")
 	skus := make([]string, o.skus)
 	for i := range skus {
@@ -287,8 +306,13 @@ func benchOrdersCatalogue(ctx context.Context, dsn string, o ordersBenchOpts, st
 
 	fmt.Fprintf(stdout, "catalogue: %d clients, %d skus, 1..%d lines per order, payment timeout %s\n", o.clients, o.skus, o.maxLines, o.paymentTimeout)
 	stmts := statementsStart(ctx, o.statements, dsn, stdout)
+	cpu0 := srv.CPU()
 	phases := []*phaseResult{runCataloguePhase(ctx, c, "max", run, skus, o, 0)}
+	cpu := srv.CPU().Sub(cpu0)
 	maxRate := float64(phases[0].created) / phases[0].elapsed.Seconds()
+	// CPU of the phase's creates and of the confirmations that ran during
+	// it (not of the expiries, which come later).
+	fmt.Fprintf(stdout, "  CPU per order created in the max phase: %s\n", cpu.PerOp(int(phases[0].created), srv.Separate()))
 	if stmts {
 		// Every order of the phase confirmed: create + confirm per order.
 		if err := waitNoneIn(ctx, c, phases[0].buyers, []string{"CREATED"}, 5*time.Minute); err != nil {

@@ -101,8 +101,18 @@ type Server struct {
 // (migrating it), so peak RSS covers server and load generator together.
 // mutate may adjust the configuration.
 func StartServer(ctx context.Context, dsn string, logOut io.Writer, mutate func(*config.Config)) (*Server, error) {
+	return startServer(ctx, dsn, logOut, func(string) string { return "" }, mutate)
+}
+
+// StartServerEnv is StartServer with the settings read through getenv
+// (RIVERBANK_WORKERS, ...) instead of a function.
+func StartServerEnv(ctx context.Context, dsn string, logOut io.Writer, getenv func(string) string) (*Server, error) {
+	return startServer(ctx, dsn, logOut, getenv, nil)
+}
+
+func startServer(ctx context.Context, dsn string, logOut io.Writer, getenv func(string) string, mutate func(*config.Config)) (*Server, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	loader := config.Register(fs, func(string) string { return "" }, config.All)
+	loader := config.Register(fs, getenv, config.All)
 	if err := fs.Parse(nil); err != nil {
 		return nil, err
 	}
