@@ -95,6 +95,9 @@ type Server struct {
 	Token   string
 	stop    context.CancelFunc
 	done    chan error
+
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // StartServer runs riverbank in-process on a free port against dsn
@@ -152,10 +155,16 @@ func startServer(ctx context.Context, dsn string, logOut io.Writer, getenv func(
 	return s, nil
 }
 
-// Stop shuts the server down and waits for it.
+// Stop shuts the server down and waits for it. Calling it again returns
+// the first call's result (a second receive from done would block forever:
+// bench events stops its server before the webhooks scenario and again on
+// return, and hung there).
 func (s *Server) Stop() error {
-	s.stop()
-	return <-s.done
+	s.stopOnce.Do(func() {
+		s.stop()
+		s.stopErr = <-s.done
+	})
+	return s.stopErr
 }
 
 var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \((?:without initial connection time|excluding connections establishing)\)`)
