@@ -191,14 +191,19 @@ func TestSlowHandlerKeepsItsConnection(t *testing.T) {
 
 	tx, err := b.Pool.Begin(b.Ctx)
 	require.NoError(t, err)
-	defer func() { _ = tx.Rollback(b.Ctx) }()
 	_, err = tx.Exec(b.Ctx, "LOCK TABLE ledger_account IN SHARE MODE")
-	require.NoError(t, err)
+	if err != nil {
+		_ = tx.Rollback(b.Ctx)
+		require.NoError(t, err)
+	}
 	hold := 7 * time.Second
+	released := make(chan struct{})
 	go func() {
+		defer close(released)
 		time.Sleep(hold)
 		_ = tx.Rollback(b.Ctx)
 	}()
+	defer func() { <-released }()
 
 	var reused []bool
 	do := func(method, path, payload string) (*http.Response, []byte) {
