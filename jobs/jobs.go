@@ -125,7 +125,7 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 	*periodic = append(*periodic, river.NewPeriodicJob(
 		river.PeriodicInterval(orders.ExpireInterval),
 		func() (river.JobArgs, *river.InsertOpts) { return orders.ExpireArgs{}, nil },
-		&river.PeriodicJobOpts{ID: orders.KindExpire, RunOnStart: true},
+		&river.PeriodicJobOpts{ID: orders.KindExpire},
 	))
 	*periodic = append(*periodic, river.NewPeriodicJob(
 		river.PeriodicInterval(sweepEvery),

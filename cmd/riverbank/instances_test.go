@@ -884,6 +884,11 @@ func (h *miHarness) checkPeriodic(t *testing.T, terms []miLeader, setupStoppedAt
 		}
 		return false
 	}
+	// runOnStartWithin is how long after its election a leader surely has
+	// inserted its RunOnStart runs: River staggers the start of its
+	// maintenance services (the periodic enqueuer among them) by up to
+	// about a second, and this machine may be loaded.
+	const runOnStartWithin = 3 * time.Second
 	counts := map[string][]string{}
 	for i, tm := range ts {
 		configured := func(pk periodicKind) bool { return pk.setupToo || !tm.setup }
@@ -895,6 +900,12 @@ func (h *miHarness) checkPeriodic(t *testing.T, terms []miLeader, setupStoppedAt
 				continue
 			}
 			rs := tm.runs[pk.kind]
+			if len(rs) == 0 && tm.end.Sub(tm.electedAt) < runOnStartWithin {
+				// A term shorter than River's staggered start of the
+				// periodic enqueuer (the setup instance's, when it won
+				// the election late) may end before its first insert.
+				continue
+			}
 			require.NotEmpty(t, rs, "%s: no run in term %d (%s long)", pk.kind, i, tm.end.Sub(tm.electedAt).Round(time.Millisecond))
 			if rs[0].retried {
 				continue // its scheduled_at is the retry's
@@ -903,6 +914,10 @@ func (h *miHarness) checkPeriodic(t *testing.T, terms []miLeader, setupStoppedAt
 				anchor = rs[0].scheduled
 			}
 			require.WithinDuration(t, anchor, rs[0].scheduled, exact, "%s: term %d's RunOnStart run is not the enqueuer's start", pk.kind, i)
+		}
+		if anchor.IsZero() && tm.end.Sub(tm.electedAt) < runOnStartWithin {
+			t.Logf("term %d: %s, %s long, ended before its periodic enqueuer's first insert", i, tm.id, tm.end.Sub(tm.electedAt).Round(time.Millisecond))
+			continue
 		}
 		require.False(t, anchor.IsZero(), "term %d: no RunOnStart run to date the enqueuer's start by", i)
 		started := anchor.Sub(tm.electedAt)
