@@ -258,23 +258,26 @@ func (p *Process) PeakRSS() (int64, error) { return procStatusBytes(p.PID, "VmHW
 // CPUTime is the user plus system CPU time the process has used (Linux:
 // utime + stime of /proc/<pid>/stat, in USER_HZ ticks, which the kernel
 // ABI fixes at 100 per second).
-func (p *Process) CPUTime() (time.Duration, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/stat")
+func (p *Process) CPUTime() (time.Duration, error) { return cpuTime(p.PID) }
+
+// cpuTime reads utime + stime of /proc/<pid>/stat.
+func cpuTime(pid int) (time.Duration, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, fmt.Errorf("read CPU time of pid %d: %w", p.PID, err)
+		return 0, fmt.Errorf("read CPU time of pid %d: %w", pid, err)
 	}
 	// The command name (field 2) may hold spaces; fields after it start
 	// with the state (field 3), so utime and stime (14, 15) are 11 and 12.
 	i := bytes.LastIndexByte(data, ')')
 	f := strings.Fields(string(data[i+1:]))
 	if i < 0 || len(f) < 13 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat", p.PID)
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
 	}
 	var ticks int64
 	for _, v := range f[11:13] {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("unexpected /proc/%d/stat: %w", p.PID, err)
+			return 0, fmt.Errorf("unexpected /proc/%d/stat: %w", pid, err)
 		}
 		ticks += n
 	}
