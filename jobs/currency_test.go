@@ -28,7 +28,7 @@ func TestOrderPaymentInEveryCurrency(t *testing.T) {
 	drained := func() {
 		t.Helper()
 		testkit.WaitFor(t, 20*time.Second, "the ledger to drain", func() bool {
-			return k.Count(t, "SELECT count(*) FROM ledger_posting WHERE applied_at IS NULL") == 0 &&
+			return k.Count(t, "SELECT count(*) FROM ledger_posting_state WHERE applied_at IS NULL") == 0 &&
 				k.Count(t, "SELECT count(*) FROM river_job WHERE kind LIKE 'ledger.%' AND state NOT IN ('completed', 'cancelled', 'discarded')") == 0
 		})
 	}

@@ -14,7 +14,7 @@ import (
 )
 
 // ApplyWorker works ledger.apply. It drains one account's pending postings
-// in batches, and while postings keep arriving it lingers (short sleeps
+// in batches (each moves the account's watermark: one row written), and while postings keep arriving it lingers (short sleeps
 // between batches, up to Budget) so a hot account is served by one
 // long-lived job applying large batches rather than by a stream of short
 // jobs. Its final transaction takes the account's apply lock exclusively
@@ -36,6 +36,10 @@ type ApplyWorker struct {
 	// small batches), 100 ms 0.34, 250 ms 0.37; a posting waits at most
 	// about that long to be applied under load.
 	Linger time.Duration
+	// StallAfter is how long a committed posting may wait behind the
+	// horizon (a transaction still running somewhere on the server) before
+	// a batch applies it on its own. Default ledger.StallAfter.
+	StallAfter time.Duration
 }
 
 // Work implements river.Worker.
@@ -43,12 +47,13 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ledger.ApplyArgs]
 	batch := cmp.Or(w.BatchSize, ledger.ApplyBatchSize)
 	deadline := time.Now().Add(cmp.Or(w.Budget, 20*time.Second))
 	linger := cmp.Or(w.Linger, 250*time.Millisecond)
+	stall := cmp.Or(w.StallAfter, ledger.StallAfter)
 	accountID := job.Args.AccountID
 	for time.Now().Before(deadline) {
 		var res ledger.ApplyResult
 		err := w.Store.InTx(ctx, func(tx *db.Tx) error {
 			var err error
-			res, err = ledger.ApplyBatchTx(ctx, tx, accountID, batch)
+			res, err = ledger.ApplyWatermarkTx(ctx, tx, accountID, batch, stall)
 			return err
 		})
 		if err != nil {

@@ -107,7 +107,7 @@ func (b *ledgerJobsBundle) waitLedgerDrained(t *testing.T, timeout time.Duration
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		pending := b.count(t, "SELECT count(*) FROM ledger_posting WHERE applied_at IS NULL")
+		pending := b.count(t, "SELECT count(*) FROM ledger_posting_state WHERE applied_at IS NULL")
 		live := b.count(t, "SELECT count(*) FROM river_job WHERE kind LIKE 'ledger.%' AND state NOT IN ('completed', 'cancelled', 'discarded')")
 		if pending == 0 && live == 0 {
 			return
@@ -206,10 +206,10 @@ func TestLedgerApplyConcurrentHotAccounts(t *testing.T) {
 	require.EqualValues(t, writers*perWriter, a.AppliedPostings)
 	require.EqualValues(t, writers*perWriter, l.AppliedPostings)
 	require.EqualValues(t, 0, b.count(t, "SELECT sum(balance_minor) FROM ledger_account"))
-	require.EqualValues(t, 2*writers*perWriter, b.count(t, "SELECT count(*) FROM ledger_posting WHERE applied_at IS NOT NULL"))
-	require.EqualValues(t, 0, b.count(t, "SELECT count(*) FROM ledger_posting WHERE applied_at IS NULL"))
-	require.EqualValues(t, writers*perWriter, b.count(t, "SELECT count(*) FROM ledger_entry WHERE status = 'APPLIED' AND pending_postings = 0 AND applied_at IS NOT NULL"))
-	require.EqualValues(t, 0, b.count(t, "SELECT count(*) FROM ledger_entry WHERE status <> 'APPLIED' OR pending_postings <> 0"))
+	require.EqualValues(t, 2*writers*perWriter, b.count(t, "SELECT count(*) FROM ledger_posting_state WHERE applied_at IS NOT NULL"))
+	require.EqualValues(t, 0, b.count(t, "SELECT count(*) FROM ledger_posting_state WHERE applied_at IS NULL"))
+	require.EqualValues(t, writers*perWriter, b.count(t, "SELECT count(*) FROM ledger_entry_state WHERE status = 'APPLIED' AND pending_postings = 0 AND applied_at IS NOT NULL"))
+	require.EqualValues(t, 0, b.count(t, "SELECT count(*) FROM ledger_entry_state WHERE status <> 'APPLIED' OR pending_postings <> 0"))
 	require.EqualValues(t, 0, b.count(t, `SELECT count(*) FROM ledger_account a
 		WHERE a.applied_postings <> (SELECT count(*) FROM ledger_posting p WHERE p.account_id = a.id)`))
 
@@ -277,7 +277,7 @@ func TestLedgerApplyUrgentWithoutSweep(t *testing.T) {
 	require.Equal(t, a.BalanceMinor, -b.account(t, "urgent:b").BalanceMinor-b.account(t, "urgent:c").BalanceMinor)
 	require.EqualValues(t, writers*perWriter+3, a.AppliedPostings)
 	require.EqualValues(t, 0, b.count(t, "SELECT sum(balance_minor) FROM ledger_account"))
-	require.EqualValues(t, writers*perWriter+3, b.count(t, "SELECT count(*) FROM ledger_entry WHERE status = 'APPLIED' AND pending_postings = 0"))
+	require.EqualValues(t, writers*perWriter+3, b.count(t, "SELECT count(*) FROM ledger_entry_state WHERE status = 'APPLIED' AND pending_postings = 0"))
 	tb, err := b.svc.TrialBalance(b.ctx)
 	require.NoError(t, err)
 	require.True(t, tb.Balanced, "%+v", tb)
@@ -311,8 +311,8 @@ func TestLedgerApplyWorkerCrashMidBatch(t *testing.T) {
 			require.Zero(t, acc.AppliedPostings, code)
 			require.EqualValues(t, entries, acc.PendingCount, code)
 		}
-		require.EqualValues(t, 2*entries, b.count(t, "SELECT count(*) FROM ledger_posting WHERE applied_at IS NULL"))
-		require.EqualValues(t, entries, b.count(t, "SELECT count(*) FROM ledger_entry WHERE status = 'PENDING' AND pending_postings = 2"))
+		require.EqualValues(t, 2*entries, b.count(t, "SELECT count(*) FROM ledger_posting_state WHERE applied_at IS NULL"))
+		require.EqualValues(t, entries, b.count(t, "SELECT count(*) FROM ledger_entry_state WHERE status = 'PENDING' AND pending_postings = 2"))
 	}
 
 	// A worker that dies after its batch but before COMMIT: the error
@@ -359,13 +359,13 @@ func TestLedgerApplyWorkerCrashMidBatch(t *testing.T) {
 			out[code] = snapshot{acc.BalanceMinor, acc.AppliedPostings, acc.UpdatedAt}
 		}
 		var last time.Time
-		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT max(applied_at) FROM ledger_posting").Scan(&last))
+		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT max(applied_at) FROM ledger_posting_state").Scan(&last))
 		return out, last
 	}
 	before, lastApplied := snap()
 	require.Equal(t, snapshot{want, entries, before[a.Code].updatedAt}, before[a.Code])
 	require.Equal(t, snapshot{-want, entries, before[l.Code].updatedAt}, before[l.Code])
-	require.EqualValues(t, entries, b.count(t, "SELECT count(*) FROM ledger_entry WHERE status = 'APPLIED' AND pending_postings = 0"))
+	require.EqualValues(t, entries, b.count(t, "SELECT count(*) FROM ledger_entry_state WHERE status = 'APPLIED' AND pending_postings = 0"))
 
 	// Again: nothing left to apply, nothing changes.
 	for _, acc := range []*ledger.Account{a, l} {
@@ -429,12 +429,12 @@ func TestLedgerApplyWorkerDrainsInBatches(t *testing.T) {
 	// Each batch is its own transaction, so its postings share one
 	// applied_at (now() is the transaction's start): 10 full batches and
 	// the short one that ends the run.
-	require.EqualValues(t, postings/batch+1, b.count(t, "SELECT count(DISTINCT applied_at) FROM ledger_posting WHERE account_id = $1", hot.ID))
+	require.EqualValues(t, postings/batch+1, b.count(t, "SELECT count(DISTINCT applied_at) FROM ledger_posting_state WHERE account_id = $1", hot.ID))
 	// The sink side is untouched; each entry has counted down its hot half.
 	s := b.account(t, sink.Code)
 	require.Zero(t, s.BalanceMinor)
 	require.EqualValues(t, postings, s.PendingCount)
-	require.EqualValues(t, postings/perEntry, b.count(t, "SELECT count(*) FROM ledger_entry WHERE status = 'PENDING' AND pending_postings = $1", perEntry))
+	require.EqualValues(t, postings/perEntry, b.count(t, "SELECT count(*) FROM ledger_entry_state WHERE status = 'PENDING' AND pending_postings = $1", perEntry))
 	b.requireNoLedgerJobErrors(t)
 }
 

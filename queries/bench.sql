@@ -4,8 +4,8 @@
 -- Inserts n balanced entries, each debiting debit_account and crediting
 -- credit_account by amount, all pending (2n postings), in one statement.
 WITH e AS (
-    INSERT INTO ledger_entry (idempotency_key, description, currency, urgent, payload_hash, pending_postings)
-    SELECT sqlc.arg(key_prefix)::text || g, 'bench', sqlc.arg(currency)::text, false, 'bench', 2
+    INSERT INTO ledger_entry (idempotency_key, description, currency, urgent, payload_hash)
+    SELECT sqlc.arg(key_prefix)::text || g, 'bench', sqlc.arg(currency)::text, false, 'bench'
     FROM generate_series(1, sqlc.arg(n)::integer) AS g
     RETURNING id
 ), p AS (

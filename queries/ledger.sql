@@ -31,7 +31,8 @@ SELECT sqlc.embed(a),
 FROM ledger_account a
 LEFT JOIN LATERAL (
     SELECT sum(amount_minor) AS pending_minor, count(*) AS pending_count
-    FROM ledger_posting WHERE account_id = a.id AND applied_at IS NULL
+    FROM ledger_posting WHERE account_id = a.id AND marked_at IS NULL
+      AND (xid, id) >= (a.applied_through_xid, a.applied_through_id)
 ) p ON true
 WHERE a.code = sqlc.arg(code) AND a.currency = sqlc.arg(currency);
 
@@ -69,13 +70,13 @@ WITH lines AS (
     JOIN ledger_account acc ON acc.id = net.account_id
     LEFT JOIN LATERAL (
         SELECT sum(p.amount_minor) AS total FROM ledger_posting p
-        WHERE p.account_id = net.account_id AND p.applied_at IS NULL
+        WHERE p.account_id = net.account_id AND p.marked_at IS NULL
+          AND (p.xid, p.id) >= (acc.applied_through_xid, acc.applied_through_id)
           AND abs(net.delta) > sqlc.arg(large_minor)::numeric
     ) pend ON true
 ), e AS (
-    INSERT INTO ledger_entry (idempotency_key, description, currency, urgent, payload_hash, pending_postings)
-    SELECT sqlc.arg(idempotency_key), sqlc.arg(description), sqlc.arg(currency), sqlc.arg(urgent), sqlc.arg(payload_hash),
-           cardinality(sqlc.arg(account_ids)::bigint[])
+    INSERT INTO ledger_entry (idempotency_key, description, currency, urgent, payload_hash)
+    SELECT sqlc.arg(idempotency_key), sqlc.arg(description), sqlc.arg(currency), sqlc.arg(urgent), sqlc.arg(payload_hash)
     FROM chk WHERE cardinality(chk.out_of_range) = 0
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, created_at
@@ -96,77 +97,44 @@ SELECT * FROM ledger_entry WHERE idempotency_key = $1;
 SELECT * FROM ledger_entry WHERE id = $1;
 
 -- name: EntryPostings :many
-SELECT p.id, p.entry_id, a.code AS account, p.amount_minor, p.created_at, p.applied_at
-FROM ledger_posting p JOIN ledger_account a ON a.id = p.account_id
-WHERE p.entry_id = $1
-ORDER BY p.id;
+SELECT s.id, s.entry_id, s.account, s.amount_minor, s.created_at, s.applied_at
+FROM ledger_posting_state s
+WHERE s.entry_id = $1
+ORDER BY s.id;
 
 -- name: AccountPostings :many
-SELECT p.id, p.entry_id, p.amount_minor, p.created_at, p.applied_at, e.description
-FROM ledger_posting p JOIN ledger_entry e ON e.id = p.entry_id
-WHERE p.account_id = sqlc.arg(account_id) AND p.id < sqlc.arg(before_id)::bigint
-ORDER BY p.id DESC
+SELECT s.id, s.entry_id, s.amount_minor, s.created_at, s.applied_at, e.description
+FROM ledger_posting_state s JOIN ledger_entry e ON e.id = s.entry_id
+WHERE s.account_id = sqlc.arg(account_id) AND s.id < sqlc.arg(before_id)::bigint
+ORDER BY s.id DESC
 LIMIT sqlc.arg(lim);
 
--- name: ClaimAndMarkPostings :one
--- Claims up to lim pending postings of one account (skipping rows another
--- transaction holds), marks them applied and returns their sum and the
--- entry id of each (repeated per posting, sorted) in one round trip.
-WITH claimed AS (
-    SELECT lp.id FROM ledger_posting lp
-    WHERE lp.account_id = sqlc.arg(account_id)::bigint AND lp.applied_at IS NULL
-    ORDER BY lp.id
-    LIMIT sqlc.arg(lim)
-    FOR UPDATE SKIP LOCKED
-), marked AS (
-    UPDATE ledger_posting p SET applied_at = now()
-    FROM claimed c WHERE p.id = c.id
-    RETURNING p.entry_id, p.amount_minor
-)
-SELECT coalesce(sum(amount_minor), 0)::bigint AS total_minor,
-       count(*)::integer AS n,
-       coalesce(array_agg(entry_id ORDER BY entry_id), '{}')::bigint[] AS entry_ids
-FROM marked;
-
--- name: AddToBalance :exec
-UPDATE ledger_account
-SET balance_minor = balance_minor + sqlc.arg(delta)::bigint,
-    applied_postings = applied_postings + sqlc.arg(n)::bigint,
-    updated_at = now()
-WHERE id = sqlc.arg(id);
-
--- name: LockEntries :exec
--- Locks entries in id order so two apply jobs touching the same entries
--- (the two sides of a transfer) queue instead of deadlocking.
-SELECT id FROM ledger_entry WHERE id = ANY(sqlc.arg(ids)::bigint[]) ORDER BY id FOR UPDATE;
-
--- name: CountDownEntries :exec
--- ids repeats an entry once per posting applied now.
-WITH d AS (
-    SELECT entry_id, count(*)::integer AS n FROM unnest(sqlc.arg(ids)::bigint[]) AS entry_id GROUP BY entry_id
-)
-UPDATE ledger_entry e
-SET pending_postings = e.pending_postings - d.n,
-    status = CASE WHEN e.pending_postings - d.n = 0 THEN 'APPLIED'::ledger_entry_status ELSE e.status END,
-    applied_at = CASE WHEN e.pending_postings - d.n = 0 THEN now() ELSE e.applied_at END
-FROM d
-WHERE e.id = d.entry_id;
+-- name: ApplyPostings :one
+-- ledger_apply in schema.sql: up to lim pending postings of one account,
+-- by watermark, plus (the stall path) committed postings above the horizon
+-- written at least mark_after_ms milliseconds ago (0: every committed one).
+SELECT applied::bigint AS applied, total_minor::bigint AS total_minor
+FROM ledger_apply(sqlc.arg(account_id)::bigint, sqlc.arg(lim)::integer,
+                  CASE WHEN sqlc.arg(mark_after_ms)::integer = 0 THEN 'infinity'::timestamptz
+                       ELSE now() - sqlc.arg(mark_after_ms)::integer * interval '1 millisecond' END);
 
 -- name: HasPendingPostings :one
-SELECT EXISTS (SELECT 1 FROM ledger_posting WHERE account_id = $1 AND applied_at IS NULL);
+SELECT EXISTS (
+    SELECT 1 FROM ledger_account a JOIN ledger_posting p ON p.account_id = a.id
+    WHERE a.id = $1 AND p.marked_at IS NULL
+      AND (p.xid, p.id) >= (a.applied_through_xid, a.applied_through_id)
+);
 
 -- name: AccountsWithPendingPostings :many
--- A loose index scan over the partial pending index: one probe per account
--- that has pending postings, never a scan of applied history.
-WITH RECURSIVE acc AS (
-    (SELECT account_id FROM ledger_posting WHERE applied_at IS NULL ORDER BY account_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT p.account_id FROM ledger_posting p
-            WHERE p.applied_at IS NULL AND p.account_id > acc.account_id
-            ORDER BY p.account_id LIMIT 1)
-    FROM acc WHERE acc.account_id IS NOT NULL
+-- One index probe per account, from its watermark on: never a scan of
+-- applied history.
+SELECT a.id::bigint AS account_id FROM ledger_account a
+WHERE EXISTS (
+    SELECT 1 FROM ledger_posting p
+    WHERE p.account_id = a.id AND p.marked_at IS NULL
+      AND (p.xid, p.id) >= (a.applied_through_xid, a.applied_through_id)
 )
-SELECT account_id::bigint FROM acc WHERE account_id IS NOT NULL;
+ORDER BY a.id;
 
 -- name: TrialBalanceByCurrency :many
 -- Sums in numeric (many balances can add up past int64); the totals are
@@ -184,7 +152,8 @@ FROM (
     FROM ledger_account a
     LEFT JOIN LATERAL (
         SELECT sum(amount_minor) AS pending FROM ledger_posting
-        WHERE account_id = a.id AND applied_at IS NULL
+        WHERE account_id = a.id AND marked_at IS NULL
+          AND (xid, id) >= (a.applied_through_xid, a.applied_through_id)
     ) p ON true
     GROUP BY a.currency
 ) t
@@ -196,10 +165,11 @@ ORDER BY t.currency;
 SELECT a.code, a.currency, a.balance_minor,
        greatest(least(coalesce(s.applied, 0), 9223372036854775807), -9223372036854775807)::bigint AS applied_sum_minor
 FROM ledger_account a
-LEFT JOIN (
-    SELECT account_id, sum(amount_minor) AS applied FROM ledger_posting
-    WHERE applied_at IS NOT NULL GROUP BY account_id
-) s ON s.account_id = a.id
+LEFT JOIN LATERAL (
+    SELECT sum(p.amount_minor) AS applied FROM ledger_posting p
+    WHERE p.account_id = a.id
+      AND (p.marked_at IS NOT NULL OR (p.xid, p.id) < (a.applied_through_xid, a.applied_through_id))
+) s ON true
 WHERE a.balance_minor <> coalesce(s.applied, 0)
 ORDER BY a.code, a.currency;
 

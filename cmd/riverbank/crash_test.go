@@ -344,7 +344,7 @@ func TestCrashKill9UnderLoad(t *testing.T) {
 	}
 	t.Logf("killed after %s: %d entries and %d orders accepted (%d when the kill was sent), %d requests with unknown outcome; %d postings and %d orders were pending in the database",
 		killedAt.Round(time.Millisecond), entriesBefore, ordersBefore, acceptedAtKill, len(log.unknown),
-		queryInt(t, pool, "SELECT count(*) FROM ledger_posting WHERE applied_at IS NULL"),
+		queryInt(t, pool, "SELECT count(*) FROM ledger_posting_state WHERE applied_at IS NULL"),
 		queryInt(t, pool, "SELECT count(*) FROM orders WHERE status IN ('CREATED','CONFIRMED')"))
 	require.NotZero(t, entriesBefore, "the load wrote entries before the kill")
 	require.NotZero(t, ordersBefore, "the load placed orders before the kill")
@@ -413,7 +413,7 @@ func TestCrashKill9UnderLoad(t *testing.T) {
 	var pending, open int64
 	var ledgerDrained, ordersDrained time.Duration
 	for {
-		pending = queryInt(t, pool, "SELECT count(*) FROM ledger_posting WHERE applied_at IS NULL")
+		pending = queryInt(t, pool, "SELECT count(*) FROM ledger_posting_state WHERE applied_at IS NULL")
 		open = queryInt(t, pool, "SELECT count(*) FROM orders WHERE status IN ('CREATED','CONFIRMED')")
 		now := time.Now()
 		if pending == 0 && ledgerDrained == 0 {
@@ -429,7 +429,7 @@ func TestCrashKill9UnderLoad(t *testing.T) {
 			logJobs(t, pool, "jobs when the drain timed out")
 			logRows(t, pool, "pending postings by account", `
 				SELECT a.code, count(*), sum(p.amount_minor)::bigint, min(p.created_at)
-				  FROM ledger_posting p JOIN ledger_account a ON a.id = p.account_id
+				  FROM ledger_posting_state p JOIN ledger_account a ON a.id = p.account_id
 				 WHERE p.applied_at IS NULL GROUP BY a.code ORDER BY a.code`)
 			logRows(t, pool, "ledger_apply_signal rows", `
 				SELECT a.code, s.created_at FROM ledger_apply_signal s JOIN ledger_account a ON a.id = s.account_id ORDER BY a.code`)
@@ -484,15 +484,15 @@ func TestCrashKill9UnderLoad(t *testing.T) {
 		assert.Zero(t, queryInt(t, pool, "SELECT coalesce(sum(balance_minor), 0) FROM ledger_account"), "sum of all balances")
 	})
 	t.Run("everything applied exactly once", func(t *testing.T) {
-		assert.Zero(t, queryInt(t, pool, "SELECT count(*) FROM ledger_posting WHERE applied_at IS NULL"))
-		assert.Zero(t, queryInt(t, pool, "SELECT count(*) FROM ledger_entry WHERE status <> 'APPLIED' OR pending_postings <> 0 OR applied_at IS NULL"))
+		assert.Zero(t, queryInt(t, pool, "SELECT count(*) FROM ledger_posting_state WHERE applied_at IS NULL"))
+		assert.Zero(t, queryInt(t, pool, "SELECT count(*) FROM ledger_entry_state WHERE status <> 'APPLIED' OR pending_postings <> 0 OR applied_at IS NULL"))
 		logRows(t, pool, "accounts whose balance or applied count differs from their postings", `
 			SELECT a.code, a.balance_minor, coalesce(sum(p.amount_minor), 0), a.applied_postings, count(p.id)
-			  FROM ledger_account a LEFT JOIN ledger_posting p ON p.account_id = a.id AND p.applied_at IS NOT NULL
+			  FROM ledger_account a LEFT JOIN ledger_posting_state p ON p.account_id = a.id AND p.applied_at IS NOT NULL
 			 GROUP BY a.id HAVING a.balance_minor <> coalesce(sum(p.amount_minor), 0) OR a.applied_postings <> count(p.id)`)
 		assert.Zero(t, queryInt(t, pool, `
 			SELECT count(*) FROM (
-			  SELECT a.id FROM ledger_account a LEFT JOIN ledger_posting p ON p.account_id = a.id AND p.applied_at IS NOT NULL
+			  SELECT a.id FROM ledger_account a LEFT JOIN ledger_posting_state p ON p.account_id = a.id AND p.applied_at IS NOT NULL
 			   GROUP BY a.id HAVING a.balance_minor <> coalesce(sum(p.amount_minor), 0) OR a.applied_postings <> count(p.id)) m`),
 			"accounts whose balance is not the sum of their applied postings")
 	})

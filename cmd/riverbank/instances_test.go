@@ -490,7 +490,7 @@ func TestSeveralInstancesKillLeader(t *testing.T) {
 	drainStart := time.Now()
 	drained := func() (bool, string) {
 		waiting := queryInt(t, pool, `SELECT count(*) FROM river_job WHERE finalized_at IS NULL AND NOT (metadata @> '{"periodic": true}')`)
-		pending := queryInt(t, pool, "SELECT count(*) FROM ledger_posting WHERE applied_at IS NULL")
+		pending := queryInt(t, pool, "SELECT count(*) FROM ledger_posting_state WHERE applied_at IS NULL")
 		open := queryInt(t, pool, "SELECT count(*) FROM orders WHERE status IN ('CREATED', 'CONFIRMED')")
 		closed := queryInt(t, pool, "SELECT count(*) FROM cob_run WHERE status = 'COMPLETED' AND trial_balance IS NOT NULL")
 		batchOpen := queryInt(t, pool, "SELECT count(*) FROM batch WHERE status <> 'COMPLETED'")
@@ -598,8 +598,8 @@ func TestSeveralInstancesKillLeader(t *testing.T) {
 			yesterday, int64(miCOBDays)*miCOBDaily), "loans whose accruals are not one day's interest per date")
 	})
 	t.Run("ledger balanced", func(t *testing.T) {
-		require.Zero(t, queryInt(t, pool, "SELECT count(*) FROM ledger_posting WHERE applied_at IS NULL"))
-		require.Zero(t, queryInt(t, pool, "SELECT count(*) FROM ledger_entry WHERE status <> 'APPLIED'"))
+		require.Zero(t, queryInt(t, pool, "SELECT count(*) FROM ledger_posting_state WHERE applied_at IS NULL"))
+		require.Zero(t, queryInt(t, pool, "SELECT count(*) FROM ledger_entry_state WHERE status <> 'APPLIED'"))
 		require.Zero(t, queryInt(t, pool, `
 			SELECT count(*) FROM (
 			  SELECT a.id FROM ledger_account a LEFT JOIN ledger_posting p ON p.account_id = a.id

@@ -588,7 +588,7 @@ func TestDatabaseOutage(t *testing.T) {
 	closedMu.Unlock()
 	drained := false
 	for time.Since(drainStart) < 60*time.Second {
-		pending := queryInt(t, pool, "SELECT count(*) FROM ledger_posting WHERE applied_at IS NULL")
+		pending := queryInt(t, pool, "SELECT count(*) FROM ledger_posting_state WHERE applied_at IS NULL")
 		created := queryInt(t, pool, "SELECT count(*) FROM orders WHERE status = 'CREATED'")
 		unrestored := queryInt(t, pool, `SELECT count(*) FROM repayment r WHERE r.principal_minor > 0
 			AND NOT EXISTS (SELECT 1 FROM credit_restoration c WHERE c.repayment_id = r.id)`)
@@ -662,10 +662,10 @@ func TestDatabaseOutage(t *testing.T) {
 	})
 
 	t.Run("ledger balances are the sum of their postings and the trial balance is zero", func(t *testing.T) {
-		assert.Zero(t, queryInt(t, pool, "SELECT count(*) FROM ledger_posting WHERE applied_at IS NULL"))
-		assert.Zero(t, queryInt(t, pool, "SELECT count(*) FROM ledger_entry WHERE status <> 'APPLIED' OR pending_postings <> 0"))
+		assert.Zero(t, queryInt(t, pool, "SELECT count(*) FROM ledger_posting_state WHERE applied_at IS NULL"))
+		assert.Zero(t, queryInt(t, pool, "SELECT count(*) FROM ledger_entry_state WHERE status <> 'APPLIED' OR pending_postings <> 0"))
 		assert.Zero(t, queryInt(t, pool, `SELECT count(*) FROM (
-			SELECT a.id FROM ledger_account a LEFT JOIN ledger_posting p ON p.account_id = a.id AND p.applied_at IS NOT NULL
+			SELECT a.id FROM ledger_account a LEFT JOIN ledger_posting_state p ON p.account_id = a.id AND p.applied_at IS NOT NULL
 			 GROUP BY a.id HAVING a.balance_minor <> coalesce(sum(p.amount_minor), 0) OR a.applied_postings <> count(p.id)) m`),
 			"accounts whose balance is not the sum of their applied postings")
 		assert.Zero(t, queryInt(t, pool, "SELECT count(*) FROM (SELECT currency FROM ledger_account GROUP BY currency HAVING sum(balance_minor) <> 0) c"), "currencies whose balances do not sum to zero")

@@ -887,7 +887,7 @@ func TestUrgentEntriesBesideLedgerApply(t *testing.T) {
 	bt := b.waitDone(t, b.submit(t, "urgent", batch.OpJournalEntry, items).ID)
 	require.Equal(t, 600, bt.Succeeded)
 	testkit.WaitFor(t, 60*time.Second, "every urgent posting to be applied", func() bool {
-		return b.Count(t, `SELECT count(*) FROM ledger_posting p JOIN ledger_entry e ON e.id = p.entry_id
+		return b.Count(t, `SELECT count(*) FROM ledger_posting_state p JOIN ledger_entry e ON e.id = p.entry_id
 			WHERE e.urgent AND e.idempotency_key LIKE $1 AND p.applied_at IS NULL`, "%"+b.Suffix) == 0
 	})
 }

@@ -133,7 +133,7 @@ func TestTrialBalanceAfterRuns(t *testing.T) {
 		return err
 	}))
 	testkit.WaitFor(t, 30*time.Second, "ledger drained", func() bool {
-		return b.Count(t, "SELECT count(*) FROM ledger_posting WHERE applied_at IS NULL") == 0
+		return b.Count(t, "SELECT count(*) FROM ledger_posting_state WHERE applied_at IS NULL") == 0
 	})
 	ltb, err := b.Services.Ledger.TrialBalance(b.Ctx)
 	require.NoError(t, err)

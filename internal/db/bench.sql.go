@@ -12,8 +12,8 @@ import (
 const benchInsertPendingEntries = `-- name: BenchInsertPendingEntries :one
 
 WITH e AS (
-    INSERT INTO ledger_entry (idempotency_key, description, currency, urgent, payload_hash, pending_postings)
-    SELECT $1::text || g, 'bench', $2::text, false, 'bench', 2
+    INSERT INTO ledger_entry (idempotency_key, description, currency, urgent, payload_hash)
+    SELECT $1::text || g, 'bench', $2::text, false, 'bench'
     FROM generate_series(1, $3::integer) AS g
     RETURNING id
 ), p AS (

@@ -22,7 +22,8 @@ func (q *Queries) BenchSoakAutovacuum(ctx context.Context) (string, error) {
 
 const benchSoakBacklog = `-- name: BenchSoakBacklog :one
 SELECT
-    (SELECT count(*) FROM ledger_posting WHERE applied_at IS NULL)::bigint AS pending_postings,
+    (SELECT count(*) FROM ledger_account a JOIN ledger_posting p ON p.account_id = a.id
+      WHERE p.marked_at IS NULL AND (p.xid, p.id) >= (a.applied_through_xid, a.applied_through_id))::bigint AS pending_postings,
     (SELECT count(*) FROM repayment r WHERE r.principal_minor > 0
         AND NOT EXISTS (SELECT 1 FROM credit_restoration cr WHERE cr.repayment_id = r.id))::bigint AS unrestored,
     ((SELECT count(*) FROM collection_item WHERE case_id IS NULL AND resolved_at IS NULL)

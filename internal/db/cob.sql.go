@@ -262,7 +262,8 @@ WITH owed AS (
     FROM loan GROUP BY currency
 ), booked AS (
     SELECT a.currency, a.code,
-           a.balance_minor + coalesce((SELECT sum(p.amount_minor) FROM ledger_posting p WHERE p.account_id = a.id AND p.applied_at IS NULL), 0) AS total
+           a.balance_minor + coalesce((SELECT sum(p.amount_minor) FROM ledger_posting p WHERE p.account_id = a.id AND p.marked_at IS NULL
+                                                 AND (p.xid, p.id) >= (a.applied_through_xid, a.applied_through_id)), 0) AS total
     FROM ledger_account a
     WHERE a.code IN ('loans:principal', 'loans:interest:dealer', 'loans:interest:manufacturer', 'loans:penalty', 'loans:late_fee')
 )

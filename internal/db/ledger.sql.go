@@ -16,10 +16,11 @@ const accountBalanceMismatches = `-- name: AccountBalanceMismatches :many
 SELECT a.code, a.currency, a.balance_minor,
        greatest(least(coalesce(s.applied, 0), 9223372036854775807), -9223372036854775807)::bigint AS applied_sum_minor
 FROM ledger_account a
-LEFT JOIN (
-    SELECT account_id, sum(amount_minor) AS applied FROM ledger_posting
-    WHERE applied_at IS NOT NULL GROUP BY account_id
-) s ON s.account_id = a.id
+LEFT JOIN LATERAL (
+    SELECT sum(p.amount_minor) AS applied FROM ledger_posting p
+    WHERE p.account_id = a.id
+      AND (p.marked_at IS NOT NULL OR (p.xid, p.id) < (a.applied_through_xid, a.applied_through_id))
+) s ON true
 WHERE a.balance_minor <> coalesce(s.applied, 0)
 ORDER BY a.code, a.currency
 `
@@ -84,10 +85,10 @@ func (q *Queries) AccountCurrencies(ctx context.Context, code string) ([]string,
 }
 
 const accountPostings = `-- name: AccountPostings :many
-SELECT p.id, p.entry_id, p.amount_minor, p.created_at, p.applied_at, e.description
-FROM ledger_posting p JOIN ledger_entry e ON e.id = p.entry_id
-WHERE p.account_id = $1 AND p.id < $2::bigint
-ORDER BY p.id DESC
+SELECT s.id, s.entry_id, s.amount_minor, s.created_at, s.applied_at, e.description
+FROM ledger_posting_state s JOIN ledger_entry e ON e.id = s.entry_id
+WHERE s.account_id = $1 AND s.id < $2::bigint
+ORDER BY s.id DESC
 LIMIT $3
 `
 
@@ -165,19 +166,17 @@ func (q *Queries) AccountsByCodes(ctx context.Context, codes []string) ([]Accoun
 }
 
 const accountsWithPendingPostings = `-- name: AccountsWithPendingPostings :many
-WITH RECURSIVE acc AS (
-    (SELECT account_id FROM ledger_posting WHERE applied_at IS NULL ORDER BY account_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT p.account_id FROM ledger_posting p
-            WHERE p.applied_at IS NULL AND p.account_id > acc.account_id
-            ORDER BY p.account_id LIMIT 1)
-    FROM acc WHERE acc.account_id IS NOT NULL
+SELECT a.id::bigint AS account_id FROM ledger_account a
+WHERE EXISTS (
+    SELECT 1 FROM ledger_posting p
+    WHERE p.account_id = a.id AND p.marked_at IS NULL
+      AND (p.xid, p.id) >= (a.applied_through_xid, a.applied_through_id)
 )
-SELECT account_id::bigint FROM acc WHERE account_id IS NOT NULL
+ORDER BY a.id
 `
 
-// A loose index scan over the partial pending index: one probe per account
-// that has pending postings, never a scan of applied history.
+// One index probe per account, from its watermark on: never a scan of
+// applied history.
 func (q *Queries) AccountsWithPendingPostings(ctx context.Context) ([]int64, error) {
 	rows, err := q.db.Query(ctx, accountsWithPendingPostings)
 	if err != nil {
@@ -198,80 +197,32 @@ func (q *Queries) AccountsWithPendingPostings(ctx context.Context) ([]int64, err
 	return items, nil
 }
 
-const addToBalance = `-- name: AddToBalance :exec
-UPDATE ledger_account
-SET balance_minor = balance_minor + $1::bigint,
-    applied_postings = applied_postings + $2::bigint,
-    updated_at = now()
-WHERE id = $3
+const applyPostings = `-- name: ApplyPostings :one
+SELECT applied::bigint AS applied, total_minor::bigint AS total_minor
+FROM ledger_apply($1::bigint, $2::integer,
+                  CASE WHEN $3::integer = 0 THEN 'infinity'::timestamptz
+                       ELSE now() - $3::integer * interval '1 millisecond' END)
 `
 
-type AddToBalanceParams struct {
-	Delta int64
-	N     int64
-	ID    int64
+type ApplyPostingsParams struct {
+	AccountID   int64
+	Lim         int32
+	MarkAfterMs int32
 }
 
-func (q *Queries) AddToBalance(ctx context.Context, arg AddToBalanceParams) error {
-	_, err := q.db.Exec(ctx, addToBalance, arg.Delta, arg.N, arg.ID)
-	return err
-}
-
-const claimAndMarkPostings = `-- name: ClaimAndMarkPostings :one
-WITH claimed AS (
-    SELECT lp.id FROM ledger_posting lp
-    WHERE lp.account_id = $1::bigint AND lp.applied_at IS NULL
-    ORDER BY lp.id
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-), marked AS (
-    UPDATE ledger_posting p SET applied_at = now()
-    FROM claimed c WHERE p.id = c.id
-    RETURNING p.entry_id, p.amount_minor
-)
-SELECT coalesce(sum(amount_minor), 0)::bigint AS total_minor,
-       count(*)::integer AS n,
-       coalesce(array_agg(entry_id ORDER BY entry_id), '{}')::bigint[] AS entry_ids
-FROM marked
-`
-
-type ClaimAndMarkPostingsParams struct {
-	AccountID int64
-	Lim       int32
-}
-
-type ClaimAndMarkPostingsRow struct {
+type ApplyPostingsRow struct {
+	Applied    int64
 	TotalMinor int64
-	N          int32
-	EntryIds   []int64
 }
 
-// Claims up to lim pending postings of one account (skipping rows another
-// transaction holds), marks them applied and returns their sum and the
-// entry id of each (repeated per posting, sorted) in one round trip.
-func (q *Queries) ClaimAndMarkPostings(ctx context.Context, arg ClaimAndMarkPostingsParams) (ClaimAndMarkPostingsRow, error) {
-	row := q.db.QueryRow(ctx, claimAndMarkPostings, arg.AccountID, arg.Lim)
-	var i ClaimAndMarkPostingsRow
-	err := row.Scan(&i.TotalMinor, &i.N, &i.EntryIds)
+// ledger_apply in schema.sql: up to lim pending postings of one account,
+// by watermark, plus (the stall path) committed postings above the horizon
+// written at least mark_after_ms milliseconds ago (0: every committed one).
+func (q *Queries) ApplyPostings(ctx context.Context, arg ApplyPostingsParams) (ApplyPostingsRow, error) {
+	row := q.db.QueryRow(ctx, applyPostings, arg.AccountID, arg.Lim, arg.MarkAfterMs)
+	var i ApplyPostingsRow
+	err := row.Scan(&i.Applied, &i.TotalMinor)
 	return i, err
-}
-
-const countDownEntries = `-- name: CountDownEntries :exec
-WITH d AS (
-    SELECT entry_id, count(*)::integer AS n FROM unnest($1::bigint[]) AS entry_id GROUP BY entry_id
-)
-UPDATE ledger_entry e
-SET pending_postings = e.pending_postings - d.n,
-    status = CASE WHEN e.pending_postings - d.n = 0 THEN 'APPLIED'::ledger_entry_status ELSE e.status END,
-    applied_at = CASE WHEN e.pending_postings - d.n = 0 THEN now() ELSE e.applied_at END
-FROM d
-WHERE e.id = d.entry_id
-`
-
-// ids repeats an entry once per posting applied now.
-func (q *Queries) CountDownEntries(ctx context.Context, ids []int64) error {
-	_, err := q.db.Exec(ctx, countDownEntries, ids)
-	return err
 }
 
 const deleteApplySignal = `-- name: DeleteApplySignal :exec
@@ -284,10 +235,10 @@ func (q *Queries) DeleteApplySignal(ctx context.Context, accountID int64) error 
 }
 
 const entryPostings = `-- name: EntryPostings :many
-SELECT p.id, p.entry_id, a.code AS account, p.amount_minor, p.created_at, p.applied_at
-FROM ledger_posting p JOIN ledger_account a ON a.id = p.account_id
-WHERE p.entry_id = $1
-ORDER BY p.id
+SELECT s.id, s.entry_id, s.account, s.amount_minor, s.created_at, s.applied_at
+FROM ledger_posting_state s
+WHERE s.entry_id = $1
+ORDER BY s.id
 `
 
 type EntryPostingsRow struct {
@@ -327,7 +278,7 @@ func (q *Queries) EntryPostings(ctx context.Context, entryID int64) ([]EntryPost
 }
 
 const getAccountByCode = `-- name: GetAccountByCode :one
-SELECT id, code, name, type, currency, system, balance_minor, applied_postings, created_at, updated_at FROM ledger_account WHERE code = $1 AND currency = $2
+SELECT id, code, name, type, currency, system, balance_minor, applied_postings, created_at, updated_at, applied_through_xid, applied_through_id FROM ledger_account WHERE code = $1 AND currency = $2
 `
 
 type GetAccountByCodeParams struct {
@@ -349,18 +300,21 @@ func (q *Queries) GetAccountByCode(ctx context.Context, arg GetAccountByCodePara
 		&i.AppliedPostings,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AppliedThroughXid,
+		&i.AppliedThroughID,
 	)
 	return i, err
 }
 
 const getAccountWithPending = `-- name: GetAccountWithPending :one
-SELECT a.id, a.code, a.name, a.type, a.currency, a.system, a.balance_minor, a.applied_postings, a.created_at, a.updated_at,
+SELECT a.id, a.code, a.name, a.type, a.currency, a.system, a.balance_minor, a.applied_postings, a.created_at, a.updated_at, a.applied_through_xid, a.applied_through_id,
        greatest(least(coalesce(p.pending_minor, 0), 9223372036854775807), -9223372036854775807)::bigint AS pending_minor,
        coalesce(p.pending_count, 0)::bigint AS pending_count
 FROM ledger_account a
 LEFT JOIN LATERAL (
     SELECT sum(amount_minor) AS pending_minor, count(*) AS pending_count
-    FROM ledger_posting WHERE account_id = a.id AND applied_at IS NULL
+    FROM ledger_posting WHERE account_id = a.id AND marked_at IS NULL
+      AND (xid, id) >= (a.applied_through_xid, a.applied_through_id)
 ) p ON true
 WHERE a.code = $1 AND a.currency = $2
 `
@@ -392,6 +346,8 @@ func (q *Queries) GetAccountWithPending(ctx context.Context, arg GetAccountWithP
 		&i.LedgerAccount.AppliedPostings,
 		&i.LedgerAccount.CreatedAt,
 		&i.LedgerAccount.UpdatedAt,
+		&i.LedgerAccount.AppliedThroughXid,
+		&i.LedgerAccount.AppliedThroughID,
 		&i.PendingMinor,
 		&i.PendingCount,
 	)
@@ -399,7 +355,7 @@ func (q *Queries) GetAccountWithPending(ctx context.Context, arg GetAccountWithP
 }
 
 const getEntry = `-- name: GetEntry :one
-SELECT id, idempotency_key, description, currency, urgent, status, payload_hash, pending_postings, created_at, applied_at FROM ledger_entry WHERE id = $1
+SELECT id, idempotency_key, description, currency, urgent, payload_hash, created_at FROM ledger_entry WHERE id = $1
 `
 
 func (q *Queries) GetEntry(ctx context.Context, id int64) (LedgerEntry, error) {
@@ -411,17 +367,14 @@ func (q *Queries) GetEntry(ctx context.Context, id int64) (LedgerEntry, error) {
 		&i.Description,
 		&i.Currency,
 		&i.Urgent,
-		&i.Status,
 		&i.PayloadHash,
-		&i.PendingPostings,
 		&i.CreatedAt,
-		&i.AppliedAt,
 	)
 	return i, err
 }
 
 const getEntryByKey = `-- name: GetEntryByKey :one
-SELECT id, idempotency_key, description, currency, urgent, status, payload_hash, pending_postings, created_at, applied_at FROM ledger_entry WHERE idempotency_key = $1
+SELECT id, idempotency_key, description, currency, urgent, payload_hash, created_at FROM ledger_entry WHERE idempotency_key = $1
 `
 
 func (q *Queries) GetEntryByKey(ctx context.Context, idempotencyKey string) (LedgerEntry, error) {
@@ -433,21 +386,22 @@ func (q *Queries) GetEntryByKey(ctx context.Context, idempotencyKey string) (Led
 		&i.Description,
 		&i.Currency,
 		&i.Urgent,
-		&i.Status,
 		&i.PayloadHash,
-		&i.PendingPostings,
 		&i.CreatedAt,
-		&i.AppliedAt,
 	)
 	return i, err
 }
 
 const hasPendingPostings = `-- name: HasPendingPostings :one
-SELECT EXISTS (SELECT 1 FROM ledger_posting WHERE account_id = $1 AND applied_at IS NULL)
+SELECT EXISTS (
+    SELECT 1 FROM ledger_account a JOIN ledger_posting p ON p.account_id = a.id
+    WHERE a.id = $1 AND p.marked_at IS NULL
+      AND (p.xid, p.id) >= (a.applied_through_xid, a.applied_through_id)
+)
 `
 
-func (q *Queries) HasPendingPostings(ctx context.Context, accountID int64) (bool, error) {
-	row := q.db.QueryRow(ctx, hasPendingPostings, accountID)
+func (q *Queries) HasPendingPostings(ctx context.Context, id int64) (bool, error) {
+	row := q.db.QueryRow(ctx, hasPendingPostings, id)
 	var exists bool
 	err := row.Scan(&exists)
 	return exists, err
@@ -457,7 +411,7 @@ const insertAccount = `-- name: InsertAccount :one
 INSERT INTO ledger_account (code, name, type, currency, system)
 VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (code, currency) DO NOTHING
-RETURNING id, code, name, type, currency, system, balance_minor, applied_postings, created_at, updated_at
+RETURNING id, code, name, type, currency, system, balance_minor, applied_postings, created_at, updated_at, applied_through_xid, applied_through_id
 `
 
 type InsertAccountParams struct {
@@ -488,6 +442,8 @@ func (q *Queries) InsertAccount(ctx context.Context, arg InsertAccountParams) (L
 		&i.AppliedPostings,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AppliedThroughXid,
+		&i.AppliedThroughID,
 	)
 	return i, err
 }
@@ -507,13 +463,13 @@ WITH lines AS (
     JOIN ledger_account acc ON acc.id = net.account_id
     LEFT JOIN LATERAL (
         SELECT sum(p.amount_minor) AS total FROM ledger_posting p
-        WHERE p.account_id = net.account_id AND p.applied_at IS NULL
+        WHERE p.account_id = net.account_id AND p.marked_at IS NULL
+          AND (p.xid, p.id) >= (acc.applied_through_xid, acc.applied_through_id)
           AND abs(net.delta) > $4::numeric
     ) pend ON true
 ), e AS (
-    INSERT INTO ledger_entry (idempotency_key, description, currency, urgent, payload_hash, pending_postings)
-    SELECT $5, $6, $7, $8, $9,
-           cardinality($1::bigint[])
+    INSERT INTO ledger_entry (idempotency_key, description, currency, urgent, payload_hash)
+    SELECT $5, $6, $7, $8, $9
     FROM chk WHERE cardinality(chk.out_of_range) = 0
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, created_at
@@ -579,7 +535,7 @@ func (q *Queries) InsertEntryWithPostings(ctx context.Context, arg InsertEntryWi
 }
 
 const listAccounts = `-- name: ListAccounts :many
-SELECT id, code, name, type, currency, system, balance_minor, applied_postings, created_at, updated_at FROM ledger_account
+SELECT id, code, name, type, currency, system, balance_minor, applied_postings, created_at, updated_at, applied_through_xid, applied_through_id FROM ledger_account
 WHERE (code, currency) > ($1::text, $2::text)
 ORDER BY code, currency
 LIMIT $3
@@ -611,6 +567,8 @@ func (q *Queries) ListAccounts(ctx context.Context, arg ListAccountsParams) ([]L
 			&i.AppliedPostings,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AppliedThroughXid,
+			&i.AppliedThroughID,
 		); err != nil {
 			return nil, err
 		}
@@ -651,17 +609,6 @@ SELECT pg_advisory_xact_lock(1919251317, ($1::bigint % 2147483647)::integer)
 
 func (q *Queries) LockApplySignalExclusive(ctx context.Context, accountID int64) error {
 	_, err := q.db.Exec(ctx, lockApplySignalExclusive, accountID)
-	return err
-}
-
-const lockEntries = `-- name: LockEntries :exec
-SELECT id FROM ledger_entry WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
-`
-
-// Locks entries in id order so two apply jobs touching the same entries
-// (the two sides of a transfer) queue instead of deadlocking.
-func (q *Queries) LockEntries(ctx context.Context, ids []int64) error {
-	_, err := q.db.Exec(ctx, lockEntries, ids)
 	return err
 }
 
@@ -711,7 +658,8 @@ FROM (
     FROM ledger_account a
     LEFT JOIN LATERAL (
         SELECT sum(amount_minor) AS pending FROM ledger_posting
-        WHERE account_id = a.id AND applied_at IS NULL
+        WHERE account_id = a.id AND marked_at IS NULL
+          AND (xid, id) >= (a.applied_through_xid, a.applied_through_id)
     ) p ON true
     GROUP BY a.currency
 ) t

@@ -896,16 +896,27 @@ type Event struct {
 }
 
 type LedgerAccount struct {
-	ID              int64
-	Code            string
-	Name            string
-	Type            LedgerAccountType
-	Currency        string
-	System          bool
-	BalanceMinor    int64
-	AppliedPostings int64
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
+	ID                int64
+	Code              string
+	Name              string
+	Type              LedgerAccountType
+	Currency          string
+	System            bool
+	BalanceMinor      int64
+	AppliedPostings   int64
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	AppliedThroughXid pgtype.Uint64
+	AppliedThroughID  int64
+}
+
+type LedgerApplication struct {
+	AccountID  int64
+	ThroughXid pgtype.Uint64
+	ThroughID  int64
+	Postings   int64
+	TotalMinor int64
+	AppliedAt  time.Time
 }
 
 type LedgerApplySignal struct {
@@ -914,16 +925,25 @@ type LedgerApplySignal struct {
 }
 
 type LedgerEntry struct {
+	ID             int64
+	IdempotencyKey string
+	Description    string
+	Currency       string
+	Urgent         bool
+	PayloadHash    string
+	CreatedAt      time.Time
+}
+
+type LedgerEntryState struct {
 	ID              int64
 	IdempotencyKey  string
 	Description     string
 	Currency        string
 	Urgent          bool
-	Status          LedgerEntryStatus
-	PayloadHash     string
-	PendingPostings int32
 	CreatedAt       time.Time
-	AppliedAt       *time.Time
+	Status          LedgerEntryStatus
+	PendingPostings int32
+	AppliedAt       interface{}
 }
 
 type LedgerPosting struct {
@@ -932,6 +952,22 @@ type LedgerPosting struct {
 	AccountID   int64
 	AmountMinor int64
 	CreatedAt   time.Time
+	// Set when the posting was applied on its own (before step 12, or when the watermark was held back); NULL when the watermark applied it.
+	MarkedAt *time.Time
+	// Top-level transaction that wrote the posting; applied when below its account's watermark.
+	Xid pgtype.Uint64
+}
+
+type LedgerPostingState struct {
+	ID          int64
+	EntryID     int64
+	AccountID   int64
+	Account     string
+	Currency    string
+	AmountMinor int64
+	CreatedAt   time.Time
+	Xid         pgtype.Uint64
+	MarkedAt    *time.Time
 	AppliedAt   *time.Time
 }
 

@@ -3,7 +3,7 @@ package ledger
 import (
 	"context"
 	"fmt"
-	"slices"
+	"time"
 
 	"github.com/riverqueue/river"
 
@@ -11,11 +11,17 @@ import (
 	"riverbank/internal/queue"
 )
 
-// ApplyBatchSize is how many pending postings one apply transaction claims.
-// Measured (docs/benchmarks.md): 5,000 keeps a batch well under 100 ms on
-// the development machine while amortising the account update over
-// thousands of postings.
+// ApplyBatchSize is how many pending postings one apply transaction
+// covers. Applying moves the account's watermark (one row, however many
+// postings), so the size only bounds one transaction's index scan and sum
+// (5,000 postings: a few milliseconds); measured with `riverbank bench
+// ledger --mode apply`, 5,000 and 50,000 drain 100,000 postings alike.
 const ApplyBatchSize = 5000
+
+// StallAfter is how long a committed posting may wait above the horizon
+// (behind a transaction still running somewhere on the server, which holds
+// the watermark back) before the apply job applies it on its own.
+const StallAfter = time.Second
 
 // ApplyResult reports one batch.
 type ApplyResult struct {
@@ -24,30 +30,32 @@ type ApplyResult struct {
 }
 
 // ApplyBatchTx applies up to limit pending postings of one account inside
-// tx: it claims them with FOR UPDATE SKIP LOCKED and marks them applied,
-// adds their sum to the balance in one update, and counts down their
-// entries (locked in id order, so two accounts' jobs sharing entries queue
-// rather than deadlock), flipping entries with no pending postings left to
-// APPLIED. Everything commits or rolls back together, so a crash mid-batch
-// leaves the batch pending for the next run and nothing is applied twice.
+// tx, every committed one it finds: by watermark as far as the horizon
+// allows, the rest on their own. See ApplyWatermarkTx.
 func ApplyBatchTx(ctx context.Context, tx *db.Tx, accountID int64, limit int) (ApplyResult, error) {
-	claimed, err := tx.ClaimAndMarkPostings(ctx, db.ClaimAndMarkPostingsParams{AccountID: accountID, Lim: int32(limit)})
+	return applyTx(ctx, tx, accountID, limit, 0)
+}
+
+// ApplyWatermarkTx applies up to limit pending postings of one account
+// inside tx (ledger_apply in schema.sql): it locks the account row, sums
+// the pending postings below the horizon (every transaction older than the
+// oldest one still running has ended, so none can appear there later),
+// adds the sum to the balance and moves the account's applied-through
+// watermark past them, all in one account update; committed postings above
+// the horizon older than stallAfter are applied on their own (marked). It
+// commits or rolls back with tx, so a crash mid-batch leaves the batch
+// pending for the next run and nothing is applied twice.
+func ApplyWatermarkTx(ctx context.Context, tx *db.Tx, accountID int64, limit int, stallAfter time.Duration) (ApplyResult, error) {
+	ms := max(stallAfter.Milliseconds(), 1)
+	return applyTx(ctx, tx, accountID, limit, ms)
+}
+
+func applyTx(ctx context.Context, tx *db.Tx, accountID int64, limit int, markAfterMs int64) (ApplyResult, error) {
+	r, err := tx.ApplyPostings(ctx, db.ApplyPostingsParams{AccountID: accountID, Lim: int32(limit), MarkAfterMs: int32(min(markAfterMs, 1<<31-1))})
 	if err != nil {
-		return ApplyResult{}, fmt.Errorf("claim postings: %w", err)
+		return ApplyResult{}, fmt.Errorf("apply postings: %w", err)
 	}
-	if claimed.N == 0 {
-		return ApplyResult{}, nil
-	}
-	if err := tx.AddToBalance(ctx, db.AddToBalanceParams{ID: accountID, Delta: claimed.TotalMinor, N: int64(claimed.N)}); err != nil {
-		return ApplyResult{}, fmt.Errorf("add to balance: %w", err)
-	}
-	if err := tx.LockEntries(ctx, slices.Compact(slices.Clone(claimed.EntryIds))); err != nil {
-		return ApplyResult{}, fmt.Errorf("lock entries: %w", err)
-	}
-	if err := tx.CountDownEntries(ctx, claimed.EntryIds); err != nil {
-		return ApplyResult{}, fmt.Errorf("count down entries: %w", err)
-	}
-	return ApplyResult{Applied: int(claimed.N), TotalMinor: claimed.TotalMinor}, nil
+	return ApplyResult{Applied: int(r.Applied), TotalMinor: r.TotalMinor}, nil
 }
 
 // SweepArgs are the args of the periodic ledger.sweep job.
@@ -62,8 +70,8 @@ func (SweepArgs) InsertOpts() river.InsertOpts {
 }
 
 // EnqueueApplyForPending inserts a ledger.apply job (unique per account)
-// for every account that has pending postings, found by a loose index scan
-// of the partial pending index. It returns how many accounts it found.
+// for every account that has pending postings, found by one index probe
+// per account from its watermark on. It returns how many accounts it found.
 func EnqueueApplyForPending(ctx context.Context, tx *db.Tx) (int, error) {
 	ids, err := tx.AccountsWithPendingPostings(ctx)
 	if err != nil {

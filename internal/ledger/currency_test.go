@@ -343,7 +343,7 @@ func TestBalanceOutOfRange(t *testing.T) {
 	require.Zero(t, got.PendingMinor)
 	require.EqualValues(t, full*ledger.MaxPostings/2, got.AppliedPostings)
 	require.EqualValues(t, -ledger.MaxBalanceMinor, b.account(t, l.Code, "").BalanceMinor)
-	require.EqualValues(t, full, b.count(t, "SELECT count(*) FROM ledger_entry WHERE status = 'APPLIED' AND description = 'big'"))
+	require.EqualValues(t, full, b.count(t, "SELECT count(*) FROM ledger_entry_state WHERE status = 'APPLIED' AND description = 'big'"))
 	tb, err = b.svc.TrialBalance(b.ctx)
 	require.NoError(t, err)
 	require.Empty(t, tb.Mismatches)

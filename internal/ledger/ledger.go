@@ -615,21 +615,29 @@ func numericInt(n int64) pgtype.Numeric {
 	return pgtype.Numeric{Int: big.NewInt(n), Valid: true}
 }
 
-func entryFromRow(r db.LedgerEntry) *Entry {
-	return &Entry{
-		ID: r.ID, IdempotencyKey: r.IdempotencyKey, Description: r.Description, Currency: r.Currency,
-		Urgent: r.Urgent, Status: string(r.Status), CreatedAt: r.CreatedAt, AppliedAt: r.AppliedAt,
-	}
-}
-
+// loadEntry loads an entry's postings and derives its state from them: it
+// is APPLIED, at its last posting's application, once every posting is.
 func loadEntry(ctx context.Context, q *db.Queries, r db.LedgerEntry) (*Entry, error) {
-	e := entryFromRow(r)
+	e := &Entry{
+		ID: r.ID, IdempotencyKey: r.IdempotencyKey, Description: r.Description, Currency: r.Currency,
+		Urgent: r.Urgent, Status: string(db.LedgerEntryStatusAPPLIED), CreatedAt: r.CreatedAt,
+	}
 	ps, err := q.EntryPostings(ctx, r.ID)
 	if err != nil {
 		return nil, fmt.Errorf("load postings: %w", err)
 	}
+	var last *time.Time
 	for _, p := range ps {
 		e.Postings = append(e.Postings, Posting{ID: p.ID, EntryID: p.EntryID, Account: p.Account, Currency: r.Currency, AmountMinor: p.AmountMinor, CreatedAt: p.CreatedAt, AppliedAt: p.AppliedAt})
+		switch {
+		case p.AppliedAt == nil:
+			e.Status = string(db.LedgerEntryStatusPENDING)
+		case last == nil || p.AppliedAt.After(*last):
+			last = p.AppliedAt
+		}
+	}
+	if e.Status == string(db.LedgerEntryStatusAPPLIED) {
+		e.AppliedAt = last
 	}
 	return e, nil
 }

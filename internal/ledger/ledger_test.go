@@ -296,11 +296,11 @@ func TestLedgerBalanceEnforcedByDatabase(t *testing.T) {
 	payable := b.createAccount(t, "bal:payable", "LIABILITY", "CNY")
 	usd := b.createAccount(t, "bal:usd", "ASSET", "USD")
 
-	insertEntry := func(t *testing.T, tx pgx.Tx, key string, pending int) int64 {
+	insertEntry := func(t *testing.T, tx pgx.Tx, key string) int64 {
 		t.Helper()
 		var id int64
-		require.NoError(t, tx.QueryRow(b.ctx, `INSERT INTO ledger_entry (idempotency_key, description, currency, payload_hash, pending_postings)
-			VALUES ($1, 'raw', 'CNY', 'x', $2) RETURNING id`, key, pending).Scan(&id))
+		require.NoError(t, tx.QueryRow(b.ctx, `INSERT INTO ledger_entry (idempotency_key, description, currency, payload_hash)
+			VALUES ($1, 'raw', 'CNY', 'x') RETURNING id`, key).Scan(&id))
 		return id
 	}
 	insertPosting := func(t *testing.T, tx pgx.Tx, entryID, accountID, amount int64) int64 {
@@ -313,7 +313,11 @@ func TestLedgerBalanceEnforcedByDatabase(t *testing.T) {
 		t.Helper()
 		var pgErr *pgconn.PgError
 		require.True(t, errors.As(err, &pgErr), "want a check violation, got %v", err)
-		require.Equal(t, "23514", pgErr.Code, "error: %v", err)
+		want := "23514" // check_violation
+		if strings.HasSuffix(constraint, "_fkey") {
+			want = "23503" // foreign_key_violation
+		}
+		require.Equal(t, want, pgErr.Code, "error: %v", err)
 		require.Equal(t, constraint, pgErr.ConstraintName, "error: %v", err)
 	}
 	// committed writes a balanced entry and returns its posting ids.
@@ -322,26 +326,26 @@ func TestLedgerBalanceEnforcedByDatabase(t *testing.T) {
 		tx, err := b.pool.Begin(b.ctx)
 		require.NoError(t, err)
 		defer tx.Rollback(b.ctx) //nolint:errcheck
-		id := insertEntry(t, tx, key, 2)
+		id := insertEntry(t, tx, key)
 		p1 := insertPosting(t, tx, id, cash.ID, 500)
 		p2 := insertPosting(t, tx, id, payable.ID, -500)
 		require.NoError(t, tx.Commit(b.ctx))
 		return id, []int64{p1, p2}
 	}
 
+	const missingAccount = int64(1) << 40
 	commitCases := []struct {
 		name     string
-		pending  int
 		postings [][2]int64 // account id, amount
-		wantErr  bool
+		wantErr  string     // the constraint named, "" when the commit succeeds
 	}{
-		{"balanced commits", 2, [][2]int64{{cash.ID, 100}, {payable.ID, -100}}, false},
-		{"balanced three-way commits", 3, [][2]int64{{cash.ID, 100}, {payable.ID, -60}, {payable.ID, -40}}, false},
-		{"unbalanced sum fails", 2, [][2]int64{{cash.ID, 100}, {payable.ID, -99}}, true},
-		{"one posting fails", 1, [][2]int64{{cash.ID, 100}}, true},
-		{"no postings fails", 2, nil, true},
-		{"foreign-currency posting fails", 2, [][2]int64{{cash.ID, 100}, {usd.ID, -100}}, true},
-		{"wrong pending count fails", 3, [][2]int64{{cash.ID, 100}, {payable.ID, -100}}, true},
+		{"balanced commits", [][2]int64{{cash.ID, 100}, {payable.ID, -100}}, ""},
+		{"balanced three-way commits", [][2]int64{{cash.ID, 100}, {payable.ID, -60}, {payable.ID, -40}}, ""},
+		{"unbalanced sum fails", [][2]int64{{cash.ID, 100}, {payable.ID, -99}}, "ledger_entry_balanced"},
+		{"one posting fails", [][2]int64{{cash.ID, 100}}, "ledger_entry_balanced"},
+		{"no postings fails", nil, "ledger_entry_balanced"},
+		{"foreign-currency posting fails", [][2]int64{{cash.ID, 100}, {usd.ID, -100}}, "ledger_entry_balanced"},
+		{"posting to a missing account fails", [][2]int64{{cash.ID, 100}, {missingAccount, -100}}, "ledger_posting_account_id_fkey"},
 	}
 	for i, tt := range commitCases {
 		t.Run(tt.name, func(t *testing.T) {
@@ -350,17 +354,17 @@ func TestLedgerBalanceEnforcedByDatabase(t *testing.T) {
 			require.NoError(t, err)
 			defer tx.Rollback(b.ctx) //nolint:errcheck
 			key := "raw-" + string(rune('a'+i))
-			id := insertEntry(t, tx, key, tt.pending)
+			id := insertEntry(t, tx, key)
 			for _, p := range tt.postings {
 				insertPosting(t, tx, id, p[0], p[1])
 			}
 			err = tx.Commit(b.ctx)
-			if !tt.wantErr {
+			if tt.wantErr == "" {
 				require.NoError(t, err)
 				require.EqualValues(t, 1, b.count(t, "SELECT count(*) FROM ledger_entry WHERE idempotency_key = $1", key))
 				return
 			}
-			requireViolation(t, err, "ledger_entry_balanced")
+			requireViolation(t, err, tt.wantErr)
 			require.EqualValues(t, 0, b.count(t, "SELECT count(*) FROM ledger_entry WHERE idempotency_key = $1", key))
 		})
 	}
@@ -386,9 +390,13 @@ func TestLedgerBalanceEnforcedByDatabase(t *testing.T) {
 	t.Run("applying a posting twice fails", func(t *testing.T) {
 		t.Parallel()
 		_, ps := committed(t, "raw-twice")
-		_, err := b.pool.Exec(b.ctx, "UPDATE ledger_posting SET applied_at = now() WHERE id = $1", ps[0])
+		_, err := b.pool.Exec(b.ctx, "UPDATE ledger_posting SET marked_at = now() WHERE id = $1", ps[0])
 		require.NoError(t, err)
-		_, err = b.pool.Exec(b.ctx, "UPDATE ledger_posting SET applied_at = now() WHERE id = $1", ps[0])
+		_, err = b.pool.Exec(b.ctx, "UPDATE ledger_posting SET marked_at = now() WHERE id = $1", ps[0])
+		requireViolation(t, err, "ledger_posting_immutable")
+		_, err = b.pool.Exec(b.ctx, "UPDATE ledger_posting SET marked_at = NULL WHERE id = $1", ps[1])
+		requireViolation(t, err, "ledger_posting_immutable")
+		_, err = b.pool.Exec(b.ctx, "UPDATE ledger_posting SET xid = '1' WHERE id = $1", ps[1])
 		requireViolation(t, err, "ledger_posting_immutable")
 	})
 	t.Run("adding a posting to a committed entry fails", func(t *testing.T) {
@@ -470,11 +478,11 @@ func TestApplyBatchTx(t *testing.T) {
 		require.Equal(t, sum, got.BalanceMinor)
 		require.EqualValues(t, 5, got.AppliedPostings)
 		require.Zero(t, got.PendingCount)
-		require.EqualValues(t, 0, b.count(t, "SELECT count(*) FROM ledger_entry WHERE status = 'APPLIED'"), "the credit side is still pending")
-		require.EqualValues(t, 5, b.count(t, "SELECT count(*) FROM ledger_entry WHERE pending_postings = 1"))
+		require.EqualValues(t, 0, b.count(t, "SELECT count(*) FROM ledger_entry_state WHERE status = 'APPLIED'"), "the credit side is still pending")
+		require.EqualValues(t, 5, b.count(t, "SELECT count(*) FROM ledger_entry_state WHERE pending_postings = 1"))
 
 		require.Equal(t, ledger.ApplyResult{Applied: 5, TotalMinor: -sum}, apply(l.ID, 100))
-		require.EqualValues(t, 5, b.count(t, "SELECT count(*) FROM ledger_entry WHERE status = 'APPLIED' AND pending_postings = 0 AND applied_at IS NOT NULL"))
+		require.EqualValues(t, 5, b.count(t, "SELECT count(*) FROM ledger_entry_state WHERE status = 'APPLIED' AND pending_postings = 0 AND applied_at IS NOT NULL"))
 	})
 
 	t.Run("rolled back batch applies nothing", func(t *testing.T) {
@@ -497,7 +505,7 @@ func TestApplyBatchTx(t *testing.T) {
 		require.Zero(t, got.BalanceMinor)
 		require.Zero(t, got.AppliedPostings)
 		require.EqualValues(t, 9, got.PendingMinor)
-		require.EqualValues(t, 2, b.count(t, "SELECT count(*) FROM ledger_posting p JOIN ledger_account a ON a.id = p.account_id WHERE a.code LIKE 'rb:%' AND p.applied_at IS NULL"))
+		require.EqualValues(t, 2, b.count(t, "SELECT count(*) FROM ledger_posting_state p WHERE p.account LIKE 'rb:%' AND p.applied_at IS NULL"))
 	})
 }
 

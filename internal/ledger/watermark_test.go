@@ -1,0 +1,204 @@
+package ledger_test
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"riverbank/internal/db"
+	"riverbank/internal/ledger"
+	"riverbank/internal/testkit"
+)
+
+// requireAppliedOnce checks an account after its queue drained: the balance
+// is the sum of its postings, applied_postings their count, none pending,
+// and the two ways a posting is applied never overlap: the watermark's
+// batches (ledger_application) plus the postings applied on their own
+// (marked_at) add up to exactly the balance and the count.
+func requireAppliedOnce(t *testing.T, b *testBundle, a *ledger.Account) {
+	t.Helper()
+	var sum, n, appSum, appN, markedSum, markedN, pending int64
+	require.NoError(t, b.pool.QueryRow(b.ctx, `
+		SELECT (SELECT coalesce(sum(amount_minor), 0) FROM ledger_posting WHERE account_id = $1)::bigint,
+		       (SELECT count(*) FROM ledger_posting WHERE account_id = $1),
+		       (SELECT coalesce(sum(total_minor), 0) FROM ledger_application WHERE account_id = $1)::bigint,
+		       (SELECT coalesce(sum(postings), 0) FROM ledger_application WHERE account_id = $1)::bigint,
+		       (SELECT coalesce(sum(amount_minor), 0) FROM ledger_posting WHERE account_id = $1 AND marked_at IS NOT NULL)::bigint,
+		       (SELECT count(*) FROM ledger_posting WHERE account_id = $1 AND marked_at IS NOT NULL),
+		       (SELECT count(*) FROM ledger_posting_state WHERE account_id = $1 AND applied_at IS NULL)`, a.ID).
+		Scan(&sum, &n, &appSum, &appN, &markedSum, &markedN, &pending))
+	got, err := b.svc.GetAccount(b.ctx, a.Code, a.Currency)
+	require.NoError(t, err)
+	require.Zero(t, pending, "pending postings of %s", a.Code)
+	require.Zero(t, got.PendingCount)
+	require.Equal(t, sum, got.BalanceMinor, "balance of %s", a.Code)
+	require.Equal(t, n, got.AppliedPostings, "applied postings of %s", a.Code)
+	require.Equal(t, sum, appSum+markedSum, "%s: watermark batches %d + marked %d", a.Code, appSum, markedSum)
+	require.Equal(t, n, appN+markedN, "%s: watermark batches %d postings + marked %d", a.Code, appN, markedN)
+}
+
+func applyWatermark(t *testing.T, b *testBundle, accountID int64, limit int, stall time.Duration) ledger.ApplyResult {
+	t.Helper()
+	res, err := db.InTxV(b.ctx, b.store, func(tx *db.Tx) (ledger.ApplyResult, error) {
+		return ledger.ApplyWatermarkTx(b.ctx, tx, accountID, limit, stall)
+	})
+	require.NoError(t, err)
+	return res
+}
+
+// TestApplyWatermarkHeldBack: a transaction that stays open holds the
+// horizon back; postings committed after it wait for it (the watermark
+// cannot pass them) until they are older than the stall limit, then are
+// applied on their own; the open transaction's own posting is applied by
+// the watermark once it commits; nothing is applied twice.
+func TestApplyWatermarkHeldBack(t *testing.T) {
+	t.Parallel()
+	b := setupDB(t)
+	a := b.createAccount(t, b.code("wm:a"), "ASSET", "CNY")
+	l := b.createAccount(t, b.code("wm:l"), "LIABILITY", "CNY")
+
+	// The long transaction writes an entry (so it holds an xid) and stays
+	// open until released.
+	posted, release, longDone := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		longDone <- b.store.InTx(b.ctx, func(tx *db.Tx) error {
+			_, _, err := ledger.PostTx(b.ctx, tx, transfer(b.code("wm:long"), a.Code, l.Code, 1000))
+			close(posted)
+			if err != nil {
+				return err
+			}
+			<-release
+			return nil
+		})
+	}()
+	<-posted
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+			<-longDone
+		}
+	}()
+
+	var sum int64
+	for i := range 10 {
+		amount := int64(i + 1)
+		sum += amount
+		_, _, err := b.svc.Post(b.ctx, transfer(b.code(fmt.Sprintf("wm:%d", i)), a.Code, l.Code, amount))
+		require.NoError(t, err)
+	}
+	require.Equal(t, ledger.ApplyResult{}, applyWatermark(t, b, a.ID, 1000, time.Hour), "the open transaction holds the horizon below every committed posting")
+	got, err := b.svc.GetAccount(b.ctx, a.Code, "")
+	require.NoError(t, err)
+	require.EqualValues(t, 10, got.PendingCount)
+	require.Equal(t, sum, got.PendingMinor)
+
+	time.Sleep(20 * time.Millisecond)
+	require.Equal(t, ledger.ApplyResult{Applied: 10, TotalMinor: sum}, applyWatermark(t, b, a.ID, 1000, 10*time.Millisecond), "stalled postings are applied on their own")
+	require.EqualValues(t, 10, b.count(t, "SELECT count(*) FROM ledger_posting WHERE account_id = $1 AND marked_at IS NOT NULL", a.ID))
+	require.Equal(t, ledger.ApplyResult{}, applyWatermark(t, b, a.ID, 1000, time.Millisecond))
+
+	released = true
+	close(release)
+	require.NoError(t, <-longDone)
+	testkit.WaitFor(t, 30*time.Second, "the watermark to pass the long transaction's posting", func() bool {
+		return applyWatermark(t, b, a.ID, 1000, time.Hour).Applied == 1
+	})
+	require.EqualValues(t, 1, b.count(t, "SELECT count(*) FROM ledger_application WHERE account_id = $1", a.ID))
+	requireAppliedOnce(t, b, a)
+
+	// The other side, in batches of 3 by the watermark alone (nothing there
+	// is held back any more): 11 postings, four batches.
+	testkit.WaitFor(t, 30*time.Second, "the credit side to apply", func() bool {
+		applyWatermark(t, b, l.ID, 3, time.Hour)
+		return b.count(t, "SELECT count(*) FROM ledger_posting_state WHERE account_id = $1 AND applied_at IS NULL", l.ID) == 0
+	})
+	requireAppliedOnce(t, b, l)
+	require.Zero(t, b.count(t, "SELECT count(*) FROM ledger_posting WHERE account_id = $1 AND marked_at IS NOT NULL", l.ID))
+	require.EqualValues(t, 11, b.count(t, "SELECT count(*) FROM ledger_entry_state WHERE status = 'APPLIED' AND applied_at IS NOT NULL"))
+}
+
+// TestApplyWatermarkRace runs writers (some rolling back, some holding
+// their transaction open a while) against three appliers per account that
+// use random batch sizes and stall limits, including the final "apply
+// every committed posting" mode; every posting must be applied exactly
+// once.
+func TestApplyWatermarkRace(t *testing.T) {
+	t.Parallel()
+	b := setupDB(t)
+	a := b.createAccount(t, b.code("race:a"), "ASSET", "CNY")
+	l := b.createAccount(t, b.code("race:l"), "LIABILITY", "CNY")
+	const writers, perWriter = 6, 40
+	errRollback := errors.New("rollback")
+
+	var wg sync.WaitGroup
+	var done atomic.Bool
+	for w := range writers {
+		wg.Go(func() {
+			for i := range perWriter {
+				err := b.store.InTx(b.ctx, func(tx *db.Tx) error {
+					_, _, err := ledger.PostTx(b.ctx, tx, transfer(b.code(fmt.Sprintf("race:%d:%d", w, i)), a.Code, l.Code, int64(1+rand.IntN(100))))
+					if err != nil {
+						return err
+					}
+					switch rand.IntN(10) {
+					case 0:
+						return errRollback
+					case 1:
+						time.Sleep(time.Duration(rand.IntN(30)) * time.Millisecond)
+					}
+					return nil
+				})
+				if err != nil && !errors.Is(err, errRollback) {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	var appliers sync.WaitGroup
+	for _, acc := range []*ledger.Account{a, l, a, l, a, l} {
+		appliers.Go(func() {
+			for !done.Load() {
+				res, err := db.InTxV(b.ctx, b.store, func(tx *db.Tx) (ledger.ApplyResult, error) {
+					limit := 1 + rand.IntN(20)
+					switch rand.IntN(3) {
+					case 0:
+						return ledger.ApplyBatchTx(b.ctx, tx, acc.ID, limit)
+					case 1:
+						return ledger.ApplyWatermarkTx(b.ctx, tx, acc.ID, limit, time.Millisecond)
+					default:
+						return ledger.ApplyWatermarkTx(b.ctx, tx, acc.ID, limit, time.Hour)
+					}
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if res.Applied == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	done.Store(true)
+	appliers.Wait()
+	for _, acc := range []*ledger.Account{a, l} {
+		testkit.WaitFor(t, 30*time.Second, "the rest to apply", func() bool {
+			return applyWatermark(t, b, acc.ID, 1000, time.Millisecond).Applied == 0 &&
+				b.count(t, "SELECT count(*) FROM ledger_posting_state WHERE account_id = $1 AND applied_at IS NULL", acc.ID) == 0
+		})
+		requireAppliedOnce(t, b, acc)
+	}
+	entries := b.count(t, "SELECT count(*) FROM ledger_entry")
+	require.Positive(t, entries)
+	require.Equal(t, entries, b.count(t, "SELECT count(*) FROM ledger_entry_state WHERE status = 'APPLIED' AND applied_at IS NOT NULL"))
+	require.Positive(t, b.count(t, "SELECT count(*) FROM ledger_application"), "some batches went by watermark")
+}
