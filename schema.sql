@@ -1333,3 +1333,30 @@ BEGIN
     RETURN QUERY SELECT n + n2, (tot + tot2)::bigint;
 END
 $$;
+
+-- Order confirmation without a River job per order. A created order asks
+-- for the confirmer in its own statement (orders_request_confirm): a shared
+-- transaction-level advisory lock, held to commit, and the confirm signal
+-- row, created by the first order that finds none; only that order inserts
+-- the lingering order.confirm job (order_id 0), which confirms every
+-- waiting order in batches while orders keep coming. The job's final
+-- transaction takes the lock exclusively (so every order that asked has
+-- committed), deletes the signal and re-enqueues itself if orders still
+-- wait: an order is never left without a confirmer (the same protocol as
+-- ledger_apply_signal). The finishing transaction takes no row locks, so
+-- a creator holding product locks while it waits for the shared lock
+-- cannot deadlock with it.
+CREATE TABLE order_confirm_signal (
+    id          smallint PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE FUNCTION orders_request_confirm() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(1919251324, 0);
+    -- A statement of its own after the lock (READ COMMITTED): it sees a
+    -- finishing job's delete of the signal that committed before the lock
+    -- was granted.
+    INSERT INTO order_confirm_signal (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
+    RETURN FOUND;
+END
+$$;

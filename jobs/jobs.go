@@ -115,11 +115,12 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 		&river.PeriodicJobOpts{ID: "ledger.sweep", RunOnStart: true},
 	))
 
-	// Orders: confirmation (a job per order, which confirms the waiting
-	// orders in batches), the expiry sweep every ExpireInterval, and the
+	// Orders: confirmation (one lingering job that confirms the waiting
+	// orders in batches, asked for by the order that finds none due), the
+	// expiry sweep every ExpireInterval, and the
 	// sweep that re-enqueues confirmations that went missing.
 	ordersSvc := deps.Orders
-	river.AddWorker(workers, &OrderConfirmWorker{Orders: ordersSvc})
+	river.AddWorker(workers, &OrderConfirmWorker{Orders: ordersSvc, Store: deps.Store, Budget: min(20*time.Second, deps.Config.JobTimeout/3)})
 	river.AddWorker(workers, &OrderExpireWorker{Orders: ordersSvc})
 	river.AddWorker(workers, &OrderSweepWorker{Orders: ordersSvc})
 	*periodic = append(*periodic, river.NewPeriodicJob(

@@ -3,10 +3,13 @@ package jobs
 import (
 	"cmp"
 	"context"
+	"time"
 
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"riverbank"
+	"riverbank/internal/db"
 	"riverbank/internal/orders"
 )
 
@@ -22,12 +25,23 @@ import (
 type OrderConfirmWorker struct {
 	river.WorkerDefaults[orders.ConfirmArgs]
 	Orders *orders.Service
+	Store  *db.Store
 	// Batch defaults to orders.ConfirmBatch.
 	Batch int
+	// Budget bounds one lingering confirmer's run; then it hands over to a
+	// fresh job. Default 20s.
+	Budget time.Duration
+	// Linger is the lingering confirmer's pause between batches while
+	// orders keep coming. Default 20ms: an order waits about that long for
+	// its batch.
+	Linger time.Duration
 }
 
 // Work implements river.Worker.
 func (w *OrderConfirmWorker) Work(ctx context.Context, job *river.Job[orders.ConfirmArgs]) error {
+	if job.Args.OrderID == 0 {
+		return w.linger(ctx, job)
+	}
 	id := job.Args.OrderID
 	waiting, err := w.Orders.Waiting(ctx, id)
 	if err != nil || !waiting {
@@ -35,6 +49,61 @@ func (w *OrderConfirmWorker) Work(ctx context.Context, job *river.Job[orders.Con
 	}
 	_, err = w.Orders.ConfirmWaiting(ctx, id, cmp.Or(w.Batch, orders.ConfirmBatch))
 	return orderJobResult(err)
+}
+
+// linger is the lingering confirmer (order_id 0), the job a created order
+// asks for when no confirmer is due (orders_request_confirm in schema.sql):
+// it confirms waiting orders in batches (orders.ConfirmCreated), pausing
+// Linger between batches while orders keep coming, up to Budget; then its
+// final transaction (orders.FinishConfirmerTx) waits for every order that
+// asked for it, deletes the confirm signal, completes the job and, if
+// orders still wait, enqueues the next confirmer, all atomically. A crash
+// leaves the job running; River's rescuer retries it, and the signal,
+// still there, keeps creators from inserting a second one.
+func (w *OrderConfirmWorker) linger(ctx context.Context, job *river.Job[orders.ConfirmArgs]) error {
+	batch := cmp.Or(w.Batch, orders.ConfirmBatch)
+	deadline := time.Now().Add(cmp.Or(w.Budget, 20*time.Second))
+	pause := cmp.Or(w.Linger, 20*time.Millisecond)
+	idle := false // the last batch found nothing it could confirm
+	for time.Now().Before(deadline) {
+		n, err := w.Orders.ConfirmCreated(ctx, batch)
+		if err != nil {
+			return err
+		}
+		idle = n == 0
+		if n == batch {
+			continue
+		}
+		if n == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+	}
+	return w.Store.InTx(ctx, func(tx *db.Tx) error {
+		waiting, err := orders.FinishConfirmerTx(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx.Tx, job); err != nil {
+			return err
+		}
+		if waiting {
+			// When the last batch confirmed nothing, the orders that wait
+			// are held by a payment or a cancel, whose transaction decides
+			// them: the next confirmer is scheduled a second later rather
+			// than spinning on them. Otherwise orders keep coming: at once.
+			var opts *river.InsertOpts
+			if idle {
+				opts = &river.InsertOpts{ScheduledAt: time.Now().Add(time.Second)}
+			}
+			_, err = tx.Insert(ctx, orders.ConfirmArgs{}, opts)
+		}
+		return err
+	})
 }
 
 // OrderExpireWorker works order.expire, the expiry sweep the leader inserts

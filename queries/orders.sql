@@ -85,10 +85,15 @@ WITH lines AS (
     FROM o, LATERAL orders_reserve(sqlc.arg(skus)::text[], sqlc.arg(quantities)::bigint[]) AS r(sku, price_minor, currency, available, reserved)
 ), short AS (
     SELECT res.sku, res.available FROM res WHERE NOT res.reserved ORDER BY res.sku LIMIT 1
+), confirmer AS (
+    -- the confirm request (schema step 12): true when this order created
+    -- the signal, so the caller inserts the lingering order.confirm job
+    SELECT orders_request_confirm() AS requested FROM o
 )
 SELECT o.id, o.buyer_id, o.merchant_id, o.identifier, o.request_hash, o.status, o.total_minor, o.currency,
        o.created_at, o.expires_at, o.updated_at, o.confirmed_at, o.paid_at, o.shipped_at, o.completed_at,
        o.cancelled_at, o.cancel_reason, o.payment_id, o.ledger_entry_id, o.tracking_no,
+       coalesce((SELECT confirmer.requested FROM confirmer), false)::boolean AS confirmer_requested,
        (SELECT count(*) FROM res WHERE res.reserved)::integer AS lines_reserved,
        coalesce((SELECT short.sku FROM short), '')::text AS short_sku,
        coalesce((SELECT short.available FROM short), 0)::bigint AS short_available,
@@ -329,6 +334,17 @@ SELECT (SELECT count(*) FROM o)::integer AS orders_expired,
            ARRAY(SELECT coalesce(m.returned, 0) FROM moves m),
            ARRAY(SELECT -coalesce(m.released, 0) FROM moves m),
            ARRAY(SELECT -coalesce(m.returned, 0) FROM moves m))::integer AS products_moved;
+
+-- name: LockOrderConfirmRequests :exec
+-- The lingering confirmer's final transaction: waits for every order that
+-- asked for it (orders_request_confirm holds the lock shared to commit).
+SELECT pg_advisory_xact_lock(1919251324, 0);
+
+-- name: DeleteOrderConfirmSignal :exec
+DELETE FROM order_confirm_signal;
+
+-- name: HasCreatedOrders :one
+SELECT EXISTS (SELECT 1 FROM orders WHERE status = 'CREATED');
 
 -- name: LockOrderConfirmer :exec
 -- The confirmer's lock: batches of ConfirmCreatedOrders run one at a time

@@ -1040,6 +1040,11 @@ type Order struct {
 	TrackingNo    *string
 }
 
+type OrderConfirmSignal struct {
+	ID        int16
+	CreatedAt time.Time
+}
+
 type OrderEvent struct {
 	ID         int64
 	OrderID    int64

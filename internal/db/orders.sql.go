@@ -242,6 +242,15 @@ func (q *Queries) CountStaleCreatedOrders(ctx context.Context, arg CountStaleCre
 	return column_1, err
 }
 
+const deleteOrderConfirmSignal = `-- name: DeleteOrderConfirmSignal :exec
+DELETE FROM order_confirm_signal
+`
+
+func (q *Queries) DeleteOrderConfirmSignal(ctx context.Context) error {
+	_, err := q.db.Exec(ctx, deleteOrderConfirmSignal)
+	return err
+}
+
 const expireDueOrders = `-- name: ExpireDueOrders :one
 WITH claimed AS (
     SELECT c.id, c.status FROM orders c
@@ -408,6 +417,17 @@ func (q *Queries) GetProduct(ctx context.Context, sku string) (Product, error) {
 	return i, err
 }
 
+const hasCreatedOrders = `-- name: HasCreatedOrders :one
+SELECT EXISTS (SELECT 1 FROM orders WHERE status = 'CREATED')
+`
+
+func (q *Queries) HasCreatedOrders(ctx context.Context) (bool, error) {
+	row := q.db.QueryRow(ctx, hasCreatedOrders)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const insertOrder = `-- name: InsertOrder :one
 WITH lines AS (
     SELECT unnest($2::text[]) AS sku,
@@ -445,10 +465,15 @@ WITH lines AS (
     FROM o, LATERAL orders_reserve($2::text[], $3::bigint[]) AS r(sku, price_minor, currency, available, reserved)
 ), short AS (
     SELECT res.sku, res.available FROM res WHERE NOT res.reserved ORDER BY res.sku LIMIT 1
+), confirmer AS (
+    -- the confirm request (schema step 12): true when this order created
+    -- the signal, so the caller inserts the lingering order.confirm job
+    SELECT orders_request_confirm() AS requested FROM o
 )
 SELECT o.id, o.buyer_id, o.merchant_id, o.identifier, o.request_hash, o.status, o.total_minor, o.currency,
        o.created_at, o.expires_at, o.updated_at, o.confirmed_at, o.paid_at, o.shipped_at, o.completed_at,
        o.cancelled_at, o.cancel_reason, o.payment_id, o.ledger_entry_id, o.tracking_no,
+       coalesce((SELECT confirmer.requested FROM confirmer), false)::boolean AS confirmer_requested,
        (SELECT count(*) FROM res WHERE res.reserved)::integer AS lines_reserved,
        coalesce((SELECT short.sku FROM short), '')::text AS short_sku,
        coalesce((SELECT short.available FROM short), 0)::bigint AS short_available,
@@ -473,30 +498,31 @@ type InsertOrderParams struct {
 }
 
 type InsertOrderRow struct {
-	ID             int64
-	BuyerID        string
-	MerchantID     string
-	Identifier     string
-	RequestHash    string
-	Status         OrderStatus
-	TotalMinor     int64
-	Currency       string
-	CreatedAt      time.Time
-	ExpiresAt      time.Time
-	UpdatedAt      time.Time
-	ConfirmedAt    *time.Time
-	PaidAt         *time.Time
-	ShippedAt      *time.Time
-	CompletedAt    *time.Time
-	CancelledAt    *time.Time
-	CancelReason   *string
-	PaymentID      *string
-	LedgerEntryID  *int64
-	TrackingNo     *string
-	LinesReserved  int32
-	ShortSku       string
-	ShortAvailable int64
-	PricesHeld     bool
+	ID                 int64
+	BuyerID            string
+	MerchantID         string
+	Identifier         string
+	RequestHash        string
+	Status             OrderStatus
+	TotalMinor         int64
+	Currency           string
+	CreatedAt          time.Time
+	ExpiresAt          time.Time
+	UpdatedAt          time.Time
+	ConfirmedAt        *time.Time
+	PaidAt             *time.Time
+	ShippedAt          *time.Time
+	CompletedAt        *time.Time
+	CancelledAt        *time.Time
+	CancelReason       *string
+	PaymentID          *string
+	LedgerEntryID      *int64
+	TrackingNo         *string
+	ConfirmerRequested bool
+	LinesReserved      int32
+	ShortSku           string
+	ShortAvailable     int64
+	PricesHeld         bool
 }
 
 // Places an order in one statement: inserts the order, its items, its
@@ -546,6 +572,7 @@ func (q *Queries) InsertOrder(ctx context.Context, arg InsertOrderParams) (Inser
 		&i.PaymentID,
 		&i.LedgerEntryID,
 		&i.TrackingNo,
+		&i.ConfirmerRequested,
 		&i.LinesReserved,
 		&i.ShortSku,
 		&i.ShortAvailable,
@@ -785,6 +812,17 @@ func (q *Queries) LockOrder(ctx context.Context, id int64) (Order, error) {
 		&i.TrackingNo,
 	)
 	return i, err
+}
+
+const lockOrderConfirmRequests = `-- name: LockOrderConfirmRequests :exec
+SELECT pg_advisory_xact_lock(1919251324, 0)
+`
+
+// The lingering confirmer's final transaction: waits for every order that
+// asked for it (orders_request_confirm holds the lock shared to commit).
+func (q *Queries) LockOrderConfirmRequests(ctx context.Context) error {
+	_, err := q.db.Exec(ctx, lockOrderConfirmRequests)
+	return err
 }
 
 const lockOrderConfirmer = `-- name: LockOrderConfirmer :exec

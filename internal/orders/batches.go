@@ -59,6 +59,27 @@ func (s *Service) ConfirmWaiting(ctx context.Context, id int64, limit int) (bool
 	return true, err
 }
 
+// FinishConfirmerTx is the lingering confirmer's last step, in the
+// transaction that completes its job: it waits for every order that asked
+// for a confirmer (LockOrderConfirmRequests), deletes the confirm signal,
+// so the next order to be created asks for a new job, and reports whether
+// orders still wait (the caller re-enqueues the job, in this transaction).
+// It takes no row locks: a creator that holds product locks while it waits
+// for the shared lock cannot deadlock with it.
+func FinishConfirmerTx(ctx context.Context, tx *db.Tx) (waiting bool, err error) {
+	if err := tx.LockOrderConfirmRequests(ctx); err != nil {
+		return false, fmt.Errorf("lock confirm requests: %w", err)
+	}
+	if err := tx.DeleteOrderConfirmSignal(ctx); err != nil {
+		return false, fmt.Errorf("delete confirm signal: %w", err)
+	}
+	waiting, err = tx.HasCreatedOrders(ctx)
+	if err != nil {
+		return false, fmt.Errorf("look for waiting orders: %w", err)
+	}
+	return waiting, nil
+}
+
 // confirmBatch runs one batch under the confirmer's lock; with id set, only
 // if that order still waits once the lock is held (-1 otherwise).
 func (s *Service) confirmBatch(ctx context.Context, id int64, limit int) (int, error) {

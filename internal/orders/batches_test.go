@@ -1,15 +1,19 @@
 package orders_test
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"riverbank"
+	"riverbank/internal/db"
 	"riverbank/internal/orders"
+	"riverbank/internal/testkit"
 )
 
 // TestBatchesRaceEverything runs the batch confirmer and the expiry sweep
@@ -148,4 +152,62 @@ func TestBatchesRaceEverything(t *testing.T) {
 	for _, s := range skus {
 		b.requireStockMatchesOrders(t, s, perSKU)
 	}
+}
+
+// TestFinishConfirmerWaitsForAskingOrders is the confirmer handoff's
+// lost-wakeup case, interleaved by hand: an order created while the
+// confirm signal exists asks for no job; if the confirmer's final
+// transaction could finish before that order commits, nothing would ever
+// confirm it. FinishConfirmerTx must wait for the order's transaction and
+// then report it waiting.
+func TestFinishConfirmerWaitsForAskingOrders(t *testing.T) {
+	t.Parallel()
+	b := setupDB(t)
+	sku := b.sku("FIN")
+	b.product(t, sku, 100, 10)
+	first := b.order(t, b.buyer(1), sku, 1) // creates the signal
+	require.EqualValues(t, 1, b.count(t, "SELECT count(*) FROM order_confirm_signal"))
+	n, err := b.svc.ConfirmCreated(b.ctx, 10)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Equal(t, orders.StatusConfirmed, b.status(t, first.ID))
+
+	// The second order's transaction stays open after its create.
+	tx, err := b.pool.Begin(b.ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(context.WithoutCancel(b.ctx)) //nolint:errcheck
+	k := testkit.Tx(t) // only for an insert-only River client
+	inTx := orders.NewService(db.NewStore(tx, k.Inserter), orders.Options{PaymentTimeout: time.Hour})
+	second, created, err := inTx.Create(b.ctx, orders.CreateInput{BuyerID: b.buyer(2), MerchantID: "m", Identifier: "late", Items: []orders.ItemInput{{SKU: sku, Quantity: 1}}})
+	require.NoError(t, err)
+	require.True(t, created)
+	var jobs int64
+	require.NoError(t, tx.QueryRow(b.ctx, "SELECT count(*) FROM river_job WHERE kind = 'order.confirm'").Scan(&jobs))
+	require.EqualValues(t, 1, jobs, "the signal existed: the second order inserted no job")
+
+	type result struct {
+		waiting bool
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		r.err = b.store.InTx(b.ctx, func(ftx *db.Tx) error {
+			var err error
+			r.waiting, err = orders.FinishConfirmerTx(b.ctx, ftx)
+			return err
+		})
+		done <- r
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("the confirmer finished (waiting=%v, err=%v) while an order that asked for it was uncommitted", r.waiting, r.err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	require.NoError(t, tx.Commit(b.ctx))
+	r := <-done
+	require.NoError(t, r.err)
+	require.True(t, r.waiting, "the committed second order waits: the caller re-enqueues the confirmer")
+	require.Zero(t, b.count(t, "SELECT count(*) FROM order_confirm_signal"))
+	require.Equal(t, orders.StatusCreated, b.status(t, second.ID))
 }

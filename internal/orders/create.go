@@ -240,10 +240,14 @@ func (s *Service) createOnce(ctx context.Context, in *CreateInput, hash string) 
 			Status: row.Status, TotalMinor: row.TotalMinor, Currency: row.Currency, CreatedAt: row.CreatedAt, ExpiresAt: row.ExpiresAt,
 			UpdatedAt: row.UpdatedAt,
 		}
-		// Expiry needs no job of its own: the order.expire sweep reads
-		// unpaid orders by expires_at (orders_unpaid_expiry_idx).
-		if _, err := tx.Insert(ctx, ConfirmArgs{OrderID: o.ID}, nil); err != nil {
-			return nil, err
+		// Neither confirmation nor expiry needs a job of its own: the
+		// statement asked for the lingering confirmer (only the order that
+		// created its signal inserts the job), and the order.expire sweep
+		// reads unpaid orders by expires_at (orders_unpaid_expiry_idx).
+		if row.ConfirmerRequested {
+			if _, err := tx.Insert(ctx, ConfirmArgs{}, nil); err != nil {
+				return nil, err
+			}
 		}
 		out := orderFromRow(o, nil)
 		out.Items = make([]Item, len(in.Items))

@@ -59,11 +59,11 @@ func TestCreate(t *testing.T) {
 		require.Equal(t, orders.StatusCreated, evs[0].To)
 		require.Equal(t, orders.ActorAPI, evs[0].Actor)
 
-		// The confirm job was inserted in the order's transaction, and no
-		// job of its own for the expiry (the order.expire sweep reads
-		// expires_at).
+		// The order asked for the lingering confirmer in its transaction
+		// (no confirmer was due: it inserted the job), and no job of its
+		// own for the expiry (the order.expire sweep reads expires_at).
 		jobs := rivertest.RequireManyInsertedTx[*riverpgxv5.Driver](b.ctx, t, b.dbtx.(pgx.Tx), []rivertest.ExpectedJob{
-			{Args: orders.ConfirmArgs{OrderID: o.ID}, Opts: &rivertest.RequireInsertedOpts{State: rivertype.JobStateAvailable}},
+			{Args: orders.ConfirmArgs{}, Opts: &rivertest.RequireInsertedOpts{State: rivertype.JobStateAvailable}},
 		})
 		require.Len(t, jobs, 1)
 		rivertest.RequireNotInsertedTx[*riverpgxv5.Driver](b.ctx, t, b.dbtx.(pgx.Tx), &orders.ExpireArgs{}, nil)
@@ -213,7 +213,8 @@ func TestCreate(t *testing.T) {
 		require.EqualValues(t, 10, b.count(t, "SELECT count(*) FROM orders"))
 		require.Equal(t, stock{OnHand: 10, Reserved: 10}, b.stock(t, sku))
 		b.requireStockMatchesOrders(t, sku, 10)
-		require.EqualValues(t, 10, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'order.confirm'"))
+		require.EqualValues(t, 1, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'order.confirm'"), "one lingering confirmer for all of them")
+		require.EqualValues(t, 1, b.count(t, "SELECT count(*) FROM order_confirm_signal"))
 		require.Zero(t, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'order.expire'"), "expiry is the sweep's, not a job per order")
 	})
 

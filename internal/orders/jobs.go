@@ -27,7 +27,11 @@ var liveStates = []rivertype.JobState{
 	rivertype.JobStateRunning, rivertype.JobStateScheduled,
 }
 
-// ConfirmArgs are the args of order.confirm: confirm one order.
+// ConfirmArgs are the args of order.confirm. OrderID 0 is the lingering
+// confirmer a created order asks for (see orders_request_confirm): it
+// confirms every waiting order in batches while orders keep coming. A
+// non-zero OrderID (the sweep's re-enqueue, or a job of an earlier version)
+// sees that one order leaves CREATED.
 type ConfirmArgs struct {
 	OrderID int64 `json:"order_id"`
 }
