@@ -176,7 +176,7 @@ func TestFinishConfirmerWaitsForAskingOrders(t *testing.T) {
 	tx, err := b.pool.Begin(b.ctx)
 	require.NoError(t, err)
 	defer tx.Rollback(context.WithoutCancel(b.ctx)) //nolint:errcheck
-	k := testkit.Tx(t) // only for an insert-only River client
+	k := testkit.Tx(t)                              // only for an insert-only River client
 	inTx := orders.NewService(db.NewStore(tx, k.Inserter), orders.Options{PaymentTimeout: time.Hour})
 	second, created, err := inTx.Create(b.ctx, orders.CreateInput{BuyerID: b.buyer(2), MerchantID: "m", Identifier: "late", Items: []orders.ItemInput{{SKU: sku, Quantity: 1}}})
 	require.NoError(t, err)
