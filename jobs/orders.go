@@ -32,8 +32,9 @@ type OrderConfirmWorker struct {
 	// fresh job. Default 20s.
 	Budget time.Duration
 	// Linger is the lingering confirmer's pause between batches while
-	// orders keep coming. Default 20ms: an order waits about that long for
-	// its batch.
+	// orders keep coming. Default 5ms (measured, 16 clients: 20 ms gave a
+	// create→CONFIRMED p99 of 237-349 ms at half load, 5 ms 85 ms, at the
+	// same orders/s).
 	Linger time.Duration
 }
 
@@ -51,10 +52,16 @@ func (w *OrderConfirmWorker) Work(ctx context.Context, job *river.Job[orders.Con
 	return orderJobResult(err)
 }
 
+// idleRounds is how many empty batches in a row (one Linger apart) end a
+// lingering confirmer: a short lull keeps the job (and its worker) rather
+// than paying a job's insert, fetch and completion for the next order.
+const idleRounds = 5
+
 // linger is the lingering confirmer (order_id 0), the job a created order
 // asks for when no confirmer is due (orders_request_confirm in schema.sql):
 // it confirms waiting orders in batches (orders.ConfirmCreated), pausing
-// Linger between batches while orders keep coming, up to Budget; then its
+// Linger between batches while orders keep coming (and through a lull of
+// idleRounds empty batches), up to Budget; then its
 // final transaction (orders.FinishConfirmerTx) waits for every order that
 // asked for it, deletes the confirm signal, completes the job and, if
 // orders still wait, enqueues the next confirmer, all atomically. A crash
@@ -63,18 +70,22 @@ func (w *OrderConfirmWorker) Work(ctx context.Context, job *river.Job[orders.Con
 func (w *OrderConfirmWorker) linger(ctx context.Context, job *river.Job[orders.ConfirmArgs]) error {
 	batch := cmp.Or(w.Batch, orders.ConfirmBatch)
 	deadline := time.Now().Add(cmp.Or(w.Budget, 20*time.Second))
-	pause := cmp.Or(w.Linger, 20*time.Millisecond)
-	idle := false // the last batch found nothing it could confirm
+	pause := cmp.Or(w.Linger, 5*time.Millisecond)
+	idle := 0 // batches in a row that found nothing to confirm
 	for time.Now().Before(deadline) {
 		n, err := w.Orders.ConfirmCreated(ctx, batch)
 		if err != nil {
 			return err
 		}
-		idle = n == 0
 		if n == batch {
 			continue
 		}
 		if n == 0 {
+			idle++
+		} else {
+			idle = 0
+		}
+		if idle >= idleRounds {
 			break
 		}
 		select {
@@ -91,16 +102,14 @@ func (w *OrderConfirmWorker) linger(ctx context.Context, job *river.Job[orders.C
 		if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx.Tx, job); err != nil {
 			return err
 		}
-		if waiting {
-			// When the last batch confirmed nothing, the orders that wait
-			// are held by a payment or a cancel, whose transaction decides
-			// them: the next confirmer is scheduled a second later rather
-			// than spinning on them. Otherwise orders keep coming: at once.
-			var opts *river.InsertOpts
-			if idle {
-				opts = &river.InsertOpts{ScheduledAt: time.Now().Add(time.Second)}
-			}
-			_, err = tx.Insert(ctx, orders.ConfirmArgs{}, opts)
+		switch waiting {
+		case orders.WaitingFree:
+			_, err = tx.Insert(ctx, orders.ConfirmArgs{}, nil)
+		case orders.WaitingHeld:
+			// Every waiting order is held by a payment or a cancel, whose
+			// transaction decides it: the next confirmer comes a second
+			// later (for any that stays CREATED) rather than spinning.
+			_, err = tx.Insert(ctx, orders.ConfirmArgs{}, &river.InsertOpts{ScheduledAt: time.Now().Add(time.Second)})
 		}
 		return err
 	})

@@ -343,8 +343,11 @@ SELECT pg_advisory_xact_lock(1919251324, 0);
 -- name: DeleteOrderConfirmSignal :exec
 DELETE FROM order_confirm_signal;
 
--- name: HasCreatedOrders :one
-SELECT EXISTS (SELECT 1 FROM orders WHERE status = 'CREATED');
+-- name: CreatedOrdersWaiting :one
+-- Whether orders wait in CREATED, and whether one of them is free (not
+-- locked by a payment or a cancel, whose transaction will decide it).
+SELECT EXISTS (SELECT 1 FROM orders WHERE status = 'CREATED') AS any_waiting,
+       EXISTS (SELECT 1 FROM (SELECT id FROM orders WHERE status = 'CREATED' LIMIT 1 FOR KEY SHARE SKIP LOCKED) s) AS free_waiting;
 
 -- name: LockOrderConfirmer :exec
 -- The confirmer's lock: batches of ConfirmCreatedOrders run one at a time

@@ -242,6 +242,25 @@ func (q *Queries) CountStaleCreatedOrders(ctx context.Context, arg CountStaleCre
 	return column_1, err
 }
 
+const createdOrdersWaiting = `-- name: CreatedOrdersWaiting :one
+SELECT EXISTS (SELECT 1 FROM orders WHERE status = 'CREATED') AS any_waiting,
+       EXISTS (SELECT 1 FROM (SELECT id FROM orders WHERE status = 'CREATED' LIMIT 1 FOR KEY SHARE SKIP LOCKED) s) AS free_waiting
+`
+
+type CreatedOrdersWaitingRow struct {
+	AnyWaiting  bool
+	FreeWaiting bool
+}
+
+// Whether orders wait in CREATED, and whether one of them is free (not
+// locked by a payment or a cancel, whose transaction will decide it).
+func (q *Queries) CreatedOrdersWaiting(ctx context.Context) (CreatedOrdersWaitingRow, error) {
+	row := q.db.QueryRow(ctx, createdOrdersWaiting)
+	var i CreatedOrdersWaitingRow
+	err := row.Scan(&i.AnyWaiting, &i.FreeWaiting)
+	return i, err
+}
+
 const deleteOrderConfirmSignal = `-- name: DeleteOrderConfirmSignal :exec
 DELETE FROM order_confirm_signal
 `
@@ -415,17 +434,6 @@ func (q *Queries) GetProduct(ctx context.Context, sku string) (Product, error) {
 		&i.UpdatedAt,
 	)
 	return i, err
-}
-
-const hasCreatedOrders = `-- name: HasCreatedOrders :one
-SELECT EXISTS (SELECT 1 FROM orders WHERE status = 'CREATED')
-`
-
-func (q *Queries) HasCreatedOrders(ctx context.Context) (bool, error) {
-	row := q.db.QueryRow(ctx, hasCreatedOrders)
-	var exists bool
-	err := row.Scan(&exists)
-	return exists, err
 }
 
 const insertOrder = `-- name: InsertOrder :one

@@ -59,25 +59,43 @@ func (s *Service) ConfirmWaiting(ctx context.Context, id int64, limit int) (bool
 	return true, err
 }
 
+// Waiting is what FinishConfirmerTx found still waiting in CREATED.
+type Waiting int
+
+const (
+	// WaitingNone: no order waits.
+	WaitingNone Waiting = iota
+	// WaitingHeld: orders wait, every one held by a payment or a cancel
+	// whose transaction decides it.
+	WaitingHeld
+	// WaitingFree: an order waits that a confirmer can take now.
+	WaitingFree
+)
+
 // FinishConfirmerTx is the lingering confirmer's last step, in the
 // transaction that completes its job: it waits for every order that asked
 // for a confirmer (LockOrderConfirmRequests), deletes the confirm signal,
-// so the next order to be created asks for a new job, and reports whether
-// orders still wait (the caller re-enqueues the job, in this transaction).
-// It takes no row locks: a creator that holds product locks while it waits
-// for the shared lock cannot deadlock with it.
-func FinishConfirmerTx(ctx context.Context, tx *db.Tx) (waiting bool, err error) {
+// so the next order to be created asks for a new job, and reports what
+// still waits (the caller re-enqueues the job, in this transaction). It
+// takes no lock on products: a creator that holds product locks while it
+// waits for the shared lock cannot deadlock with it.
+func FinishConfirmerTx(ctx context.Context, tx *db.Tx) (Waiting, error) {
 	if err := tx.LockOrderConfirmRequests(ctx); err != nil {
-		return false, fmt.Errorf("lock confirm requests: %w", err)
+		return WaitingNone, fmt.Errorf("lock confirm requests: %w", err)
 	}
 	if err := tx.DeleteOrderConfirmSignal(ctx); err != nil {
-		return false, fmt.Errorf("delete confirm signal: %w", err)
+		return WaitingNone, fmt.Errorf("delete confirm signal: %w", err)
 	}
-	waiting, err = tx.HasCreatedOrders(ctx)
-	if err != nil {
-		return false, fmt.Errorf("look for waiting orders: %w", err)
+	w, err := tx.CreatedOrdersWaiting(ctx)
+	switch {
+	case err != nil:
+		return WaitingNone, fmt.Errorf("look for waiting orders: %w", err)
+	case w.FreeWaiting:
+		return WaitingFree, nil
+	case w.AnyWaiting:
+		return WaitingHeld, nil
 	}
-	return waiting, nil
+	return WaitingNone, nil
 }
 
 // confirmBatch runs one batch under the confirmer's lock; with id set, only

@@ -186,7 +186,7 @@ func TestFinishConfirmerWaitsForAskingOrders(t *testing.T) {
 	require.EqualValues(t, 1, jobs, "the signal existed: the second order inserted no job")
 
 	type result struct {
-		waiting bool
+		waiting orders.Waiting
 		err     error
 	}
 	done := make(chan result, 1)
@@ -207,7 +207,7 @@ func TestFinishConfirmerWaitsForAskingOrders(t *testing.T) {
 	require.NoError(t, tx.Commit(b.ctx))
 	r := <-done
 	require.NoError(t, r.err)
-	require.True(t, r.waiting, "the committed second order waits: the caller re-enqueues the confirmer")
+	require.Equal(t, orders.WaitingFree, r.waiting, "the committed second order waits: the caller re-enqueues the confirmer")
 	require.Zero(t, b.count(t, "SELECT count(*) FROM order_confirm_signal"))
 	require.Equal(t, orders.StatusCreated, b.status(t, second.ID))
 }
