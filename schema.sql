@@ -1360,3 +1360,12 @@ BEGIN
     RETURN FOUND;
 END
 $$;
+
+-- An order's feed row (event data_kind 'order_row', schema step 10): the
+-- order's columns and its items, as the transitions and batch statements
+-- store it. InsertOrder builds the same shape from its input lines (the
+-- items it inserts are not visible to its own statement).
+CREATE FUNCTION order_feed_row(o jsonb, order_id bigint) RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT o || jsonb_build_object('items', (
+        SELECT jsonb_agg(to_jsonb(i) ORDER BY i.line_no) FROM order_item i WHERE i.order_id = order_feed_row.order_id))
+$$;

@@ -176,8 +176,7 @@ WITH o AS (
     -- bench events only), as the stored row; see schema step 10.
     INSERT INTO event (type, subject_type, subject_id, data, data_kind)
     SELECT sqlc.arg(event_type)::text, 'order', o.id::text,
-           to_jsonb(o) || jsonb_build_object('items', (
-               SELECT jsonb_agg(to_jsonb(i) ORDER BY i.line_no) FROM order_item i WHERE i.order_id = o.id)),
+           order_feed_row(to_jsonb(o), o.id),
            'order_row'
     FROM o WHERE sqlc.arg(event_type)::text <> ''
 )
@@ -267,8 +266,7 @@ WITH claimed AS (
 ), feed AS (
     INSERT INTO event (type, subject_type, subject_id, data, data_kind)
     SELECT sqlc.arg(event_type)::text, 'order', o.id::text,
-           to_jsonb(o) || jsonb_build_object('items', (
-               SELECT jsonb_agg(to_jsonb(i) ORDER BY i.line_no) FROM order_item i WHERE i.order_id = o.id)),
+           order_feed_row(to_jsonb(o), o.id),
            'order_row'
     FROM o WHERE sqlc.arg(event_type)::text <> ''
     ORDER BY o.id
@@ -315,8 +313,7 @@ WITH claimed AS (
 ), feed AS (
     INSERT INTO event (type, subject_type, subject_id, data, data_kind)
     SELECT sqlc.arg(event_type)::text, 'order', o.id::text,
-           to_jsonb(o) || jsonb_build_object('items', (
-               SELECT jsonb_agg(to_jsonb(i) ORDER BY i.line_no) FROM order_item i WHERE i.order_id = o.id)),
+           order_feed_row(to_jsonb(o), o.id),
            'order_row'
     FROM o WHERE sqlc.arg(event_type)::text <> ''
     ORDER BY o.id

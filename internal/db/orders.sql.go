@@ -34,8 +34,7 @@ WITH o AS (
     -- bench events only), as the stored row; see schema step 10.
     INSERT INTO event (type, subject_type, subject_id, data, data_kind)
     SELECT $14::text, 'order', o.id::text,
-           to_jsonb(o) || jsonb_build_object('items', (
-               SELECT jsonb_agg(to_jsonb(i) ORDER BY i.line_no) FROM order_item i WHERE i.order_id = o.id)),
+           order_feed_row(to_jsonb(o), o.id),
            'order_row'
     FROM o WHERE $14::text <> ''
 )
@@ -166,8 +165,7 @@ WITH claimed AS (
 ), feed AS (
     INSERT INTO event (type, subject_type, subject_id, data, data_kind)
     SELECT $3::text, 'order', o.id::text,
-           to_jsonb(o) || jsonb_build_object('items', (
-               SELECT jsonb_agg(to_jsonb(i) ORDER BY i.line_no) FROM order_item i WHERE i.order_id = o.id)),
+           order_feed_row(to_jsonb(o), o.id),
            'order_row'
     FROM o WHERE $3::text <> ''
     ORDER BY o.id
@@ -293,8 +291,7 @@ WITH claimed AS (
 ), feed AS (
     INSERT INTO event (type, subject_type, subject_id, data, data_kind)
     SELECT $4::text, 'order', o.id::text,
-           to_jsonb(o) || jsonb_build_object('items', (
-               SELECT jsonb_agg(to_jsonb(i) ORDER BY i.line_no) FROM order_item i WHERE i.order_id = o.id)),
+           order_feed_row(to_jsonb(o), o.id),
            'order_row'
     FROM o WHERE $4::text <> ''
     ORDER BY o.id
