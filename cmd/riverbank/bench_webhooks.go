@@ -140,6 +140,19 @@ after, for the ratio.`, stderr)
 		}
 		subs[i] = out.ID
 	}
+	// The subscriptions go when the benchmark ends: left behind, every later
+	// benchmark on this database would pay for deliveries to a receiver that
+	// is gone (found when a later `bench events` measured the feed's cost).
+	defer func() {
+		for _, id := range subs {
+			if id == 0 {
+				continue
+			}
+			if st, err := c.Do(context.WithoutCancel(ctx), http.MethodDelete, fmt.Sprintf("/v1/webhook-subscriptions/%d", id), nil, nil, nil); err != nil || st != http.StatusNoContent {
+				fmt.Fprintf(stderr, "delete webhook subscription %d: status %d: %v\n", id, st, err)
+			}
+		}
+	}()
 
 	pool, err := server.Connect(ctx, dsn, 4, 0, nil)
 	if err != nil {
