@@ -1275,12 +1275,22 @@ DECLARE
     n2       bigint := 0;
     tot2     numeric := 0;
 BEGIN
+    IF lim IS NULL OR lim < 1 THEN
+        RAISE EXCEPTION 'ledger_apply: lim must be at least 1, got %', lim USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     -- NO KEY UPDATE: writers' foreign-key checks (KEY SHARE) pass it.
     SELECT a.applied_through_xid, a.applied_through_id INTO w_xid, w_id
       FROM ledger_account a WHERE a.id = acc FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 0::bigint, 0::bigint;
         RETURN;
+    END IF;
+    IF w_xid > pg_current_xact_id() THEN
+        -- Transaction ids went backwards: the database was copied into
+        -- another server (pg_dump/pg_restore, logical replication). New
+        -- postings would sit behind the watermark as if applied.
+        RAISE EXCEPTION 'ledger account % has a watermark (xid %) above this server''s transaction ids: the database was restored into another server; run `riverbank migrate` (it rebases the watermarks) before serving', acc, w_xid
+            USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     -- Taken after the lock, in a statement of its own: every transaction
     -- below it has ended, so the postings below it that this and later
@@ -1343,9 +1353,10 @@ $$;
 -- transaction takes the lock exclusively (so every order that asked has
 -- committed), deletes the signal and re-enqueues itself if orders still
 -- wait: an order is never left without a confirmer (the same protocol as
--- ledger_apply_signal). The finishing transaction takes no row locks, so
--- a creator holding product locks while it waits for the shared lock
--- cannot deadlock with it.
+-- ledger_apply_signal). InsertOrder asks before it locks any product (its
+-- target list evaluates the request before the reservation), and the
+-- finishing transaction locks no product (only, with FOR SHARE, one
+-- waiting order), so neither can deadlock with the other.
 CREATE TABLE order_confirm_signal (
     id          smallint PRIMARY KEY DEFAULT 1 CHECK (id = 1),
     created_at  timestamptz NOT NULL DEFAULT now()
@@ -1368,4 +1379,37 @@ $$;
 CREATE FUNCTION order_feed_row(o jsonb, order_id bigint) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT o || jsonb_build_object('items', (
         SELECT jsonb_agg(to_jsonb(i) ORDER BY i.line_no) FROM order_item i WHERE i.order_id = order_feed_row.order_id))
+$$;
+
+-- A logical copy of the database into another server (pg_dump/pg_restore,
+-- logical replication) keeps the postings' and watermarks' transaction ids
+-- but not the server's xid counter, which may now be far below them: a new
+-- posting would sit behind its account's watermark as if applied. Run
+-- before anything is written on the new server (riverbank migrate and
+-- riverbank serve call it at start), it stamps every posting the watermark
+-- applied with its application time (marked_at: applied on its own from
+-- now on) and resets the watermarks to the start; postings still pending
+-- stay pending (their old ids sit above the new horizon, so the stall path
+-- applies them). It does nothing unless some watermark is above this
+-- server's current transaction id, and returns how many postings it
+-- stamped (-1 when it did nothing).
+CREATE FUNCTION ledger_rebase_after_restore() RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(1919251325, 0);
+    IF NOT EXISTS (SELECT 1 FROM ledger_account WHERE applied_through_xid > pg_current_xact_id()) THEN
+        RETURN -1;
+    END IF;
+    UPDATE ledger_posting p
+       SET marked_at = coalesce(ledger_posting_applied_at(p, a), now())
+      FROM ledger_account a
+     WHERE a.id = p.account_id AND p.marked_at IS NULL
+       AND (p.xid, p.id) < (a.applied_through_xid, a.applied_through_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE ledger_account
+       SET applied_through_xid = '0', applied_through_id = 0
+     WHERE applied_through_xid <> '0' OR applied_through_id <> 0;
+    RETURN n;
+END
 $$;

@@ -145,7 +145,7 @@ func (h *handlers) registerOrders(api huma.API) {
 	transition := answers(codes(riverbank.ENOTFOUND, riverbank.EINVALIDTRANSITION), nil)
 	huma.Register(api, huma.Operation{OperationID: "create-order", Method: http.MethodPost, Path: "/v1/orders", Summary: "Place an order", Tags: tags,
 		Description: "In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, " +
-			"inserts the order, its items and its CREATED event, and enqueues order.confirm and order.expire (at expires_at). " +
+			"inserts the order, its items and its CREATED event, and asks for the order confirmer (one job confirms waiting orders in batches; unpaid orders expire by a sweep over expires_at). " +
 			"A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. " +
 			"201 with the order; 200 with the original order for a repeat of the same request.",
 		DefaultStatus: http.StatusCreated,

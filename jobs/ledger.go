@@ -63,7 +63,17 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ledger.ApplyArgs]
 			continue
 		}
 		if res.Applied == 0 {
-			break
+			// Nothing applied: done when nothing is pending; otherwise the
+			// postings wait behind the horizon (writers still committing),
+			// and lingering lets the watermark take them instead of the
+			// final transaction marking them one by one.
+			pending, err := w.Store.Queries().HasPendingPostings(ctx, accountID)
+			if err != nil {
+				return fmt.Errorf("look for pending postings of account %d: %w", accountID, err)
+			}
+			if !pending {
+				break
+			}
 		}
 		select {
 		case <-ctx.Done():

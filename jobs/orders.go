@@ -38,6 +38,13 @@ type OrderConfirmWorker struct {
 	Linger time.Duration
 }
 
+// NextRetry implements river.Worker: a failed confirmer is retried within
+// seconds (attempt × 1 s, at most 10 s), not on River's polynomial backoff:
+// while its confirm signal stands, no new order inserts another.
+func (w *OrderConfirmWorker) NextRetry(job *river.Job[orders.ConfirmArgs]) time.Time {
+	return time.Now().Add(min(time.Duration(job.Attempt)*time.Second, 10*time.Second))
+}
+
 // Work implements river.Worker.
 func (w *OrderConfirmWorker) Work(ctx context.Context, job *river.Job[orders.ConfirmArgs]) error {
 	if job.Args.OrderID == 0 {

@@ -190,3 +190,8 @@ WITH ev AS (
     WHERE sqlc.arg(event_type)::text <> ''
 )
 SELECT ledger_request_apply(sqlc.arg(ids)::bigint[])::bigint[] AS created;
+
+-- name: RebaseAfterRestore :one
+-- ledger_rebase_after_restore in schema.sql: -1 unless the database was
+-- copied into another server.
+SELECT ledger_rebase_after_restore()::bigint AS stamped;

@@ -87,7 +87,11 @@ WITH lines AS (
     SELECT res.sku, res.available FROM res WHERE NOT res.reserved ORDER BY res.sku LIMIT 1
 ), confirmer AS (
     -- the confirm request (schema step 12): true when this order created
-    -- the signal, so the caller inserts the lingering order.confirm job
+    -- the signal, so the caller inserts the lingering order.confirm job.
+    -- confirmer_requested stays before every column that reads res in the
+    -- target list below (evaluated left to right): the order asks before
+    -- orders_reserve locks any product, so a creator never waits on another
+    -- creator's new signal row while holding product locks.
     SELECT orders_request_confirm() AS requested FROM o
 )
 SELECT o.id, o.buyer_id, o.merchant_id, o.identifier, o.request_hash, o.status, o.total_minor, o.currency,
@@ -337,14 +341,20 @@ SELECT (SELECT count(*) FROM o)::integer AS orders_expired,
 -- asked for it (orders_request_confirm holds the lock shared to commit).
 SELECT pg_advisory_xact_lock(1919251324, 0);
 
+-- name: OrderConfirmSignalExists :one
+SELECT EXISTS (SELECT 1 FROM order_confirm_signal);
+
 -- name: DeleteOrderConfirmSignal :exec
 DELETE FROM order_confirm_signal;
 
 -- name: CreatedOrdersWaiting :one
 -- Whether orders wait in CREATED, and whether one of them is free (not
 -- locked by a payment or a cancel, whose transaction will decide it).
+-- FOR SHARE conflicts with the FOR NO KEY UPDATE those take (FOR KEY SHARE
+-- would not, and would call every held order free); the share lock on the
+-- one free order found is held until the confirmer's final commit.
 SELECT EXISTS (SELECT 1 FROM orders WHERE status = 'CREATED') AS any_waiting,
-       EXISTS (SELECT 1 FROM (SELECT id FROM orders WHERE status = 'CREATED' LIMIT 1 FOR KEY SHARE SKIP LOCKED) s) AS free_waiting;
+       EXISTS (SELECT 1 FROM (SELECT id FROM orders WHERE status = 'CREATED' LIMIT 1 FOR SHARE SKIP LOCKED) s) AS free_waiting;
 
 -- name: LockOrderConfirmer :exec
 -- The confirmer's lock: batches of ConfirmCreatedOrders run one at a time

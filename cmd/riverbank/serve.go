@@ -71,6 +71,9 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
+	if res.RebasedPostings >= 0 {
+		fmt.Fprintf(stdout, "the database was copied into another server: ledger watermarks rebased (%d applied postings stamped)\n", res.RebasedPostings)
+	}
 	if len(res.RiverApplied) == 0 && len(res.AppApplied) == 0 {
 		fmt.Fprintf(stdout, "schema already current: River migration %d, app step %d\n", st.RiverVersion, st.AppVersion)
 		return nil

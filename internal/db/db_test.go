@@ -143,3 +143,26 @@ func TestInTxV(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 42, got)
 }
+
+// TestInTxIsReadCommitted: a server (or role, or database) whose default
+// isolation is REPEATABLE READ must not change InTx's transactions, whose
+// handoff protocols need a fresh snapshot per statement.
+func TestInTxIsReadCommitted(t *testing.T) {
+	t.Parallel()
+	_, pool := testdb.NewDB(t)
+	ctx := context.Background()
+	cfg := pool.Config().Copy()
+	cfg.ConnConfig.RuntimeParams["default_transaction_isolation"] = "repeatable read"
+	rr, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer rr.Close()
+	var def string
+	require.NoError(t, rr.QueryRow(ctx, "SHOW default_transaction_isolation").Scan(&def))
+	require.Equal(t, "repeatable read", def)
+	store := db.NewStore(rr, nil)
+	var got string
+	require.NoError(t, store.InTx(ctx, func(tx *db.Tx) error {
+		return tx.Tx.QueryRow(ctx, "SHOW transaction_isolation").Scan(&got)
+	}))
+	require.Equal(t, "read committed", got)
+}

@@ -612,6 +612,19 @@ func (q *Queries) LockApplySignalExclusive(ctx context.Context, accountID int64)
 	return err
 }
 
+const rebaseAfterRestore = `-- name: RebaseAfterRestore :one
+SELECT ledger_rebase_after_restore()::bigint AS stamped
+`
+
+// ledger_rebase_after_restore in schema.sql: -1 unless the database was
+// copied into another server.
+func (q *Queries) RebaseAfterRestore(ctx context.Context) (int64, error) {
+	row := q.db.QueryRow(ctx, rebaseAfterRestore)
+	var stamped int64
+	err := row.Scan(&stamped)
+	return stamped, err
+}
+
 const requestApplyAndAppendEvent = `-- name: RequestApplyAndAppendEvent :one
 WITH ev AS (
     INSERT INTO event (type, subject_type, subject_id, data)

@@ -110,6 +110,9 @@ func newMigrator(pool *pgxpool.Pool, schema string) (*Migrator, error) {
 type MigrateResult struct {
 	RiverApplied []int
 	AppApplied   []Step
+	// RebasedPostings is RebaseAfterRestore's result: -1 unless the
+	// database had been copied into another server.
+	RebasedPostings int64
 }
 
 // Migrate brings the database up to date. It is idempotent: a second run
@@ -184,7 +187,32 @@ func (m *Migrator) Migrate(ctx context.Context) (*MigrateResult, error) {
 		}
 		res.AppApplied = append(res.AppApplied, step)
 	}
+	stamped, err := RebaseAfterRestore(ctx, conn.Conn())
+	if err != nil {
+		return nil, err
+	}
+	res.RebasedPostings = stamped
 	return res, nil
+}
+
+// RebaseAfterRestore rebases the ledger's applied-through watermarks when
+// the database was copied into another server (ledger_rebase_after_restore
+// in schema.sql: a no-op otherwise). `riverbank migrate` and `riverbank
+// serve` run it before anything is written. It returns how many postings
+// it stamped, -1 when nothing needed it (or before schema step 12).
+func RebaseAfterRestore(ctx context.Context, db DBTX) (int64, error) {
+	var exists bool
+	if err := db.QueryRow(ctx, "SELECT to_regproc('ledger_rebase_after_restore') IS NOT NULL").Scan(&exists); err != nil {
+		return 0, fmt.Errorf("look for ledger_rebase_after_restore: %w", err)
+	}
+	if !exists {
+		return -1, nil
+	}
+	n, err := New(db).RebaseAfterRestore(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("rebase ledger watermarks after a restore: %w", err)
+	}
+	return n, nil
 }
 
 func (m *Migrator) appliedSteps(ctx context.Context, conn *pgx.Conn) (map[int]string, error) {

@@ -242,7 +242,7 @@ func (q *Queries) CountStaleCreatedOrders(ctx context.Context, arg CountStaleCre
 
 const createdOrdersWaiting = `-- name: CreatedOrdersWaiting :one
 SELECT EXISTS (SELECT 1 FROM orders WHERE status = 'CREATED') AS any_waiting,
-       EXISTS (SELECT 1 FROM (SELECT id FROM orders WHERE status = 'CREATED' LIMIT 1 FOR KEY SHARE SKIP LOCKED) s) AS free_waiting
+       EXISTS (SELECT 1 FROM (SELECT id FROM orders WHERE status = 'CREATED' LIMIT 1 FOR SHARE SKIP LOCKED) s) AS free_waiting
 `
 
 type CreatedOrdersWaitingRow struct {
@@ -252,6 +252,9 @@ type CreatedOrdersWaitingRow struct {
 
 // Whether orders wait in CREATED, and whether one of them is free (not
 // locked by a payment or a cancel, whose transaction will decide it).
+// FOR SHARE conflicts with the FOR NO KEY UPDATE those take (FOR KEY SHARE
+// would not, and would call every held order free); the share lock on the
+// one free order found is held until the confirmer's final commit.
 func (q *Queries) CreatedOrdersWaiting(ctx context.Context) (CreatedOrdersWaitingRow, error) {
 	row := q.db.QueryRow(ctx, createdOrdersWaiting)
 	var i CreatedOrdersWaitingRow
@@ -472,7 +475,11 @@ WITH lines AS (
     SELECT res.sku, res.available FROM res WHERE NOT res.reserved ORDER BY res.sku LIMIT 1
 ), confirmer AS (
     -- the confirm request (schema step 12): true when this order created
-    -- the signal, so the caller inserts the lingering order.confirm job
+    -- the signal, so the caller inserts the lingering order.confirm job.
+    -- confirmer_requested stays before every column that reads res in the
+    -- target list below (evaluated left to right): the order asks before
+    -- orders_reserve locks any product, so a creator never waits on another
+    -- creator's new signal row while holding product locks.
     SELECT orders_request_confirm() AS requested FROM o
 )
 SELECT o.id, o.buyer_id, o.merchant_id, o.identifier, o.request_hash, o.status, o.total_minor, o.currency,
@@ -840,6 +847,17 @@ SELECT pg_advisory_xact_lock(1919251323, 0)
 func (q *Queries) LockOrderConfirmer(ctx context.Context) error {
 	_, err := q.db.Exec(ctx, lockOrderConfirmer)
 	return err
+}
+
+const orderConfirmSignalExists = `-- name: OrderConfirmSignalExists :one
+SELECT EXISTS (SELECT 1 FROM order_confirm_signal)
+`
+
+func (q *Queries) OrderConfirmSignalExists(ctx context.Context) (bool, error) {
+	row := q.db.QueryRow(ctx, orderConfirmSignalExists)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
 }
 
 const orderEvents = `-- name: OrderEvents :many

@@ -102,8 +102,20 @@ func (t *Tx) InsertMany(ctx context.Context, params []river.InsertManyParams) ([
 // nil commits both. The rollback runs with a context that ignores ctx's
 // cancellation, so a request that is cancelled mid-transaction still
 // returns its connection to the pool clean.
+//
+// A transaction of its own is always READ COMMITTED, whatever the server's
+// default_transaction_isolation: the handoff protocols (ledger.apply's and
+// the order confirmer's final transactions) rely on a statement after a
+// lock seeing every transaction that committed before the lock was granted.
 func (s *Store) InTx(ctx context.Context, fn func(tx *Tx) error) (err error) {
-	ptx, err := s.db.Begin(ctx)
+	var ptx pgx.Tx
+	if b, ok := s.db.(interface {
+		BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
+	}); ok {
+		ptx, err = b.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	} else {
+		ptx, err = s.db.Begin(ctx) // a savepoint of a caller's transaction
+	}
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -216,17 +228,26 @@ func IsUnavailable(err error) bool {
 
 // Savepoint runs fn on a savepoint of tx: fn's error rolls back only what
 // fn did, and the transaction goes on (a chunk of work that fails is
-// retried in smaller pieces without losing the rest).
+// retried in smaller pieces without losing the rest). Hooks fn registers
+// with AfterCommit run after tx's own commit, and are dropped when the
+// savepoint rolls back.
 func (t *Tx) Savepoint(ctx context.Context, fn func(tx *Tx) error) error {
 	sp, err := t.Tx.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("savepoint: %w", err)
+	}
+	hooks := 0
+	if t.hooks != nil {
+		hooks = len(*t.hooks)
 	}
 	if err := fn(&Tx{Queries: New(sp), Tx: sp, river: t.river, hooks: t.hooks}); err != nil {
 		rbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		if rbErr := sp.Rollback(rbCtx); rbErr != nil {
 			return errors.Join(err, fmt.Errorf("rollback to savepoint: %w", rbErr))
+		}
+		if t.hooks != nil {
+			*t.hooks = (*t.hooks)[:hooks]
 		}
 		return err
 	}

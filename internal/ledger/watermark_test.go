@@ -202,3 +202,79 @@ func TestApplyWatermarkRace(t *testing.T) {
 	require.Equal(t, entries, b.count(t, "SELECT count(*) FROM ledger_entry_state WHERE status = 'APPLIED' AND applied_at IS NOT NULL"))
 	require.Positive(t, b.count(t, "SELECT count(*) FROM ledger_application"), "some batches went by watermark")
 }
+
+// TestRebaseAfterRestore: a database copied into another server keeps its
+// watermarks' transaction ids while the server's own are far below them
+// (simulated by moving a watermark far ahead). ledger_apply refuses to run
+// on it; the rebase stamps what the watermark applied (with its application
+// time) and resets the watermarks; afterwards new postings are applied
+// normally and nothing is applied twice or lost.
+func TestRebaseAfterRestore(t *testing.T) {
+	t.Parallel()
+	b := setupDB(t)
+	a := b.createAccount(t, b.code("rs:a"), "ASSET", "CNY")
+	l := b.createAccount(t, b.code("rs:l"), "LIABILITY", "CNY")
+	for i := range 3 {
+		_, _, err := b.svc.Post(b.ctx, transfer(b.code(fmt.Sprintf("rs:old:%d", i)), a.Code, l.Code, 10))
+		require.NoError(t, err)
+	}
+	testkit.WaitFor(t, 30*time.Second, "the old postings applied by the watermark", func() bool {
+		applyWatermark(t, b, a.ID, 100, time.Hour)
+		return b.count(t, "SELECT count(*) FROM ledger_posting_state WHERE account_id = $1 AND applied_at IS NULL", a.ID) == 0
+	})
+	var before []time.Time
+	rows, err := b.pool.Query(b.ctx, "SELECT applied_at FROM ledger_posting_state WHERE account_id = $1 ORDER BY id", a.ID)
+	require.NoError(t, err)
+	for rows.Next() {
+		var at time.Time
+		require.NoError(t, rows.Scan(&at))
+		before = append(before, at)
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, before, 3)
+	require.Zero(t, b.count(t, "SELECT count(*) FROM ledger_posting WHERE account_id = $1 AND marked_at IS NOT NULL", a.ID), "applied by the watermark")
+
+	// "Restore": the watermark's ids are now far above the server's.
+	_, err = b.pool.Exec(b.ctx, `UPDATE ledger_account SET applied_through_xid = (pg_current_xact_id()::text::bigint + 1000000000)::text::xid8, applied_through_id = applied_through_id + 1000000 WHERE id = $1`, a.ID)
+	require.NoError(t, err)
+	_, err = db.InTxV(b.ctx, b.store, func(tx *db.Tx) (ledger.ApplyResult, error) {
+		return ledger.ApplyWatermarkTx(b.ctx, tx, a.ID, 100, time.Hour)
+	})
+	require.ErrorContains(t, err, "restored into another server")
+
+	stamped, err := db.RebaseAfterRestore(b.ctx, b.pool)
+	require.NoError(t, err)
+	require.EqualValues(t, 3, stamped)
+	again, err := db.RebaseAfterRestore(b.ctx, b.pool)
+	require.NoError(t, err)
+	require.EqualValues(t, -1, again, "a second run finds nothing to do")
+	var after []time.Time
+	rows, err = b.pool.Query(b.ctx, "SELECT marked_at FROM ledger_posting WHERE account_id = $1 ORDER BY id", a.ID)
+	require.NoError(t, err)
+	for rows.Next() {
+		var at time.Time
+		require.NoError(t, rows.Scan(&at))
+		after = append(after, at)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, before, after, "each posting keeps the time its batch applied it")
+
+	for i := range 2 {
+		_, _, err := b.svc.Post(b.ctx, transfer(b.code(fmt.Sprintf("rs:new:%d", i)), a.Code, l.Code, 7))
+		require.NoError(t, err)
+	}
+	got, err := b.svc.GetAccount(b.ctx, a.Code, "")
+	require.NoError(t, err)
+	require.EqualValues(t, 2, got.PendingCount, "new postings are pending, not taken for applied")
+	testkit.WaitFor(t, 30*time.Second, "the new postings applied", func() bool {
+		applyWatermark(t, b, a.ID, 100, time.Hour)
+		return b.count(t, "SELECT count(*) FROM ledger_posting_state WHERE account_id = $1 AND applied_at IS NULL", a.ID) == 0
+	})
+	// (The stamped postings are in the old batches and marked too, so
+	// requireAppliedOnce's accounting does not apply across a rebase.)
+	got, err = b.svc.GetAccount(b.ctx, a.Code, "")
+	require.NoError(t, err)
+	require.EqualValues(t, 3*10+2*7, got.BalanceMinor)
+	require.EqualValues(t, 5, got.AppliedPostings)
+	require.Zero(t, got.PendingCount)
+}

@@ -216,7 +216,7 @@ type staleOrdersCollector struct {
 }
 
 var staleOrdersDesc = prometheus.NewDesc("riverbank_orders_stale_created",
-	"Orders in CREATED for over a minute with no live order.confirm job (the sweeper re-enqueues them every minute).", nil, nil)
+	"Orders in CREATED for over a minute with no live order.confirm job of their own (normally the lingering confirmer takes them within milliseconds; the sweeper re-enqueues these every minute).", nil, nil)
 
 func (c *staleOrdersCollector) Describe(ch chan<- *prometheus.Desc) { ch <- staleOrdersDesc }
 

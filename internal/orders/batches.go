@@ -77,8 +77,8 @@ const (
 // for a confirmer (LockOrderConfirmRequests), deletes the confirm signal,
 // so the next order to be created asks for a new job, and reports what
 // still waits (the caller re-enqueues the job, in this transaction). It
-// takes no lock on products: a creator that holds product locks while it
-// waits for the shared lock cannot deadlock with it.
+// locks no product (only, FOR SHARE, one free waiting order), so it cannot
+// deadlock with creators or confirmation batches.
 func FinishConfirmerTx(ctx context.Context, tx *db.Tx) (Waiting, error) {
 	if err := tx.LockOrderConfirmRequests(ctx); err != nil {
 		return WaitingNone, fmt.Errorf("lock confirm requests: %w", err)

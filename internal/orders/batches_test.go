@@ -211,3 +211,35 @@ func TestFinishConfirmerWaitsForAskingOrders(t *testing.T) {
 	require.Zero(t, b.count(t, "SELECT count(*) FROM order_confirm_signal"))
 	require.Equal(t, orders.StatusCreated, b.status(t, second.ID))
 }
+
+// TestFinishConfirmerHeldOrders: an order a payment holds (FOR NO KEY
+// UPDATE, as LockOrder takes it) is not one the next confirmer could take
+// now: FinishConfirmerTx reports it held (the job comes back a second
+// later) rather than free (at once, and again, while the payment runs).
+func TestFinishConfirmerHeldOrders(t *testing.T) {
+	t.Parallel()
+	b := setupDB(t)
+	sku := b.sku("HELD")
+	b.product(t, sku, 100, 10)
+	o := b.order(t, b.buyer(1), sku, 1)
+	finish := func() orders.Waiting {
+		var w orders.Waiting
+		require.NoError(t, b.store.InTx(b.ctx, func(tx *db.Tx) error {
+			var err error
+			w, err = orders.FinishConfirmerTx(b.ctx, tx)
+			return err
+		}))
+		return w
+	}
+	pay, err := b.pool.Begin(b.ctx)
+	require.NoError(t, err)
+	defer pay.Rollback(context.WithoutCancel(b.ctx)) //nolint:errcheck
+	_, err = pay.Exec(b.ctx, "SELECT id FROM orders WHERE id = $1 FOR NO KEY UPDATE", o.ID)
+	require.NoError(t, err)
+	require.Equal(t, orders.WaitingHeld, finish())
+	require.NoError(t, pay.Rollback(b.ctx))
+	require.Equal(t, orders.WaitingFree, finish())
+	_, err = b.svc.ConfirmCreated(b.ctx, 10)
+	require.NoError(t, err)
+	require.Equal(t, orders.WaitingNone, finish())
+}

@@ -89,9 +89,10 @@ func insufficientStock(sku string, requested, available int64) error {
 // Create places an order (SPEC §3). In one transaction it claims the
 // (buyer_id, identifier) key, inserts the order, its items and its CREATED
 // event and reserves stock for every line with a conditional update on
-// product rows locked in sku order (one statement, InsertOrder), then
-// inserts the order.confirm job (unique per order); its expiry is the
-// order.expire sweep's, by expires_at. A shortage on any line rolls all of it back and
+// product rows locked in sku order, and asks for the lingering order
+// confirmer (one statement, InsertOrder; the order that creates the
+// confirm signal inserts order.confirm); its expiry is the order.expire
+// sweep's, by expires_at. A shortage on any line rolls all of it back and
 // returns insufficient_stock naming the sku.
 //
 // It returns the order and whether it was created now: a repeat of the same

@@ -112,7 +112,33 @@ const (
 // CREATED orders, never the whole table — and inserts order.confirm for
 // each (unique, so a job that went live meanwhile is not doubled). It
 // returns how many it re-enqueued.
+//
+// It also repairs the lingering confirmer: while the confirm signal exists,
+// new orders insert no job, so a confirmer that stopped being live without
+// its final transaction (cancelled in the River UI, discarded after its
+// attempts, or cancelled by a worker of an earlier version during a
+// rolling upgrade) would leave every later order to this sweep. When the
+// signal exists it inserts order.confirm (order_id 0), unique: a no-op
+// while one is live.
 func (s *Service) Sweep(ctx context.Context) (int, error) {
+	signal, err := s.store.Queries().OrderConfirmSignalExists(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("look for the confirm signal: %w", err)
+	}
+	if signal {
+		var res *rivertype.JobInsertResult
+		err := s.store.InTx(ctx, func(tx *db.Tx) error {
+			var err error
+			res, err = tx.Insert(ctx, ConfirmArgs{}, nil)
+			return err
+		})
+		if err != nil {
+			return 0, fmt.Errorf("ensure the order confirmer: %w", err)
+		}
+		if !res.UniqueSkippedAsDuplicate {
+			s.logger.WarnContext(ctx, "the order confirm signal was set without a live confirmer; enqueued order.confirm", "job_id", res.Job.ID)
+		}
+	}
 	ids, err := s.store.Queries().StaleCreatedOrders(ctx, db.StaleCreatedOrdersParams{OlderThanUs: StaleAfter.Microseconds(), Lim: SweepBatch})
 	if err != nil {
 		return 0, fmt.Errorf("find stale orders: %w", err)

@@ -59,7 +59,9 @@ func TestSweep(t *testing.T) {
 	swept, err = b.svc.Sweep(b.ctx)
 	require.NoError(t, err)
 	require.Zero(t, swept)
-	require.EqualValues(t, 2, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'order.confirm' AND state = 'available'"))
+	// live's and lost's, and the lingering confirmer the first sweep
+	// enqueued again (its job was discarded with the signal standing).
+	require.EqualValues(t, 3, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'order.confirm' AND state = 'available'"))
 }
 
 // TestSweepReadsThePartialIndex checks the sweeper's query is served by the
@@ -171,4 +173,27 @@ func TestListAndEvents(t *testing.T) {
 	requireCode(t, err, "not_found")
 	_, err = b.svc.Get(b.ctx, 1<<62)
 	requireCode(t, err, "not_found")
+}
+
+// TestSweepRepairsLostConfirmer: the lingering confirmer was discarded
+// without its final transaction, so the confirm signal still stands and no
+// new order inserts a job; the sweep enqueues a confirmer again (once:
+// a second sweep finds it live).
+func TestSweepRepairsLostConfirmer(t *testing.T) {
+	t.Parallel()
+	b := setupDB(t)
+	sku := b.sku("LOST")
+	b.product(t, sku, 100, 10)
+	b.order(t, b.buyer(1), sku, 1)
+	_, err := b.pool.Exec(b.ctx, `UPDATE river_job SET state = 'discarded', finalized_at = now() WHERE kind = 'order.confirm'`)
+	require.NoError(t, err)
+	b.order(t, b.buyer(2), sku, 1)
+	require.EqualValues(t, 1, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'order.confirm'"), "the signal stands: the second order inserted no job")
+
+	_, err = b.svc.Sweep(b.ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'order.confirm' AND state = 'available' AND (args->>'order_id')::bigint = 0`))
+	_, err = b.svc.Sweep(b.ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'order.confirm'"), "unique while live")
 }

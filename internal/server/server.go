@@ -100,6 +100,13 @@ func (a *App) init(ctx context.Context) error {
 	if st.AppVersion > st.AppWant {
 		a.logger.Warn("database schema is newer than this binary; running anyway", "app_version", st.AppVersion, "app_want", st.AppWant)
 	}
+	// Before anything is written: a database copied into another server
+	// needs its ledger watermarks rebased (a no-op otherwise).
+	if n, err := db.RebaseAfterRestore(ctx, a.pool); err != nil {
+		return err
+	} else if n >= 0 {
+		a.logger.Warn("the database was copied into another server: ledger watermarks rebased", "postings_stamped", n)
+	}
 
 	// Wiring without cycles: an insert-only River client (no workers, never
 	// started) is all the store needs; the domain services are built on the
