@@ -1413,3 +1413,25 @@ BEGIN
     RETURN n;
 END
 $$;
+
+-- ledger_request_apply (step 2) inserted missing apply signals in no
+-- particular order: two writers creating the signals of the same two
+-- accounts at once could each wait for the other's uncommitted row (a
+-- deadlock Postgres breaks by failing one). Now in account order, like its
+-- locks.
+CREATE OR REPLACE FUNCTION ledger_request_apply(ids bigint[]) RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+    created bigint[];
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(1919251317, (id % 2147483647)::integer)
+       FROM (SELECT DISTINCT unnest(ids) AS id ORDER BY 1) s;
+    WITH ins AS (
+        INSERT INTO ledger_apply_signal (account_id)
+        SELECT s.id FROM (SELECT DISTINCT unnest(ids) AS id) s ORDER BY s.id
+        ON CONFLICT (account_id) DO NOTHING
+        RETURNING account_id
+    )
+    SELECT coalesce(array_agg(account_id ORDER BY account_id), '{}') INTO created FROM ins;
+    RETURN created;
+END
+$$;
