@@ -37,8 +37,11 @@ func TestBenchSoakSmoke(t *testing.T) {
 	// The default --rate 0: calibrate (5 s flat out), then soak at half.
 	err := run(ctx, []string{"bench", "soak", "--duration", "20s", "--interval", "5s", "--cob-every", "5s", "--payment-timeout", "5s",
 		"--calibrate", "5s", "--clients", "16", "--check-every", "2", "--drain-timeout", "3m",
-		// The rare operations more often, so each surely runs in 20 s.
-		"--mix", "product.put=8,account.create=8,credit.put=8,batch=8,repay.manuf=8"}, env, &out, &errOut)
+		// The rare operations more often, so each surely runs in 20 s; and
+		// the order chain (receive needs a shipped order, ship a paid one)
+		// too: on a loaded machine (a full -race run calibrated to ~1 order/s)
+		// receive once never came.
+		"--mix", "product.put=8,account.create=8,credit.put=8,batch=8,repay.manuf=8,order.pay=16,order.ship=16,order.receive=16"}, env, &out, &errOut)
 	s := out.String()
 	require.NoError(t, err, "stdout:\n%s\nstderr:\n%s", s, errOut.String())
 

@@ -2126,7 +2126,7 @@ type ClientInterface interface {
 
 	// CreateOrderWithBody Place an order
 	//
-	// In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, inserts the order, its items and its CREATED event, and enqueues order.confirm and order.expire (at expires_at). A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. 201 with the order; 200 with the original order for a repeat of the same request.
+	// In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, inserts the order, its items and its CREATED event, and asks for the order confirmer (one job confirms waiting orders in batches; unpaid orders expire by a sweep over expires_at). A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. 201 with the order; 200 with the original order for a repeat of the same request.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -2135,7 +2135,7 @@ type ClientInterface interface {
 
 	// CreateOrder Place an order
 	//
-	// In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, inserts the order, its items and its CREATED event, and enqueues order.confirm and order.expire (at expires_at). A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. 201 with the order; 200 with the original order for a repeat of the same request.
+	// In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, inserts the order, its items and its CREATED event, and asks for the order confirmer (one job confirms waiting orders in batches; unpaid orders expire by a sweep over expires_at). A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. 201 with the order; 200 with the original order for a repeat of the same request.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -2882,7 +2882,7 @@ func (c *Client) ListOrders(ctx context.Context, params *ListOrdersParams, reqEd
 
 // CreateOrderWithBody Place an order
 //
-// In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, inserts the order, its items and its CREATED event, and enqueues order.confirm and order.expire (at expires_at). A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. 201 with the order; 200 with the original order for a repeat of the same request.
+// In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, inserts the order, its items and its CREATED event, and asks for the order confirmer (one job confirms waiting orders in batches; unpaid orders expire by a sweep over expires_at). A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. 201 with the order; 200 with the original order for a repeat of the same request.
 //
 // Takes any type of body and a specified content type.
 //
@@ -2901,7 +2901,7 @@ func (c *Client) CreateOrderWithBody(ctx context.Context, contentType string, bo
 
 // CreateOrder Place an order
 //
-// In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, inserts the order, its items and its CREATED event, and enqueues order.confirm and order.expire (at expires_at). A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. 201 with the order; 200 with the original order for a repeat of the same request.
+// In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, inserts the order, its items and its CREATED event, and asks for the order confirmer (one job confirms waiting orders in batches; unpaid orders expire by a sweep over expires_at). A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. 201 with the order; 200 with the original order for a repeat of the same request.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -5831,7 +5831,7 @@ type ClientWithResponsesInterface interface {
 
 	// CreateOrderWithBodyWithResponse Place an order
 	//
-	// In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, inserts the order, its items and its CREATED event, and enqueues order.confirm and order.expire (at expires_at). A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. 201 with the order; 200 with the original order for a repeat of the same request.
+	// In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, inserts the order, its items and its CREATED event, and asks for the order confirmer (one job confirms waiting orders in batches; unpaid orders expire by a sweep over expires_at). A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. 201 with the order; 200 with the original order for a repeat of the same request.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -5840,7 +5840,7 @@ type ClientWithResponsesInterface interface {
 
 	// CreateOrderWithResponse Place an order
 	//
-	// In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, inserts the order, its items and its CREATED event, and enqueues order.confirm and order.expire (at expires_at). A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. 201 with the order; 200 with the original order for a repeat of the same request.
+	// In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, inserts the order, its items and its CREATED event, and asks for the order confirmer (one job confirms waiting orders in batches; unpaid orders expire by a sweep over expires_at). A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. 201 with the order; 200 with the original order for a repeat of the same request.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -10454,7 +10454,7 @@ func (c *ClientWithResponses) ListOrdersWithResponse(ctx context.Context, params
 
 // CreateOrderWithBodyWithResponse Place an order
 //
-// In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, inserts the order, its items and its CREATED event, and enqueues order.confirm and order.expire (at expires_at). A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. 201 with the order; 200 with the original order for a repeat of the same request.
+// In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, inserts the order, its items and its CREATED event, and asks for the order confirmer (one job confirms waiting orders in batches; unpaid orders expire by a sweep over expires_at). A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. 201 with the order; 200 with the original order for a repeat of the same request.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -10469,7 +10469,7 @@ func (c *ClientWithResponses) CreateOrderWithBodyWithResponse(ctx context.Contex
 
 // CreateOrderWithResponse Place an order
 //
-// In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, inserts the order, its items and its CREATED event, and enqueues order.confirm and order.expire (at expires_at). A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. 201 with the order; 200 with the original order for a repeat of the same request.
+// In one transaction: claims (buyer_id, identifier), reserves stock for every line with a conditional update that cannot oversell, inserts the order, its items and its CREATED event, and asks for the order confirmer (one job confirms waiting orders in batches; unpaid orders expire by a sweep over expires_at). A shortage on any line writes nothing and is 409 insufficient_stock naming the sku; an unknown sku is 422 unprocessable. 201 with the order; 200 with the original order for a repeat of the same request.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
