@@ -14,7 +14,8 @@ import (
 )
 
 // ApplyWorker works ledger.apply. It drains one account's pending postings
-// in batches (each moves the account's watermark: one row written), and while postings keep arriving it lingers (short sleeps
+// in batches (each moves the account's watermark: one row written), and
+// while postings keep arriving it lingers (short sleeps
 // between batches, up to Budget) so a hot account is served by one
 // long-lived job applying large batches rather than by a stream of short
 // jobs. Its final transaction takes the account's apply lock exclusively
