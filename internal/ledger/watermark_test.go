@@ -278,3 +278,52 @@ func TestRebaseAfterRestore(t *testing.T) {
 	require.EqualValues(t, 5, got.AppliedPostings)
 	require.Zero(t, got.PendingCount)
 }
+
+// TestAppliedAtAcrossBatchBoundaries: with a limit that splits the pending
+// postings into batches (the watermark stopping right after a batch's last
+// posting), each posting's derived applied_at is its own batch's time.
+func TestAppliedAtAcrossBatchBoundaries(t *testing.T) {
+	t.Parallel()
+	b := setupDB(t)
+	a := b.createAccount(t, b.code("ba:a"), "ASSET", "CNY")
+	l := b.createAccount(t, b.code("ba:l"), "LIABILITY", "CNY")
+	for i := range 5 {
+		_, _, err := b.svc.Post(b.ctx, transfer(b.code(fmt.Sprintf("ba:%d", i)), a.Code, l.Code, int64(i+1)))
+		require.NoError(t, err)
+	}
+	// Wait until the horizon has passed all five, so the batches go by the
+	// watermark (not the stall path), 2 + 2 + 1.
+	testkit.WaitFor(t, 30*time.Second, "the horizon past the five postings", func() bool {
+		var past bool
+		require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT max(xid) < pg_snapshot_xmin(pg_current_snapshot()) FROM ledger_posting WHERE account_id = $1`, a.ID).Scan(&past))
+		return past
+	})
+	for _, want := range []int{2, 2, 1} {
+		require.Equal(t, want, applyWatermark(t, b, a.ID, 2, time.Hour).Applied)
+		time.Sleep(5 * time.Millisecond) // distinct batch times
+	}
+	rows, err := b.pool.Query(b.ctx, `
+		SELECT s.applied_at, la.applied_at
+		  FROM ledger_posting_state s
+		  JOIN ledger_posting p ON p.id = s.id
+		  JOIN LATERAL (SELECT la.applied_at FROM ledger_application la
+		                 WHERE la.account_id = p.account_id AND (la.through_xid, la.through_id) > (p.xid, p.id)
+		                 ORDER BY la.through_xid, la.through_id LIMIT 1) la ON true
+		 WHERE s.account_id = $1 ORDER BY p.xid, p.id`, a.ID)
+	require.NoError(t, err)
+	var got []time.Time
+	for rows.Next() {
+		var derived, batch time.Time
+		require.NoError(t, rows.Scan(&derived, &batch))
+		require.Equal(t, batch, derived)
+		got = append(got, derived)
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, got, 5)
+	require.Equal(t, got[0], got[1], "first batch")
+	require.Equal(t, got[2], got[3], "second batch")
+	require.True(t, got[1].Before(got[2]) && got[3].Before(got[4]), "three batches in order: %v", got)
+	require.EqualValues(t, 3, b.count(t, "SELECT count(*) FROM ledger_application WHERE account_id = $1", a.ID))
+	require.Zero(t, b.count(t, "SELECT count(*) FROM ledger_posting WHERE account_id = $1 AND marked_at IS NOT NULL", a.ID))
+	requireAppliedOnce(t, b, a)
+}
