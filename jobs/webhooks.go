@@ -46,9 +46,16 @@ type WebhookDispatchWorker struct {
 	Webhooks *webhook.Service
 }
 
-// Work implements river.Worker.
+// Work implements river.Worker. The job has one attempt (the next period
+// is the retry), so an error would discard it; when the database is
+// unavailable (an outage, a restart) it is snoozed instead — a snooze
+// spends no attempt — and runs again a second later: an outage leaves no
+// discarded job behind (seen in TestDatabaseOutage).
 func (w *WebhookDispatchWorker) Work(ctx context.Context, _ *river.Job[webhook.DispatchArgs]) error {
 	_, err := w.Webhooks.Dispatch(ctx)
+	if err != nil && ctx.Err() == nil && db.IsUnavailable(err) {
+		return river.JobSnooze(time.Second)
+	}
 	return err
 }
 
