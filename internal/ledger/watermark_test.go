@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"riverbank/internal/db"
@@ -222,20 +223,20 @@ func TestRebaseAfterRestore(t *testing.T) {
 		applyWatermark(t, b, a.ID, 100, time.Hour)
 		return b.count(t, "SELECT count(*) FROM ledger_posting_state WHERE account_id = $1 AND applied_at IS NULL", a.ID) == 0
 	})
-	var before []time.Time
-	rows, err := b.pool.Query(b.ctx, "SELECT applied_at FROM ledger_posting_state WHERE account_id = $1 ORDER BY id", a.ID)
-	require.NoError(t, err)
-	for rows.Next() {
-		var at time.Time
-		require.NoError(t, rows.Scan(&at))
-		before = append(before, at)
+	times := func(query string) []time.Time {
+		t.Helper()
+		rows, err := b.pool.Query(b.ctx, query, a.ID)
+		require.NoError(t, err)
+		out, err := pgx.CollectRows(rows, pgx.RowTo[time.Time])
+		require.NoError(t, err)
+		return out
 	}
-	require.NoError(t, rows.Err())
+	before := times("SELECT applied_at FROM ledger_posting_state WHERE account_id = $1 ORDER BY id")
 	require.Len(t, before, 3)
 	require.Zero(t, b.count(t, "SELECT count(*) FROM ledger_posting WHERE account_id = $1 AND marked_at IS NOT NULL", a.ID), "applied by the watermark")
 
 	// "Restore": the watermark's ids are now far above the server's.
-	_, err = b.pool.Exec(b.ctx, `UPDATE ledger_account SET applied_through_xid = (pg_current_xact_id()::text::bigint + 1000000000)::text::xid8, applied_through_id = applied_through_id + 1000000 WHERE id = $1`, a.ID)
+	_, err := b.pool.Exec(b.ctx, `UPDATE ledger_account SET applied_through_xid = (pg_current_xact_id()::text::bigint + 1000000000)::text::xid8, applied_through_id = applied_through_id + 1000000 WHERE id = $1`, a.ID)
 	require.NoError(t, err)
 	_, err = db.InTxV(b.ctx, b.store, func(tx *db.Tx) (ledger.ApplyResult, error) {
 		return ledger.ApplyWatermarkTx(b.ctx, tx, a.ID, 100, time.Hour)
@@ -248,15 +249,7 @@ func TestRebaseAfterRestore(t *testing.T) {
 	again, err := db.RebaseAfterRestore(b.ctx, b.pool)
 	require.NoError(t, err)
 	require.EqualValues(t, -1, again, "a second run finds nothing to do")
-	var after []time.Time
-	rows, err = b.pool.Query(b.ctx, "SELECT marked_at FROM ledger_posting WHERE account_id = $1 ORDER BY id", a.ID)
-	require.NoError(t, err)
-	for rows.Next() {
-		var at time.Time
-		require.NoError(t, rows.Scan(&at))
-		after = append(after, at)
-	}
-	require.NoError(t, rows.Err())
+	after := times("SELECT marked_at FROM ledger_posting WHERE account_id = $1 ORDER BY id")
 	require.Equal(t, before, after, "each posting keeps the time its batch applied it")
 
 	for i := range 2 {
