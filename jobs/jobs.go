@@ -109,11 +109,9 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 	// non-urgent entries.
 	river.AddWorker(workers, &ApplyWorker{Store: deps.Store, Budget: min(20*time.Second, deps.Config.JobTimeout/3)})
 	river.AddWorker(workers, &SweepWorker{Store: deps.Store})
-	*periodic = append(*periodic, river.NewPeriodicJob(
-		river.PeriodicInterval(sweepEvery),
-		func() (river.JobArgs, *river.InsertOpts) { return ledger.SweepArgs{}, nil },
-		&river.PeriodicJobOpts{ID: "ledger.sweep", RunOnStart: true},
-	))
+	if err := addPeriodic(periodic, river.PeriodicInterval(sweepEvery), ledger.SweepArgs{}, river.PeriodicJobOpts{ID: "ledger.sweep", RunOnStart: true}); err != nil {
+		return err
+	}
 
 	// Orders: confirmation (one lingering job that confirms the waiting
 	// orders in batches, asked for by the order that finds none due), the
@@ -123,16 +121,12 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 	river.AddWorker(workers, &OrderConfirmWorker{Orders: ordersSvc, Store: deps.Store, Budget: min(20*time.Second, deps.Config.JobTimeout/3)})
 	river.AddWorker(workers, &OrderExpireWorker{Orders: ordersSvc})
 	river.AddWorker(workers, &OrderSweepWorker{Orders: ordersSvc})
-	*periodic = append(*periodic, river.NewPeriodicJob(
-		river.PeriodicInterval(orders.ExpireInterval),
-		func() (river.JobArgs, *river.InsertOpts) { return orders.ExpireArgs{}, nil },
-		&river.PeriodicJobOpts{ID: orders.KindExpire},
-	))
-	*periodic = append(*periodic, river.NewPeriodicJob(
-		river.PeriodicInterval(sweepEvery),
-		func() (river.JobArgs, *river.InsertOpts) { return orders.SweepArgs{}, nil },
-		&river.PeriodicJobOpts{ID: orders.KindSweep, RunOnStart: true},
-	))
+	if err := addPeriodic(periodic, river.PeriodicInterval(orders.ExpireInterval), orders.ExpireArgs{}, river.PeriodicJobOpts{ID: orders.KindExpire}); err != nil {
+		return err
+	}
+	if err := addPeriodic(periodic, river.PeriodicInterval(sweepEvery), orders.SweepArgs{}, river.PeriodicJobOpts{ID: orders.KindSweep, RunOnStart: true}); err != nil {
+		return err
+	}
 
 	// Lending: credit restoration, the outbox of every repayment.
 	river.AddWorker(workers, &CreditRestoreWorker{Lending: deps.Lending})
@@ -145,31 +139,25 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 	river.AddWorker(workers, &COBRetryFailuresWorker{COB: deps.COB})
 	river.AddWorker(workers, &COBScheduleWorker{COB: deps.COB})
 	if deps.Config.COBScheduleParsed != nil {
-		*periodic = append(*periodic, river.NewPeriodicJob(
-			deps.Config.COBScheduleParsed,
-			func() (river.JobArgs, *river.InsertOpts) { return cob.ScheduleArgs{}, nil },
-			&river.PeriodicJobOpts{ID: cob.KindSchedule, RunOnStart: true},
-		))
+		if err := addPeriodic(periodic, deps.Config.COBScheduleParsed, cob.ScheduleArgs{}, river.PeriodicJobOpts{ID: cob.KindSchedule, RunOnStart: true}); err != nil {
+			return err
+		}
 	}
 
 	// Events: retention, dropped in small batches every prune interval
 	// (ten minutes by default).
 	river.AddWorker(workers, &EventsPruneWorker{Events: deps.Events})
-	*periodic = append(*periodic, river.NewPeriodicJob(
-		river.PeriodicInterval(pruneEvery),
-		func() (river.JobArgs, *river.InsertOpts) { return events.PruneArgs{}, nil },
-		&river.PeriodicJobOpts{ID: "events.prune", RunOnStart: true},
-	))
+	if err := addPeriodic(periodic, river.PeriodicInterval(pruneEvery), events.PruneArgs{}, river.PeriodicJobOpts{ID: "events.prune", RunOnStart: true}); err != nil {
+		return err
+	}
 
 	// Collection: case merges at overdue time, and the sweep for items
 	// left unattached.
 	river.AddWorker(workers, &CaseMergeWorker{Collection: deps.Collection})
 	river.AddWorker(workers, &CaseSweepWorker{Collection: deps.Collection})
-	*periodic = append(*periodic, river.NewPeriodicJob(
-		river.PeriodicInterval(sweepEvery),
-		func() (river.JobArgs, *river.InsertOpts) { return collection.SweepArgs{}, nil },
-		&river.PeriodicJobOpts{ID: collection.KindSweep},
-	))
+	if err := addPeriodic(periodic, river.PeriodicInterval(sweepEvery), collection.SweepArgs{}, river.PeriodicJobOpts{ID: collection.KindSweep}); err != nil {
+		return err
+	}
 
 	// Batches: chunks of submitted batches, worked by every instance.
 	river.AddWorker(workers, &BatchChunkWorker{Batches: deps.Batches})
@@ -180,16 +168,32 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 	river.AddWorker(workers, &WebhookDeliverWorker{Webhooks: deps.Webhooks})
 	river.AddWorker(workers, &WebhookDispatchWorker{Webhooks: deps.Webhooks})
 	river.AddWorker(workers, &WebhookPruneWorker{Webhooks: deps.Webhooks})
-	*periodic = append(*periodic, river.NewPeriodicJob(
-		river.PeriodicInterval(deps.Webhooks.DispatchInterval()),
-		func() (river.JobArgs, *river.InsertOpts) { return webhook.DispatchArgs{}, nil },
-		&river.PeriodicJobOpts{ID: webhook.KindDispatch, RunOnStart: true},
-	))
-	*periodic = append(*periodic, river.NewPeriodicJob(
-		river.PeriodicInterval(pruneEvery),
-		func() (river.JobArgs, *river.InsertOpts) { return webhook.PruneArgs{}, nil },
-		&river.PeriodicJobOpts{ID: webhook.KindPrune},
-	))
+	if err := addPeriodic(periodic, river.PeriodicInterval(deps.Webhooks.DispatchInterval()), webhook.DispatchArgs{}, river.PeriodicJobOpts{ID: webhook.KindDispatch, RunOnStart: true}); err != nil {
+		return err
+	}
+	if err := addPeriodic(periodic, river.PeriodicInterval(pruneEvery), webhook.PruneArgs{}, river.PeriodicJobOpts{ID: webhook.KindPrune}); err != nil {
+		return err
+	}
+	return nil
+}
+
+// periodicArgs are the args of a periodic job: each sets its own insert
+// options (queue, attempts, uniqueness).
+type periodicArgs interface {
+	river.JobArgs
+	river.JobArgsWithInsertOpts
+}
+
+// addPeriodic appends a periodic job after checking that its args allow a
+// retry: the leader that runs a periodic job may be killed mid-run, and
+// River's rescuer discards a rescued job with no attempts left, leaving a
+// dead letter behind every such crash.
+func addPeriodic(periodic *[]*river.PeriodicJob, schedule river.PeriodicSchedule, args periodicArgs, opts river.PeriodicJobOpts) error {
+	if n := args.InsertOpts().MaxAttempts; n < 2 {
+		return fmt.Errorf("periodic job %s: MaxAttempts %d, want at least 2 (a crash mid-run would discard it)", opts.ID, n)
+	}
+	*periodic = append(*periodic, river.NewPeriodicJob(schedule,
+		func() (river.JobArgs, *river.InsertOpts) { return args, nil }, &opts))
 	return nil
 }
 

@@ -46,10 +46,10 @@ type WebhookDispatchWorker struct {
 	Webhooks *webhook.Service
 }
 
-// Work implements river.Worker. The job has one attempt (the next period
-// is the retry), so an error would discard it; when the database is
-// unavailable (an outage, a restart) it is snoozed instead — a snooze
-// spends no attempt — and runs again a second later: an outage leaves no
+// Work implements river.Worker. The job has three attempts a second apart
+// (a crash's rescue spends one); when the database is unavailable (an
+// outage, a restart) it is snoozed instead — a snooze spends no attempt —
+// and runs again a second later: an outage of any length leaves no
 // discarded job behind (seen in TestDatabaseOutage).
 func (w *WebhookDispatchWorker) Work(ctx context.Context, _ *river.Job[webhook.DispatchArgs]) error {
 	_, err := w.Webhooks.Dispatch(ctx)
@@ -57,6 +57,13 @@ func (w *WebhookDispatchWorker) Work(ctx context.Context, _ *river.Job[webhook.D
 		return river.JobSnooze(time.Second)
 	}
 	return err
+}
+
+// NextRetry implements river.Worker: a second, like the period, instead of
+// River's attempt⁴ seconds (a retryable dispatch holds off the periodic
+// one, which is unique while live).
+func (w *WebhookDispatchWorker) NextRetry(*river.Job[webhook.DispatchArgs]) time.Time {
+	return time.Now().Add(time.Second)
 }
 
 // WebhookPruneWorker works the periodic webhook.prune: drop delivered rows

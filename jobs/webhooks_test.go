@@ -15,8 +15,8 @@ import (
 	"riverbank/jobs"
 )
 
-// TestWebhookDispatchSnoozesWhileDatabaseDown: webhook.dispatch has one
-// attempt, so a database outage mid-run would discard it; it snoozes
+// TestWebhookDispatchSnoozesWhileDatabaseDown: a database outage mid-run
+// would spend webhook.dispatch's few attempts and discard it; it snoozes
 // instead (no attempt spent) and runs again a second later.
 func TestWebhookDispatchSnoozesWhileDatabaseDown(t *testing.T) {
 	t.Parallel()

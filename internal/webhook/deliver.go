@@ -70,9 +70,13 @@ func (DispatchArgs) Kind() string { return KindDispatch }
 
 // InsertOpts implements river.JobArgsWithInsertOpts: on the webhook queue
 // (the maintenance queue's two workers may be busy for minutes with a
-// prune), one attempt (the next period is the retry), never two live.
+// prune), never two live. Three attempts, a second apart (the worker's
+// NextRetry): a dispatch cut off by a crash (kill -9) is rescued as
+// retryable with one attempt spent; with a single attempt River's rescuer
+// discarded it, leaving a discarded job behind every crash (seen in
+// TestCrashKill9UnderLoad).
 func (DispatchArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: queue.Webhook, MaxAttempts: 1, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: liveStates}}
+	return river.InsertOpts{Queue: queue.Webhook, MaxAttempts: 3, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: liveStates}}
 }
 
 // PruneArgs are the args of the periodic webhook.prune.
