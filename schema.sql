@@ -1435,3 +1435,151 @@ BEGIN
     RETURN created;
 END
 $$;
+
+-- riverbank:step 13 stock_moves
+-- A confirmation no longer updates product rows. Confirming moves a
+-- reservation to sold (on_hand -= q, reserved -= q, sold += q), which
+-- leaves what is available (on_hand - reserved) unchanged, yet the
+-- confirmation batch locked every product of its orders (a fifth of a
+-- 200-SKU catalogue per batch) through its commit, and creators reserving
+-- those products waited for it: at full load, lock waits, not CPU, bounded
+-- orders/s. A batch now appends its moves, summed per product, to
+-- product_stock_move (an insert: no product lock), and they are folded
+-- into the product row later, many batches at once:
+--   * by orders_fold_stock_moves, which locks the products in sku order
+--     (the rule every stock writer follows), deletes their committed moves
+--     and adds them to the rows, in one transaction: a reader's snapshot
+--     sees a move either in the log or in the row, never both or neither;
+--   * every other stock move (orders_move_stock, orders_move_stock_by_sku:
+--     cancels, expiry, returns) and PUT /v1/products fold the products they
+--     change first, under the same locks, so they work on the true
+--     counters (returning sold units must not take sold below zero while
+--     the confirmation that sold them is still in the log);
+--   * the lingering confirmer folds about once a second and when it ends,
+--     and order.sweep folds whatever is left (a confirmer that crashed).
+-- Reservations (orders_reserve) need no fold: the moves never change
+-- on_hand - reserved. A product row with moves pending is a valid state by
+-- itself (on_hand and reserved both too high by the same q, sold too low),
+-- so every CHECK on product still holds. Readers use product_stock.
+-- No foreign key to product: its check would take KEY SHARE on hot product
+-- rows that creators hold FOR NO KEY UPDATE (a multixact per batch);
+-- products are never deleted, and every move comes from order_item rows,
+-- whose own key references product.
+CREATE TABLE product_stock_move (
+    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    sku       text NOT NULL,
+    on_hand   bigint NOT NULL,
+    reserved  bigint NOT NULL,
+    sold      bigint NOT NULL
+);
+CREATE INDEX product_stock_move_sku_idx ON product_stock_move (sku);
+
+-- A product with its true stock counters: the row plus its unfolded moves.
+CREATE VIEW product_stock AS
+SELECT p.sku, p.name, p.price_minor, p.currency,
+       p.stock_on_hand + coalesce(m.on_hand, 0) AS stock_on_hand,
+       p.stock_reserved + coalesce(m.reserved, 0) AS stock_reserved,
+       p.sold + coalesce(m.sold, 0) AS sold,
+       p.created_at, p.updated_at
+FROM product p
+LEFT JOIN LATERAL (
+    SELECT sum(s.on_hand)::bigint AS on_hand, sum(s.reserved)::bigint AS reserved, sum(s.sold)::bigint AS sold
+    FROM product_stock_move s
+    WHERE s.sku = p.sku
+) m ON true;
+
+-- orders_fold_stock_moves folds the committed moves of the given products
+-- into their rows (see above). It locks the products in sku order first;
+-- the DELETE is a later statement, so its snapshot holds every move
+-- committed before the locks were granted. Returns the number of products
+-- folded; fails if a move names no product (never written: moves come
+-- from order items).
+CREATE FUNCTION orders_fold_stock_moves(p_skus text[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    skus   integer;
+    folded integer;
+BEGIN
+    PERFORM 1 FROM product p WHERE p.sku = ANY(p_skus) ORDER BY p.sku FOR NO KEY UPDATE;
+    WITH d AS (
+        DELETE FROM product_stock_move m WHERE m.sku = ANY(p_skus)
+        RETURNING m.sku, m.on_hand, m.reserved, m.sold
+    ), s AS (
+        SELECT d.sku, sum(d.on_hand) AS on_hand, sum(d.reserved) AS reserved, sum(d.sold) AS sold
+        FROM d GROUP BY d.sku
+    ), u AS (
+        UPDATE product p
+        SET stock_on_hand  = p.stock_on_hand + s.on_hand,
+            stock_reserved = p.stock_reserved + s.reserved,
+            sold           = p.sold + s.sold,
+            updated_at     = now()
+        FROM s
+        WHERE p.sku = s.sku
+        RETURNING p.sku
+    )
+    SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM u) INTO skus, folded;
+    IF folded <> skus THEN
+        RAISE EXCEPTION 'fold stock moves: % of % products found', folded, skus
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_move_stock';
+    END IF;
+    RETURN folded;
+END
+$$;
+ALTER FUNCTION orders_fold_stock_moves(text[]) SET plan_cache_mode = force_generic_plan;
+
+-- The stock moves of step 3 and step 11, folding first (same locks, taken
+-- in the same sku order).
+CREATE OR REPLACE FUNCTION orders_move_stock(p_order_id bigint, d_on_hand bigint, d_reserved bigint, d_sold bigint)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    line  record;
+    moved integer := 0;
+BEGIN
+    PERFORM orders_fold_stock_moves(ARRAY(SELECT oi.sku FROM order_item oi WHERE oi.order_id = p_order_id));
+    FOR line IN SELECT oi.sku, oi.quantity FROM order_item oi WHERE oi.order_id = p_order_id ORDER BY oi.sku LOOP
+        UPDATE product p
+        SET stock_on_hand  = p.stock_on_hand + d_on_hand * line.quantity,
+            stock_reserved = p.stock_reserved + d_reserved * line.quantity,
+            sold           = p.sold + d_sold * line.quantity,
+            updated_at     = now()
+        WHERE p.sku = line.sku;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'order %: product % of a line is missing', p_order_id, line.sku
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_move_stock';
+        END IF;
+        moved := moved + 1;
+    END LOOP;
+    IF moved = 0 THEN
+        RAISE EXCEPTION 'order %: no lines to move stock for', p_order_id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_move_stock';
+    END IF;
+    RETURN moved;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION orders_move_stock_by_sku(p_skus text[], d_on_hand bigint[], d_reserved bigint[], d_sold bigint[])
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    locked integer;
+    moved  integer;
+BEGIN
+    PERFORM orders_fold_stock_moves(p_skus);
+    PERFORM 1 FROM product p WHERE p.sku = ANY(p_skus) ORDER BY p.sku FOR NO KEY UPDATE;
+    GET DIAGNOSTICS locked = ROW_COUNT;
+    UPDATE product p
+    SET stock_on_hand  = p.stock_on_hand + u.on_hand,
+        stock_reserved = p.stock_reserved + u.reserved,
+        sold           = p.sold + u.sold,
+        updated_at     = now()
+    FROM unnest(p_skus, d_on_hand, d_reserved, d_sold) AS u(sku, on_hand, reserved, sold)
+    WHERE p.sku = ANY(p_skus) AND p.sku = u.sku;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    IF moved <> locked OR moved <> coalesce(array_length(p_skus, 1), 0) THEN
+        RAISE EXCEPTION 'stock move: % of % products found, % moved', locked, coalesce(array_length(p_skus, 1), 0), moved
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_move_stock';
+    END IF;
+    RETURN moved;
+END
+$$;
+-- CREATE OR REPLACE resets a function's SET options: restore step 11's.
+ALTER FUNCTION orders_move_stock_by_sku(text[], bigint[], bigint[], bigint[]) SET plan_cache_mode = force_generic_plan;

@@ -64,8 +64,8 @@ func (b *ordersAPIBundle) writes(t *testing.T) orderWrites {
 	var w orderWrites
 	require.NoError(t, b.tx.QueryRow(b.ctx, `SELECT (SELECT count(*) FROM product), (SELECT count(*) FROM orders),
 		(SELECT count(*) FROM order_item), (SELECT count(*) FROM order_event), (SELECT count(*) FROM ledger_entry),
-		(SELECT count(*) FROM river_job), (SELECT coalesce(sum(stock_reserved), 0)::bigint FROM product),
-		(SELECT coalesce(sum(sold), 0)::bigint FROM product)`).
+		(SELECT count(*) FROM river_job), (SELECT coalesce(sum(stock_reserved), 0)::bigint FROM product_stock),
+		(SELECT coalesce(sum(sold), 0)::bigint FROM product_stock)`).
 		Scan(&w.Products, &w.Orders, &w.Items, &w.Events, &w.Entries, &w.Jobs, &w.Reserved, &w.Sold))
 	return w
 }

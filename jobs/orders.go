@@ -64,6 +64,13 @@ func (w *OrderConfirmWorker) Work(ctx context.Context, job *river.Job[orders.Con
 // than paying a job's insert, fetch and completion for the next order.
 const idleRounds = 5
 
+// foldEvery is how often a lingering confirmer folds the stock moves its
+// batches logged into the product rows (orders.FoldStockMoves): each fold
+// locks the products it updates through its commit, as every confirmation
+// batch did before moves were logged, so once a second instead of every
+// few milliseconds.
+const foldEvery = time.Second
+
 // linger is the lingering confirmer (order_id 0), the job a created order
 // asks for when no confirmer is due (orders_request_confirm in schema.sql):
 // it confirms waiting orders in batches (orders.ConfirmCreated), pausing
@@ -79,10 +86,17 @@ func (w *OrderConfirmWorker) linger(ctx context.Context, job *river.Job[orders.C
 	deadline := time.Now().Add(cmp.Or(w.Budget, 20*time.Second))
 	pause := cmp.Or(w.Linger, 5*time.Millisecond)
 	idle := 0 // batches in a row that found nothing to confirm
+	folded := time.Now()
 	for time.Now().Before(deadline) {
 		n, err := w.Orders.ConfirmCreated(ctx, batch)
 		if err != nil {
 			return err
+		}
+		if time.Since(folded) >= foldEvery {
+			if _, err := w.Orders.FoldStockMoves(ctx); err != nil {
+				return err
+			}
+			folded = time.Now()
 		}
 		if n == batch {
 			continue
@@ -100,6 +114,12 @@ func (w *OrderConfirmWorker) linger(ctx context.Context, job *river.Job[orders.C
 			return ctx.Err()
 		case <-time.After(pause):
 		}
+	}
+	// Its own transaction, before the final one: that one holds the
+	// confirm-request lock exclusively, and creators hold product rows
+	// while they wait for that lock.
+	if _, err := w.Orders.FoldStockMoves(ctx); err != nil {
+		return err
 	}
 	return w.Store.InTx(ctx, func(tx *db.Tx) error {
 		waiting, err := orders.FinishConfirmerTx(ctx, tx)

@@ -63,7 +63,7 @@ func (b *ordersJobsBundle) order(t *testing.T, buyer, sku string, qty int64) *or
 func (b *ordersJobsBundle) stock(t *testing.T, sku string) [3]int64 {
 	t.Helper()
 	var s [3]int64
-	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT stock_on_hand, stock_reserved, sold FROM product WHERE sku = $1", sku).Scan(&s[0], &s[1], &s[2]))
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT stock_on_hand, stock_reserved, sold FROM product_stock WHERE sku = $1", sku).Scan(&s[0], &s[1], &s[2]))
 	return s
 }
 
@@ -348,6 +348,7 @@ func TestOrderConfirmerNoLostWakeup(t *testing.T) {
 			k.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'order.confirm' AND state NOT IN ('completed')") == 0
 	})
 	require.Zero(t, k.Count(t, "SELECT count(*) FROM order_confirm_signal"))
+	require.Zero(t, k.Count(t, "SELECT count(*) FROM product_stock_move"), "every confirmer folds its batches' stock moves before it ends")
 	require.Zero(t, k.Count(t, "SELECT count(*) FROM river_job WHERE coalesce(array_length(errors, 1), 0) > 0"))
 	jobsRun := k.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'order.confirm'")
 	require.Positive(t, jobsRun)
@@ -355,7 +356,7 @@ func TestOrderConfirmerNoLostWakeup(t *testing.T) {
 	require.Zero(t, k.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'order.confirm' AND (args->>'order_id')::bigint <> 0"))
 	t.Logf("%d orders confirmed by %d lingering confirmer jobs", writers*perWriter, jobsRun)
 	var reserved, sold int64
-	require.NoError(t, k.Pool.QueryRow(k.Ctx, "SELECT sum(stock_reserved), sum(sold) FROM product WHERE sku LIKE 'LW-%'").Scan(&reserved, &sold))
+	require.NoError(t, k.Pool.QueryRow(k.Ctx, "SELECT sum(stock_reserved), sum(sold) FROM product_stock WHERE sku LIKE 'LW-%'").Scan(&reserved, &sold))
 	require.Zero(t, reserved)
 	require.EqualValues(t, writers*perWriter*3, sold)
 }

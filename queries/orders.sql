@@ -28,11 +28,30 @@ RETURNING sku, name, price_minor, currency, stock_on_hand, stock_reserved, sold,
           (xmax = 0)::boolean AS inserted;
 
 -- name: GetProduct :one
-SELECT * FROM product WHERE sku = $1;
+-- The product with its true stock counters (product_stock: the row plus
+-- the confirmations not folded into it yet).
+SELECT sku, name, price_minor, currency,
+       stock_on_hand::bigint AS stock_on_hand, stock_reserved::bigint AS stock_reserved, sold::bigint AS sold,
+       created_at, updated_at
+FROM product_stock WHERE sku = $1;
+
+-- name: FoldStockMoves :one
+-- Folds the logged stock moves of the given products into their rows
+-- (orders_fold_stock_moves): PUT /v1/products does it before it sets the
+-- on-hand count.
+SELECT orders_fold_stock_moves(sqlc.arg(skus)::text[])::integer AS folded;
+
+-- name: FoldAllStockMoves :one
+-- Folds every logged stock move committed by now, product by product in
+-- sku order: the lingering confirmer about once a second and when it ends,
+-- order.sweep for a confirmer that crashed.
+SELECT orders_fold_stock_moves(ARRAY(SELECT DISTINCT m.sku FROM product_stock_move m ORDER BY m.sku))::integer AS folded;
 
 -- name: ProductsBySKUs :many
 -- An unlocked read: a snapshot of prices and stock to price an order and to
--- turn away orders that cannot fit before opening a transaction.
+-- turn away orders that cannot fit before opening a transaction. Read from
+-- the row: stock moves still logged (schema step 13) never change
+-- on_hand - reserved, the availability this is for.
 SELECT sku, price_minor, currency, stock_on_hand, stock_reserved
 FROM product
 WHERE sku = ANY(sqlc.arg(skus)::text[])
@@ -245,11 +264,11 @@ SELECT count(*)::bigint FROM (
 -- Confirms up to lim CREATED orders, oldest first, in one statement: claims
 -- them with SKIP LOCKED (an order a payment, a cancel or another batch
 -- holds is left to that transaction), moves each to CONFIRMED with its
--- history and feed events, and moves their stock (reserved becomes sold)
--- summed per product, products updated last in sku order
--- (orders_move_stock_by_sku). Returns how many orders were confirmed and
--- how many products were to move and moved; the caller fails unless those
--- agree.
+-- history and feed events, and appends their stock moves (reserved becomes
+-- sold), summed per product, to product_stock_move: no product row is
+-- locked (schema step 13; orders_fold_stock_moves folds them in later).
+-- Returns how many orders were confirmed and how many products were to
+-- move and moved; the caller fails unless those agree.
 WITH claimed AS (
     SELECT c.id FROM orders c
     WHERE c.status = 'CREATED'
@@ -278,14 +297,14 @@ WITH claimed AS (
     SELECT i.sku, sum(i.quantity)::bigint AS quantity
     FROM order_item i JOIN o ON o.id = i.order_id
     GROUP BY i.sku
+), logged AS (
+    INSERT INTO product_stock_move (sku, on_hand, reserved, sold)
+    SELECT m.sku, -m.quantity, -m.quantity, m.quantity FROM moves m ORDER BY m.sku
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM o)::integer AS orders_confirmed,
        (SELECT count(*) FROM moves)::integer AS products,
-       orders_move_stock_by_sku(
-           ARRAY(SELECT m.sku FROM moves m),
-           ARRAY(SELECT -m.quantity FROM moves m),
-           ARRAY(SELECT -m.quantity FROM moves m),
-           ARRAY(SELECT m.quantity FROM moves m))::integer AS products_moved;
+       (SELECT count(*) FROM logged)::integer AS products_moved;
 
 -- name: ExpireDueOrders :one
 -- Cancels up to lim unpaid orders (CREATED or CONFIRMED) whose expires_at

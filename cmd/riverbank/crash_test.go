@@ -513,7 +513,7 @@ func TestCrashKill9UnderLoad(t *testing.T) {
 			  (SELECT e.to_status FROM order_event e WHERE e.order_id = o.id ORDER BY e.id DESC LIMIT 1) <> 'CANCELLED'`),
 			"orders whose history is not CREATED … CANCELLED")
 		var onHand, reserved, sold int64
-		require.NoError(t, pool.QueryRow(ctx, "SELECT stock_on_hand, stock_reserved, sold FROM product WHERE sku = $1", crashSKU).Scan(&onHand, &reserved, &sold))
+		require.NoError(t, pool.QueryRow(ctx, "SELECT stock_on_hand, stock_reserved, sold FROM product_stock WHERE sku = $1", crashSKU).Scan(&onHand, &reserved, &sold))
 		assert.Equal(t, int64(crashStock), onHand+sold, "on_hand + sold is changed only by PUT /products")
 		assert.Zero(t, reserved, "every reservation released")
 		assert.Zero(t, sold, "nothing sold: nobody paid")

@@ -750,7 +750,7 @@ func (h *miHarness) checkEffects(t *testing.T, batchTotal int64) {
 		  (SELECT count(*) FROM order_event e WHERE e.order_id = o.id AND e.to_status = 'CREATED') <> 1 OR
 		  (SELECT count(*) FROM order_event e WHERE e.order_id = o.id AND e.to_status = o.status) <> 1`), "orders whose history repeats a state")
 	var onHand, reserved, sold int64
-	require.NoError(t, pool.QueryRow(ctx, "SELECT stock_on_hand, stock_reserved, sold FROM product WHERE sku = 'MI-1'").Scan(&onHand, &reserved, &sold))
+	require.NoError(t, pool.QueryRow(ctx, "SELECT stock_on_hand, stock_reserved, sold FROM product_stock WHERE sku = 'MI-1'").Scan(&onHand, &reserved, &sold))
 	require.EqualValues(t, miStock, onHand+sold, "on_hand + sold changed only by PUT /products")
 	require.Zero(t, reserved, "every reservation released or sold")
 	require.Equal(t, queryInt(t, pool, "SELECT coalesce(sum(i.quantity), 0) FROM orders o JOIN order_item i ON i.order_id = o.id WHERE o.status = 'PAID'"), sold,

@@ -678,7 +678,7 @@ func TestDatabaseOutage(t *testing.T) {
 
 	t.Run("stock is exact", func(t *testing.T) {
 		var onHand, reserved, sold int64
-		require.NoError(t, pool.QueryRow(ctx, "SELECT stock_on_hand, stock_reserved, sold FROM product WHERE sku = $1", outageSKU).Scan(&onHand, &reserved, &sold))
+		require.NoError(t, pool.QueryRow(ctx, "SELECT stock_on_hand, stock_reserved, sold FROM product_stock WHERE sku = $1", outageSKU).Scan(&onHand, &reserved, &sold))
 		var ordered, paidOrders int64
 		var paymentKeys []string
 		for ident, o := range led.orders {

@@ -292,7 +292,7 @@ func TestOrderBatchNeverOversells(t *testing.T) {
 	}
 	require.Len(t, ids, bt.Succeeded, "one order per successful item")
 	var onHand, reserved, sold int64
-	require.NoError(t, b.Pool.QueryRow(b.Ctx, "SELECT stock_on_hand, stock_reserved, sold FROM product WHERE sku = $1", sku).Scan(&onHand, &reserved, &sold))
+	require.NoError(t, b.Pool.QueryRow(b.Ctx, "SELECT stock_on_hand, stock_reserved, sold FROM product_stock WHERE sku = $1", sku).Scan(&onHand, &reserved, &sold))
 	require.EqualValues(t, stock, reserved+sold, "every unit is reserved or sold, none twice")
 	require.EqualValues(t, stock, onHand+sold)
 	require.EqualValues(t, stock, b.Count(t, "SELECT count(*) FROM orders o JOIN order_item i ON i.order_id = o.id WHERE i.sku = $1", sku))

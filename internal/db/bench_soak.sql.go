@@ -489,11 +489,11 @@ func (q *Queries) BenchSoakOrders(ctx context.Context, graceSeconds float64) (Be
 }
 
 const benchSoakStockMismatches = `-- name: BenchSoakStockMismatches :many
-SELECT p.sku, p.stock_on_hand, p.stock_reserved, p.sold,
+SELECT p.sku, p.stock_on_hand::bigint AS stock_on_hand, p.stock_reserved::bigint AS stock_reserved, p.sold::bigint AS sold,
        coalesce(r.reserved, 0)::bigint AS created_quantity,
        coalesce(r.sold, 0)::bigint AS confirmed_quantity,
        coalesce(e.total, -1)::bigint AS put_total
-FROM product p
+FROM product_stock p
 LEFT JOIN (
     SELECT i.sku,
            sum(i.quantity) FILTER (WHERE o.status = 'CREATED') AS reserved,
@@ -529,6 +529,7 @@ type BenchSoakStockMismatchesRow struct {
 // (CONFIRMED, PAID, SHIPPED, COMPLETED), and on_hand + sold what the last
 // PUT left (the data of the product's newest product.stock_set event: PUT
 // locks the row before it appends, so the newest id is the last PUT).
+// Counters from product_stock: the row plus its logged moves.
 func (q *Queries) BenchSoakStockMismatches(ctx context.Context) ([]BenchSoakStockMismatchesRow, error) {
 	rows, err := q.db.Query(ctx, benchSoakStockMismatches)
 	if err != nil {

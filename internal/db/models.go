@@ -1076,6 +1076,26 @@ type Product struct {
 	UpdatedAt     time.Time
 }
 
+type ProductStock struct {
+	Sku           string
+	Name          string
+	PriceMinor    int64
+	Currency      string
+	StockOnHand   int32
+	StockReserved int32
+	Sold          int32
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+type ProductStockMove struct {
+	ID       int64
+	Sku      string
+	OnHand   int64
+	Reserved int64
+	Sold     int64
+}
+
 type Repayment struct {
 	ID                        int64
 	LoanID                    int64

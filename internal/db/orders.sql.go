@@ -173,14 +173,14 @@ WITH claimed AS (
     SELECT i.sku, sum(i.quantity)::bigint AS quantity
     FROM order_item i JOIN o ON o.id = i.order_id
     GROUP BY i.sku
+), logged AS (
+    INSERT INTO product_stock_move (sku, on_hand, reserved, sold)
+    SELECT m.sku, -m.quantity, -m.quantity, m.quantity FROM moves m ORDER BY m.sku
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM o)::integer AS orders_confirmed,
        (SELECT count(*) FROM moves)::integer AS products,
-       orders_move_stock_by_sku(
-           ARRAY(SELECT m.sku FROM moves m),
-           ARRAY(SELECT -m.quantity FROM moves m),
-           ARRAY(SELECT -m.quantity FROM moves m),
-           ARRAY(SELECT m.quantity FROM moves m))::integer AS products_moved
+       (SELECT count(*) FROM logged)::integer AS products_moved
 `
 
 type ConfirmCreatedOrdersParams struct {
@@ -198,11 +198,11 @@ type ConfirmCreatedOrdersRow struct {
 // Confirms up to lim CREATED orders, oldest first, in one statement: claims
 // them with SKIP LOCKED (an order a payment, a cancel or another batch
 // holds is left to that transaction), moves each to CONFIRMED with its
-// history and feed events, and moves their stock (reserved becomes sold)
-// summed per product, products updated last in sku order
-// (orders_move_stock_by_sku). Returns how many orders were confirmed and
-// how many products were to move and moved; the caller fails unless those
-// agree.
+// history and feed events, and appends their stock moves (reserved becomes
+// sold), summed per product, to product_stock_move: no product row is
+// locked (schema step 13; orders_fold_stock_moves folds them in later).
+// Returns how many orders were confirmed and how many products were to
+// move and moved; the caller fails unless those agree.
 func (q *Queries) ConfirmCreatedOrders(ctx context.Context, arg ConfirmCreatedOrdersParams) (ConfirmCreatedOrdersRow, error) {
 	row := q.db.QueryRow(ctx, confirmCreatedOrders, arg.Lim, arg.Actor, arg.EventType)
 	var i ConfirmCreatedOrdersRow
@@ -346,6 +346,34 @@ func (q *Queries) ExpireDueOrders(ctx context.Context, arg ExpireDueOrdersParams
 	return i, err
 }
 
+const foldAllStockMoves = `-- name: FoldAllStockMoves :one
+SELECT orders_fold_stock_moves(ARRAY(SELECT DISTINCT m.sku FROM product_stock_move m ORDER BY m.sku))::integer AS folded
+`
+
+// Folds every logged stock move committed by now, product by product in
+// sku order: the lingering confirmer about once a second and when it ends,
+// order.sweep for a confirmer that crashed.
+func (q *Queries) FoldAllStockMoves(ctx context.Context) (int32, error) {
+	row := q.db.QueryRow(ctx, foldAllStockMoves)
+	var folded int32
+	err := row.Scan(&folded)
+	return folded, err
+}
+
+const foldStockMoves = `-- name: FoldStockMoves :one
+SELECT orders_fold_stock_moves($1::text[])::integer AS folded
+`
+
+// Folds the logged stock moves of the given products into their rows
+// (orders_fold_stock_moves): PUT /v1/products does it before it sets the
+// on-hand count.
+func (q *Queries) FoldStockMoves(ctx context.Context, skus []string) (int32, error) {
+	row := q.db.QueryRow(ctx, foldStockMoves, skus)
+	var folded int32
+	err := row.Scan(&folded)
+	return folded, err
+}
+
 const getOrder = `-- name: GetOrder :one
 SELECT id, buyer_id, merchant_id, identifier, request_hash, status, total_minor, currency, created_at, expires_at, updated_at, confirmed_at, paid_at, shipped_at, completed_at, cancelled_at, cancel_reason, payment_id, ledger_entry_id, tracking_no FROM orders WHERE id = $1
 `
@@ -416,12 +444,29 @@ func (q *Queries) GetOrderByKey(ctx context.Context, arg GetOrderByKeyParams) (O
 }
 
 const getProduct = `-- name: GetProduct :one
-SELECT sku, name, price_minor, currency, stock_on_hand, stock_reserved, sold, created_at, updated_at FROM product WHERE sku = $1
+SELECT sku, name, price_minor, currency,
+       stock_on_hand::bigint AS stock_on_hand, stock_reserved::bigint AS stock_reserved, sold::bigint AS sold,
+       created_at, updated_at
+FROM product_stock WHERE sku = $1
 `
 
-func (q *Queries) GetProduct(ctx context.Context, sku string) (Product, error) {
+type GetProductRow struct {
+	Sku           string
+	Name          string
+	PriceMinor    int64
+	Currency      string
+	StockOnHand   int64
+	StockReserved int64
+	Sold          int64
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+// The product with its true stock counters (product_stock: the row plus
+// the confirmations not folded into it yet).
+func (q *Queries) GetProduct(ctx context.Context, sku string) (GetProductRow, error) {
 	row := q.db.QueryRow(ctx, getProduct, sku)
-	var i Product
+	var i GetProductRow
 	err := row.Scan(
 		&i.Sku,
 		&i.Name,
@@ -984,7 +1029,9 @@ type ProductsBySKUsRow struct {
 }
 
 // An unlocked read: a snapshot of prices and stock to price an order and to
-// turn away orders that cannot fit before opening a transaction.
+// turn away orders that cannot fit before opening a transaction. Read from
+// the row: stock moves still logged (schema step 13) never change
+// on_hand - reserved, the availability this is for.
 func (q *Queries) ProductsBySKUs(ctx context.Context, skus []string) ([]ProductsBySKUsRow, error) {
 	rows, err := q.db.Query(ctx, productsBySKUs, skus)
 	if err != nil {

@@ -9,10 +9,12 @@ import (
 )
 
 // Batch sizes of the confirmation and expiry statements: how many orders
-// one transaction moves at most. A batch holds the row locks of its
-// products only for its last statement and the commit (stock moves are
-// summed per product and applied last), so a large batch costs a hot
-// product one short lock instead of one per order.
+// one transaction moves at most. A confirmation batch locks no product (it
+// logs its stock moves, summed per product; FoldStockMoves applies them);
+// an expiry batch holds the row locks of its products only for its last
+// statement and the commit (stock moves summed per product and applied
+// last), so a large batch costs a hot product one short lock instead of
+// one per order.
 const (
 	ConfirmBatch = 500
 	ExpireBatch  = 500
@@ -135,6 +137,21 @@ func (s *Service) confirmBatch(ctx context.Context, id int64, limit int) (int, e
 		}
 		return int(r.OrdersConfirmed), nil
 	})
+}
+
+// FoldStockMoves folds every confirmation stock move committed by now
+// into its product row (FoldAllStockMoves: products locked in sku order,
+// their moves deleted and added, one transaction), and returns how many
+// products it updated. Stock reads are true either way (product_stock);
+// folding keeps the move log short.
+func (s *Service) FoldStockMoves(ctx context.Context) (int, error) {
+	n, err := db.InTxV(ctx, s.store, func(tx *db.Tx) (int32, error) {
+		return tx.FoldAllStockMoves(ctx)
+	})
+	if err != nil {
+		return 0, batchError("fold stock moves of confirmed", err)
+	}
+	return int(n), nil
 }
 
 // ExpireDue cancels up to limit unpaid orders whose expires_at has passed,

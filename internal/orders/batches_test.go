@@ -84,6 +84,28 @@ func TestBatchesRaceEverything(t *testing.T) {
 		runner(func() (int, error) { return b.svc.ConfirmCreated(b.ctx, 7) })
 		runner(func() (int, error) { return b.svc.ExpireDue(b.ctx, 5) })
 	}
+	// Folds of the confirmations' logged stock moves (schema step 13) race
+	// all of it; so does a stock take per product (PUT sets on_hand, so it
+	// must fold first: the on_hand + sold it leaves is the new total).
+	for range 2 {
+		runner(func() (int, error) { return b.svc.FoldStockMoves(b.ctx) })
+	}
+	total := make([]int64, len(skus))
+	for i, s := range skus {
+		total[i] = perSKU
+		wg.Go(func() {
+			<-start
+			for k := range 8 {
+				p, _, err := b.svc.PutProduct(b.ctx, orders.ProductInput{SKU: s, Name: "Product " + s, PriceMinor: 10, Currency: "CNY", Stock: perSKU + int64(k)})
+				if err != nil {
+					errs <- err
+					return
+				}
+				total[i] = p.StockOnHand + p.Sold
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
 	for i, o := range all {
 		switch i % 5 {
 		case 1, 3:
@@ -149,8 +171,17 @@ func TestBatchesRaceEverything(t *testing.T) {
 		SELECT o.id FROM orders o
 		WHERE (SELECT count(*) FROM order_event e WHERE e.order_id = o.id)
 		   <> (SELECT count(*) FROM event v WHERE v.subject_type = 'order' AND v.subject_id = o.id::text)) bad`))
-	for _, s := range skus {
-		b.requireStockMatchesOrders(t, s, perSKU)
+	for i, s := range skus {
+		b.requireStockMatchesOrders(t, s, total[i])
+	}
+	// A last fold empties the log, and the rows then hold the true counters.
+	_, err = b.svc.FoldStockMoves(b.ctx)
+	require.NoError(t, err)
+	require.Zero(t, b.count(t, "SELECT count(*) FROM product_stock_move"))
+	require.Zero(t, b.count(t, `SELECT count(*) FROM product p JOIN product_stock v USING (sku)
+		WHERE (p.stock_on_hand, p.stock_reserved, p.sold) <> (v.stock_on_hand, v.stock_reserved, v.sold)`))
+	for i, s := range skus {
+		b.requireStockMatchesOrders(t, s, total[i])
 	}
 }
 
@@ -242,4 +273,79 @@ func TestFinishConfirmerHeldOrders(t *testing.T) {
 	_, err = b.svc.ConfirmCreated(b.ctx, 10)
 	require.NoError(t, err)
 	require.Equal(t, orders.WaitingNone, finish())
+}
+
+// TestStockMovesLoggedThenFolded: a confirmation batch logs its stock move
+// instead of updating the product (schema step 13); reads add the log, and
+// every writer that needs the true counters folds first: a stock take
+// (PUT sets on_hand: without the fold, the logged move would later take
+// the confirmed units off the new count) and the cancel of a confirmed
+// order (returning sold units: without the fold, sold on the row would go
+// below zero and the CHECK would fail it).
+func TestStockMovesLoggedThenFolded(t *testing.T) {
+	t.Parallel()
+	b := setupDB(t)
+	sku := b.sku("FOLD")
+	b.product(t, sku, 10, 100)
+	o1 := b.order(t, b.buyer(1), sku, 3)
+	b.order(t, b.buyer(2), sku, 4)
+	n, err := b.svc.ConfirmCreated(b.ctx, 10)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+
+	// Logged, not folded: the row still holds the reservations.
+	require.Equal(t, int64(1), b.count(t, "SELECT count(*) FROM product_stock_move WHERE sku = $1", sku), "one move per product per batch")
+	require.Equal(t, int64(7), b.count(t, "SELECT stock_reserved FROM product WHERE sku = $1", sku))
+	require.Equal(t, stock{OnHand: 93, Reserved: 0, Sold: 7}, b.stock(t, sku))
+	p, err := b.svc.GetProduct(b.ctx, sku)
+	require.NoError(t, err)
+	require.Equal(t, []int64{93, 0, 93, 7}, []int64{p.StockOnHand, p.StockReserved, p.StockAvailable, p.Sold})
+	b.requireStockMatchesOrders(t, sku, 100)
+
+	// Cancelling a confirmed order returns its units with the move still
+	// logged.
+	_, err = b.svc.Cancel(b.ctx, o1.ID, "changed my mind")
+	require.NoError(t, err)
+	require.Equal(t, stock{OnHand: 96, Reserved: 0, Sold: 4}, b.stock(t, sku))
+	require.Zero(t, b.count(t, "SELECT count(*) FROM product_stock_move WHERE sku = $1", sku), "the cancel folded the log")
+
+	// A stock take with a move logged: on_hand is what PUT says, sold
+	// stays what confirmed orders took, in the answer and afterwards.
+	b.order(t, b.buyer(3), sku, 5)
+	_, err = b.svc.ConfirmCreated(b.ctx, 10)
+	require.NoError(t, err)
+	require.Equal(t, stock{OnHand: 91, Reserved: 0, Sold: 9}, b.stock(t, sku))
+	put, _, err := b.svc.PutProduct(b.ctx, orders.ProductInput{SKU: sku, Name: "Product " + sku, PriceMinor: 10, Currency: "CNY", Stock: 50})
+	require.NoError(t, err)
+	require.Equal(t, []int64{50, 0, 9}, []int64{put.StockOnHand, put.StockReserved, put.Sold})
+	require.Equal(t, stock{OnHand: 50, Reserved: 0, Sold: 9}, b.stock(t, sku))
+	b.requireStockMatchesOrders(t, sku, 59)
+
+	// Expiry of a confirmed, unpaid order (orders_move_stock_by_sku) with
+	// its move logged returns its units too (a product whose row has sold
+	// nothing yet: without the fold, sold would go below zero).
+	sku2 := b.sku("FOLD2")
+	b.product(t, sku2, 10, 100)
+	o5 := b.order(t, b.buyer(5), sku2, 6)
+	_, err = b.svc.ConfirmCreated(b.ctx, 10)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(b.ctx, "UPDATE orders SET expires_at = now() - interval '1 second' WHERE id = $1", o5.ID)
+	require.NoError(t, err)
+	n, err = b.svc.ExpireDue(b.ctx, 10)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Equal(t, stock{OnHand: 100, Reserved: 0, Sold: 0}, b.stock(t, sku2))
+	b.requireStockMatchesOrders(t, sku2, 100)
+
+	// The fold empties the log; the row then holds the true counters.
+	b.order(t, b.buyer(4), sku, 2)
+	_, err = b.svc.ConfirmCreated(b.ctx, 10)
+	require.NoError(t, err)
+	folded, err := b.svc.FoldStockMoves(b.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, folded)
+	require.Zero(t, b.count(t, "SELECT count(*) FROM product_stock_move"))
+	require.Equal(t, int64(11), b.count(t, "SELECT sold FROM product WHERE sku = $1", sku))
+	require.Equal(t, stock{OnHand: 48, Reserved: 0, Sold: 11}, b.stock(t, sku))
+	b.requireStockMatchesOrders(t, sku, 59)
 }

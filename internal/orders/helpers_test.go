@@ -65,7 +65,7 @@ type stock struct{ OnHand, Reserved, Sold int64 }
 func (b *testBundle) stock(t testing.TB, sku string) stock {
 	t.Helper()
 	var s stock
-	require.NoError(t, b.dbtx.QueryRow(b.ctx, "SELECT stock_on_hand, stock_reserved, sold FROM product WHERE sku = $1", sku).Scan(&s.OnHand, &s.Reserved, &s.Sold))
+	require.NoError(t, b.dbtx.QueryRow(b.ctx, "SELECT stock_on_hand, stock_reserved, sold FROM product_stock WHERE sku = $1", sku).Scan(&s.OnHand, &s.Reserved, &s.Sold))
 	return s
 }
 

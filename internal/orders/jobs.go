@@ -120,7 +120,13 @@ const (
 // rolling upgrade) would leave every later order to this sweep. When the
 // signal exists it inserts order.confirm (order_id 0), unique: a no-op
 // while one is live.
+//
+// And it folds the confirmations' stock moves a crashed confirmer left in
+// the log (FoldStockMoves).
 func (s *Service) Sweep(ctx context.Context) (int, error) {
+	if _, err := s.FoldStockMoves(ctx); err != nil {
+		return 0, err
+	}
 	signal, err := s.store.Queries().OrderConfirmSignalExists(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("look for the confirm signal: %w", err)

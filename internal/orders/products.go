@@ -90,6 +90,12 @@ func (s *Service) PutProduct(ctx context.Context, in ProductInput) (*Product, bo
 		created bool
 	)
 	err := s.store.InTx(ctx, func(tx *db.Tx) error {
+		// The new on-hand count replaces the true one: fold the
+		// confirmations still logged (schema step 13) into the row first,
+		// under the row lock the upsert then keeps.
+		if _, err := tx.FoldStockMoves(ctx, []string{in.SKU}); err != nil {
+			return fmt.Errorf("fold stock moves of %s: %w", in.SKU, err)
+		}
 		row, err := tx.UpsertProduct(ctx, db.UpsertProductParams{Sku: in.SKU, Name: in.Name, PriceMinor: in.PriceMinor, Currency: in.Currency, StockOnHand: in.Stock})
 		if db.IsNotFound(err) {
 			// The row exists and is locked by the upsert; read why it refused.
@@ -129,5 +135,5 @@ func (s *Service) GetProduct(ctx context.Context, sku string) (*Product, error) 
 	if err != nil {
 		return nil, fmt.Errorf("get product: %w", err)
 	}
-	return productFromRow(r), nil
+	return productFromRow(db.Product(r)), nil
 }
