@@ -1455,8 +1455,10 @@ $$;
 --     change first, under the same locks, so they work on the true
 --     counters (returning sold units must not take sold below zero while
 --     the confirmation that sold them is still in the log);
---   * the lingering confirmer folds about once a second and when it ends,
---     and order.sweep folds whatever is left (a confirmer that crashed).
+--   * the lingering confirmer folds about once a second (beside its
+--     batches, skipping products a creator holds at that instant) and when
+--     it ends, and order.sweep folds whatever is left (a confirmer that
+--     crashed).
 -- Reservations (orders_reserve) need no fold: the moves never change
 -- on_hand - reserved. A product row with moves pending is a valid state by
 -- itself (on_hand and reserved both too high by the same q, sold too low),
@@ -1491,18 +1493,31 @@ LEFT JOIN LATERAL (
 -- orders_fold_stock_moves folds the committed moves of the given products
 -- into their rows (see above). It locks the products in sku order first;
 -- the DELETE is a later statement, so its snapshot holds every move
--- committed before the locks were granted. Returns the number of products
--- folded; fails if a move names no product (never written: moves come
--- from order items).
-CREATE FUNCTION orders_fold_stock_moves(p_skus text[]) RETURNS integer
+-- committed before the locks were granted. With p_skip_locked it takes
+-- only the products no one holds at that instant and folds those (the
+-- background folds: they never wait for a creator, so they never hold
+-- the products before a busy one while they wait — a convoy — and a
+-- product skipped now is folded by a later fold); without it, it waits for
+-- every lock (a writer that needs the true counters). Returns the number of
+-- products folded; fails if a move names no product (never written: moves
+-- come from order items).
+CREATE FUNCTION orders_fold_stock_moves(p_skus text[], p_skip_locked boolean DEFAULT false) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
+    locked text[];
     skus   integer;
     folded integer;
 BEGIN
-    PERFORM 1 FROM product p WHERE p.sku = ANY(p_skus) ORDER BY p.sku FOR NO KEY UPDATE;
+    IF p_skip_locked THEN
+        SELECT coalesce(array_agg(l.sku), '{}') INTO locked FROM (
+            SELECT p.sku FROM product p WHERE p.sku = ANY(p_skus) ORDER BY p.sku FOR NO KEY UPDATE SKIP LOCKED
+        ) l;
+    ELSE
+        PERFORM 1 FROM product p WHERE p.sku = ANY(p_skus) ORDER BY p.sku FOR NO KEY UPDATE;
+        locked := p_skus;
+    END IF;
     WITH d AS (
-        DELETE FROM product_stock_move m WHERE m.sku = ANY(p_skus)
+        DELETE FROM product_stock_move m WHERE m.sku = ANY(locked)
         RETURNING m.sku, m.on_hand, m.reserved, m.sold
     ), s AS (
         SELECT d.sku, sum(d.on_hand) AS on_hand, sum(d.reserved) AS reserved, sum(d.sold) AS sold
@@ -1525,7 +1540,7 @@ BEGIN
     RETURN folded;
 END
 $$;
-ALTER FUNCTION orders_fold_stock_moves(text[]) SET plan_cache_mode = force_generic_plan;
+ALTER FUNCTION orders_fold_stock_moves(text[], boolean) SET plan_cache_mode = force_generic_plan;
 
 -- The stock moves of step 3 and step 11, folding first (same locks, taken
 -- in the same sku order).

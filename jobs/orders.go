@@ -3,6 +3,7 @@ package jobs
 import (
 	"cmp"
 	"context"
+	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -68,7 +69,9 @@ const idleRounds = 5
 // batches logged into the product rows (orders.FoldStockMoves): each fold
 // locks the products it updates through its commit, as every confirmation
 // batch did before moves were logged, so once a second instead of every
-// few milliseconds.
+// few milliseconds. A fold that fails stops folding, and the confirmer
+// returns its error when it ends (River retries it within seconds); the
+// confirmations stand either way, and reads are true unfolded.
 const foldEvery = time.Second
 
 // linger is the lingering confirmer (order_id 0), the job a created order
@@ -86,17 +89,12 @@ func (w *OrderConfirmWorker) linger(ctx context.Context, job *river.Job[orders.C
 	deadline := time.Now().Add(cmp.Or(w.Budget, 20*time.Second))
 	pause := cmp.Or(w.Linger, 5*time.Millisecond)
 	idle := 0 // batches in a row that found nothing to confirm
-	folded := time.Now()
+	stopFolding := w.foldWhileLingering(ctx)
+	defer stopFolding()
 	for time.Now().Before(deadline) {
 		n, err := w.Orders.ConfirmCreated(ctx, batch)
 		if err != nil {
 			return err
-		}
-		if time.Since(folded) >= foldEvery {
-			if _, err := w.Orders.FoldStockMoves(ctx); err != nil {
-				return err
-			}
-			folded = time.Now()
 		}
 		if n == batch {
 			continue
@@ -115,9 +113,12 @@ func (w *OrderConfirmWorker) linger(ctx context.Context, job *river.Job[orders.C
 		case <-time.After(pause):
 		}
 	}
-	// Its own transaction, before the final one: that one holds the
-	// confirm-request lock exclusively, and creators hold product rows
-	// while they wait for that lock.
+	if err := stopFolding(); err != nil {
+		return err
+	}
+	// A last fold in its own transaction, before the final one: that one
+	// holds the confirm-request lock exclusively, and creators hold product
+	// rows while they wait for that lock.
 	if _, err := w.Orders.FoldStockMoves(ctx); err != nil {
 		return err
 	}
@@ -140,6 +141,42 @@ func (w *OrderConfirmWorker) linger(ctx context.Context, job *river.Job[orders.C
 		}
 		return err
 	})
+}
+
+// foldWhileLingering folds the stock moves the confirmer's batches log
+// every foldEvery, on a connection of its own beside the batches (a batch
+// locks no product and a fold no order, so neither waits for the other; a
+// fold inline delayed the confirmations behind it, once a second). The
+// returned func stops it, waits for a fold under way, and returns the
+// first error a fold met; calling it again returns nil.
+func (w *OrderConfirmWorker) foldWhileLingering(ctx context.Context) func() error {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		t := time.NewTicker(foldEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				done <- nil
+				return
+			case <-t.C:
+				if _, err := w.Orders.FoldStockMoves(ctx); err != nil && ctx.Err() == nil {
+					done <- err
+					return
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() error {
+		var err error
+		once.Do(func() {
+			cancel()
+			err = <-done
+		})
+		return err
+	}
 }
 
 // OrderExpireWorker works order.expire, the expiry sweep the leader inserts

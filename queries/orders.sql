@@ -42,10 +42,12 @@ FROM product_stock WHERE sku = $1;
 SELECT orders_fold_stock_moves(sqlc.arg(skus)::text[])::integer AS folded;
 
 -- name: FoldAllStockMoves :one
--- Folds every logged stock move committed by now, product by product in
--- sku order: the lingering confirmer about once a second and when it ends,
--- order.sweep for a confirmer that crashed.
-SELECT orders_fold_stock_moves(ARRAY(SELECT DISTINCT m.sku FROM product_stock_move m ORDER BY m.sku))::integer AS folded;
+-- Folds the logged stock moves committed by now of every product no one
+-- holds at this instant (orders_fold_stock_moves with skip_locked; the
+-- rest wait for a later fold), in sku order: the lingering confirmer
+-- about once a second and when it ends, order.sweep for a confirmer that
+-- crashed.
+SELECT orders_fold_stock_moves(ARRAY(SELECT DISTINCT m.sku FROM product_stock_move m ORDER BY m.sku), true)::integer AS folded;
 
 -- name: ProductsBySKUs :many
 -- An unlocked read: a snapshot of prices and stock to price an order and to

@@ -347,12 +347,14 @@ func (q *Queries) ExpireDueOrders(ctx context.Context, arg ExpireDueOrdersParams
 }
 
 const foldAllStockMoves = `-- name: FoldAllStockMoves :one
-SELECT orders_fold_stock_moves(ARRAY(SELECT DISTINCT m.sku FROM product_stock_move m ORDER BY m.sku))::integer AS folded
+SELECT orders_fold_stock_moves(ARRAY(SELECT DISTINCT m.sku FROM product_stock_move m ORDER BY m.sku), true)::integer AS folded
 `
 
-// Folds every logged stock move committed by now, product by product in
-// sku order: the lingering confirmer about once a second and when it ends,
-// order.sweep for a confirmer that crashed.
+// Folds the logged stock moves committed by now of every product no one
+// holds at this instant (orders_fold_stock_moves with skip_locked; the
+// rest wait for a later fold), in sku order: the lingering confirmer
+// about once a second and when it ends, order.sweep for a confirmer that
+// crashed.
 func (q *Queries) FoldAllStockMoves(ctx context.Context) (int32, error) {
 	row := q.db.QueryRow(ctx, foldAllStockMoves)
 	var folded int32

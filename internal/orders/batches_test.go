@@ -337,11 +337,25 @@ func TestStockMovesLoggedThenFolded(t *testing.T) {
 	require.Equal(t, stock{OnHand: 100, Reserved: 0, Sold: 0}, b.stock(t, sku2))
 	b.requireStockMatchesOrders(t, sku2, 100)
 
-	// The fold empties the log; the row then holds the true counters.
+	// The background fold skips a product another transaction holds (it
+	// never waits for a creator) and takes it the next time.
 	b.order(t, b.buyer(4), sku, 2)
 	_, err = b.svc.ConfirmCreated(b.ctx, 10)
 	require.NoError(t, err)
+	holder, err := b.pool.Begin(b.ctx)
+	require.NoError(t, err)
+	defer holder.Rollback(b.ctx) //nolint:errcheck // released below
+	_, err = holder.Exec(b.ctx, "SELECT 1 FROM product WHERE sku = $1 FOR NO KEY UPDATE", sku)
+	require.NoError(t, err)
 	folded, err := b.svc.FoldStockMoves(b.ctx)
+	require.NoError(t, err)
+	require.Zero(t, folded)
+	require.Equal(t, int64(1), b.count(t, "SELECT count(*) FROM product_stock_move WHERE sku = $1", sku))
+	require.Equal(t, stock{OnHand: 48, Reserved: 0, Sold: 11}, b.stock(t, sku))
+	require.NoError(t, holder.Rollback(b.ctx))
+
+	// The fold empties the log; the row then holds the true counters.
+	folded, err = b.svc.FoldStockMoves(b.ctx)
 	require.NoError(t, err)
 	require.Equal(t, 1, folded)
 	require.Zero(t, b.count(t, "SELECT count(*) FROM product_stock_move"))
