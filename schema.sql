@@ -1456,9 +1456,12 @@ $$;
 --     counters (returning sold units must not take sold below zero while
 --     the confirmation that sold them is still in the log);
 --   * the lingering confirmer folds about once a second (beside its
---     batches, skipping products a creator holds at that instant) and when
---     it ends, and order.sweep folds whatever is left (a confirmer that
---     crashed).
+--     batches, skipping products a creator holds at that instant, every
+--     tenth time waiting for them) and when it ends, and order.sweep folds
+--     whatever is left (a confirmer that crashed, an order.confirm with an
+--     order id), waiting.
+-- PUT /v1/products takes the confirmer's lock before it folds, so no batch
+-- commits a move between its fold and its new on-hand count.
 -- Reservations (orders_reserve) need no fold: the moves never change
 -- on_hand - reserved. A product row with moves pending is a valid state by
 -- itself (on_hand and reserved both too high by the same q, sold too low),

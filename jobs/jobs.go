@@ -118,7 +118,7 @@ func registerAll(workers *river.Workers, periodic *[]*river.PeriodicJob, deps *D
 	// expiry sweep every ExpireInterval, and the
 	// sweep that re-enqueues confirmations that went missing.
 	ordersSvc := deps.Orders
-	river.AddWorker(workers, &OrderConfirmWorker{Orders: ordersSvc, Store: deps.Store, Budget: min(20*time.Second, deps.Config.JobTimeout/3)})
+	river.AddWorker(workers, &OrderConfirmWorker{Orders: ordersSvc, Store: deps.Store, Budget: min(20*time.Second, deps.Config.JobTimeout/3), Logger: deps.Logger})
 	river.AddWorker(workers, &OrderExpireWorker{Orders: ordersSvc})
 	river.AddWorker(workers, &OrderSweepWorker{Orders: ordersSvc})
 	if err := addPeriodic(periodic, river.PeriodicInterval(orders.ExpireInterval), orders.ExpireArgs{}, river.PeriodicJobOpts{ID: orders.KindExpire}); err != nil {

@@ -3,6 +3,7 @@ package jobs
 import (
 	"cmp"
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -37,6 +38,9 @@ type OrderConfirmWorker struct {
 	// create→CONFIRMED p99 of 237-349 ms at half load, 5 ms 85 ms, at the
 	// same orders/s).
 	Linger time.Duration
+	// Logger gets the failures of the background stock folds; nil:
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 // NextRetry implements river.Worker: a failed confirmer is retried within
@@ -69,10 +73,12 @@ const idleRounds = 5
 // batches logged into the product rows (orders.FoldStockMoves): each fold
 // locks the products it updates through its commit, as every confirmation
 // batch did before moves were logged, so once a second instead of every
-// few milliseconds. A fold that fails stops folding, and the confirmer
-// returns its error when it ends (River retries it within seconds); the
-// confirmations stand either way, and reads are true unfolded.
+// few milliseconds.
 const foldEvery = time.Second
+
+// waitingFoldEvery: every so many background folds, one waits for the
+// products creators hold instead of skipping them (foldWhileLingering).
+const waitingFoldEvery = 10
 
 // linger is the lingering confirmer (order_id 0), the job a created order
 // asks for when no confirmer is due (orders_request_confirm in schema.sql):
@@ -113,14 +119,15 @@ func (w *OrderConfirmWorker) linger(ctx context.Context, job *river.Job[orders.C
 		case <-time.After(pause):
 		}
 	}
-	if err := stopFolding(); err != nil {
-		return err
-	}
-	// A last fold in its own transaction, before the final one: that one
-	// holds the confirm-request lock exclusively, and creators hold product
-	// rows while they wait for that lock.
-	if _, err := w.Orders.FoldStockMoves(ctx); err != nil {
-		return err
+	stopFolding()
+	// A last fold, in its own transaction before the final one: that one
+	// waits for every creator that asked for this confirmer, and those hold
+	// their product rows until they commit, so a fold inside it could wait
+	// for a creator that waits for it. Skipping busy products; a failure
+	// is logged, not returned: the confirmations stand, reads are true
+	// unfolded, and the next fold (or order.sweep) takes the moves.
+	if _, err := w.Orders.FoldStockMoves(ctx, true); err != nil && ctx.Err() == nil {
+		w.logger().WarnContext(ctx, "fold stock moves", "error", err)
 	}
 	return w.Store.InTx(ctx, func(tx *db.Tx) error {
 		waiting, err := orders.FinishConfirmerTx(ctx, tx)
@@ -146,37 +153,49 @@ func (w *OrderConfirmWorker) linger(ctx context.Context, job *river.Job[orders.C
 // foldWhileLingering folds the stock moves the confirmer's batches log
 // every foldEvery, on a connection of its own beside the batches (a batch
 // locks no product and a fold no order, so neither waits for the other; a
-// fold inline delayed the confirmations behind it, once a second). The
-// returned func stops it, waits for a fold under way, and returns the
-// first error a fold met; calling it again returns nil.
-func (w *OrderConfirmWorker) foldWhileLingering(ctx context.Context) func() error {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
+// fold inline delayed the confirmations behind it, once a second). Folds
+// skip products a creator holds at that instant, except every
+// waitingFoldEvery-th, which waits for them, so a product creators hold
+// almost without a break (a flash sale's) is folded too. A failed fold is
+// logged and the next one tries again (the confirmations stand, reads are
+// true unfolded). The returned func stops it and waits for a fold under
+// way to finish (it is not cancelled: cancelling a query makes pgx drop
+// its connection); calling it again does nothing.
+func (w *OrderConfirmWorker) foldWhileLingering(ctx context.Context) func() {
+	stop := make(chan struct{})
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		t := time.NewTicker(foldEvery)
 		defer t.Stop()
-		for {
+		for n := 1; ; n++ {
 			select {
 			case <-ctx.Done():
-				done <- nil
+				return
+			case <-stop:
 				return
 			case <-t.C:
-				if _, err := w.Orders.FoldStockMoves(ctx); err != nil && ctx.Err() == nil {
-					done <- err
-					return
+				_, err := w.Orders.FoldStockMoves(ctx, n%waitingFoldEvery != 0)
+				if err != nil && ctx.Err() == nil {
+					w.logger().WarnContext(ctx, "fold stock moves", "error", err)
 				}
 			}
 		}
 	}()
 	var once sync.Once
-	return func() error {
-		var err error
+	return func() {
 		once.Do(func() {
-			cancel()
-			err = <-done
+			close(stop)
+			<-done
 		})
-		return err
 	}
+}
+
+func (w *OrderConfirmWorker) logger() *slog.Logger {
+	if w.Logger != nil {
+		return w.Logger
+	}
+	return slog.Default()
 }
 
 // OrderExpireWorker works order.expire, the expiry sweep the leader inserts

@@ -42,12 +42,14 @@ FROM product_stock WHERE sku = $1;
 SELECT orders_fold_stock_moves(sqlc.arg(skus)::text[])::integer AS folded;
 
 -- name: FoldAllStockMoves :one
--- Folds the logged stock moves committed by now of every product no one
--- holds at this instant (orders_fold_stock_moves with skip_locked; the
--- rest wait for a later fold), in sku order: the lingering confirmer
--- about once a second and when it ends, order.sweep for a confirmer that
--- crashed.
-SELECT orders_fold_stock_moves(ARRAY(SELECT DISTINCT m.sku FROM product_stock_move m ORDER BY m.sku), true)::integer AS folded;
+-- Folds the logged stock moves committed by now, product by product in sku
+-- order (orders_fold_stock_moves): with skip_locked only the products no
+-- one holds at this instant (the rest wait for a later fold), without it
+-- every product, waiting for each lock. The lingering confirmer folds
+-- about once a second (skip_locked; every tenth time waiting, so a product
+-- creators hold almost without a break, a flash sale's, is folded too) and
+-- when it ends; order.sweep folds waiting.
+SELECT orders_fold_stock_moves(ARRAY(SELECT DISTINCT m.sku FROM product_stock_move m ORDER BY m.sku), sqlc.arg(skip_locked)::boolean)::integer AS folded;
 
 -- name: ProductsBySKUs :many
 -- An unlocked read: a snapshot of prices and stock to price an order and to

@@ -347,16 +347,18 @@ func (q *Queries) ExpireDueOrders(ctx context.Context, arg ExpireDueOrdersParams
 }
 
 const foldAllStockMoves = `-- name: FoldAllStockMoves :one
-SELECT orders_fold_stock_moves(ARRAY(SELECT DISTINCT m.sku FROM product_stock_move m ORDER BY m.sku), true)::integer AS folded
+SELECT orders_fold_stock_moves(ARRAY(SELECT DISTINCT m.sku FROM product_stock_move m ORDER BY m.sku), $1::boolean)::integer AS folded
 `
 
-// Folds the logged stock moves committed by now of every product no one
-// holds at this instant (orders_fold_stock_moves with skip_locked; the
-// rest wait for a later fold), in sku order: the lingering confirmer
-// about once a second and when it ends, order.sweep for a confirmer that
-// crashed.
-func (q *Queries) FoldAllStockMoves(ctx context.Context) (int32, error) {
-	row := q.db.QueryRow(ctx, foldAllStockMoves)
+// Folds the logged stock moves committed by now, product by product in sku
+// order (orders_fold_stock_moves): with skip_locked only the products no
+// one holds at this instant (the rest wait for a later fold), without it
+// every product, waiting for each lock. The lingering confirmer folds
+// about once a second (skip_locked; every tenth time waiting, so a product
+// creators hold almost without a break, a flash sale's, is folded too) and
+// when it ends; order.sweep folds waiting.
+func (q *Queries) FoldAllStockMoves(ctx context.Context, skipLocked bool) (int32, error) {
+	row := q.db.QueryRow(ctx, foldAllStockMoves, skipLocked)
 	var folded int32
 	err := row.Scan(&folded)
 	return folded, err

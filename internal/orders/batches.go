@@ -141,15 +141,17 @@ func (s *Service) confirmBatch(ctx context.Context, id int64, limit int) (int, e
 
 // FoldStockMoves folds the confirmation stock moves committed by now into
 // their product rows (FoldAllStockMoves: one transaction, products locked
-// in sku order, their moves deleted and added), skipping any product
-// another transaction holds at this instant (a creator's reservation): it
-// never waits, so it never holds products in a convoy behind a busy one;
-// a later fold takes what it skipped. It returns how many products it
-// updated. Stock reads are true either way (product_stock); folding keeps
-// the move log short.
-func (s *Service) FoldStockMoves(ctx context.Context) (int, error) {
+// in sku order, their moves deleted and added) and returns how many
+// products it updated. With skipLocked it passes over any product another
+// transaction holds at this instant (a creator's reservation): it never
+// waits, so it never holds products in a convoy behind a busy one, and a
+// later fold takes what it skipped; without, it waits for every product
+// (a product creators hold almost without a break is folded only so).
+// Stock reads are true either way (product_stock); folding keeps the move
+// log short.
+func (s *Service) FoldStockMoves(ctx context.Context, skipLocked bool) (int, error) {
 	n, err := db.InTxV(ctx, s.store, func(tx *db.Tx) (int32, error) {
-		return tx.FoldAllStockMoves(ctx)
+		return tx.FoldAllStockMoves(ctx, skipLocked)
 	})
 	if err != nil {
 		return 0, batchError("fold stock moves of confirmed", err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"riverbank"
@@ -87,9 +88,8 @@ func TestBatchesRaceEverything(t *testing.T) {
 	// Folds of the confirmations' logged stock moves (schema step 13) race
 	// all of it; so does a stock take per product (PUT sets on_hand, so it
 	// must fold first: the on_hand + sold it leaves is the new total).
-	for range 2 {
-		runner(func() (int, error) { return b.svc.FoldStockMoves(b.ctx) })
-	}
+	runner(func() (int, error) { return b.svc.FoldStockMoves(b.ctx, true) })
+	runner(func() (int, error) { return b.svc.FoldStockMoves(b.ctx, false) })
 	total := make([]int64, len(skus))
 	for i, s := range skus {
 		total[i] = perSKU
@@ -175,7 +175,7 @@ func TestBatchesRaceEverything(t *testing.T) {
 		b.requireStockMatchesOrders(t, s, total[i])
 	}
 	// A last fold empties the log, and the rows then hold the true counters.
-	_, err = b.svc.FoldStockMoves(b.ctx)
+	_, err = b.svc.FoldStockMoves(b.ctx, false)
 	require.NoError(t, err)
 	require.Zero(t, b.count(t, "SELECT count(*) FROM product_stock_move"))
 	require.Zero(t, b.count(t, `SELECT count(*) FROM product p JOIN product_stock v USING (sku)
@@ -347,19 +347,77 @@ func TestStockMovesLoggedThenFolded(t *testing.T) {
 	defer holder.Rollback(b.ctx) //nolint:errcheck // released below
 	_, err = holder.Exec(b.ctx, "SELECT 1 FROM product WHERE sku = $1 FOR NO KEY UPDATE", sku)
 	require.NoError(t, err)
-	folded, err := b.svc.FoldStockMoves(b.ctx)
+	folded, err := b.svc.FoldStockMoves(b.ctx, true)
 	require.NoError(t, err)
 	require.Zero(t, folded)
 	require.Equal(t, int64(1), b.count(t, "SELECT count(*) FROM product_stock_move WHERE sku = $1", sku))
 	require.Equal(t, stock{OnHand: 48, Reserved: 0, Sold: 11}, b.stock(t, sku))
-	require.NoError(t, holder.Rollback(b.ctx))
 
-	// The fold empties the log; the row then holds the true counters.
-	folded, err = b.svc.FoldStockMoves(b.ctx)
-	require.NoError(t, err)
-	require.Equal(t, 1, folded)
+	// A waiting fold (the sweep's, every tenth of the confirmer's) waits
+	// for the holder, then empties the log; the row then holds the true
+	// counters.
+	waited := make(chan int, 1)
+	go func() {
+		n, err := b.svc.FoldStockMoves(b.ctx, false)
+		assert.NoError(t, err)
+		waited <- n
+	}()
+	select {
+	case <-waited:
+		t.Fatal("a waiting fold did not wait for the product's holder")
+	case <-time.After(200 * time.Millisecond):
+	}
+	require.NoError(t, holder.Rollback(b.ctx))
+	require.Equal(t, 1, <-waited)
 	require.Zero(t, b.count(t, "SELECT count(*) FROM product_stock_move"))
 	require.Equal(t, int64(11), b.count(t, "SELECT sold FROM product WHERE sku = $1", sku))
 	require.Equal(t, stock{OnHand: 48, Reserved: 0, Sold: 11}, b.stock(t, sku))
 	b.requireStockMatchesOrders(t, sku, 59)
+}
+
+// TestPutProductWaitsForConfirmationBatch: a confirmation batch logs its
+// moves without locking the product, so PUT takes the confirmer's lock
+// before it folds: a batch that commits between PUT's fold and its upsert
+// would otherwise be in neither, and the stock take would lose the units
+// the batch confirmed (without the lock PUT does not wait, and on hand
+// would end at 45).
+func TestPutProductWaitsForConfirmationBatch(t *testing.T) {
+	t.Parallel()
+	b := setupDB(t)
+	sku := b.sku("PUTB")
+	b.product(t, sku, 10, 100)
+	b.order(t, b.buyer(1), sku, 5)
+
+	// A batch in flight: the confirmer's lock, the orders confirmed and
+	// the move logged, not committed yet.
+	batch, err := b.pool.Begin(b.ctx)
+	require.NoError(t, err)
+	defer batch.Rollback(context.WithoutCancel(b.ctx)) //nolint:errcheck
+	q := db.New(batch)
+	require.NoError(t, q.LockOrderConfirmer(b.ctx))
+	r, err := q.ConfirmCreatedOrders(b.ctx, db.ConfirmCreatedOrdersParams{Lim: 10, Actor: orders.ActorConfirm})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, r.OrdersConfirmed)
+
+	type result struct {
+		p   *orders.Product
+		err error
+	}
+	put := make(chan result, 1)
+	go func() {
+		p, _, err := b.svc.PutProduct(b.ctx, orders.ProductInput{SKU: sku, Name: "Product " + sku, PriceMinor: 10, Currency: "CNY", Stock: 50})
+		put <- result{p, err}
+	}()
+	select {
+	case res := <-put:
+		t.Fatalf("PUT finished while a confirmation batch was in flight: %+v, %v", res.p, res.err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	require.NoError(t, batch.Commit(b.ctx))
+	res := <-put
+	require.NoError(t, res.err)
+	// The stock take came after the confirmation: 50 on hand, 5 sold.
+	require.Equal(t, []int64{50, 0, 5}, []int64{res.p.StockOnHand, res.p.StockReserved, res.p.Sold})
+	require.Equal(t, stock{OnHand: 50, Reserved: 0, Sold: 5}, b.stock(t, sku))
+	b.requireStockMatchesOrders(t, sku, 55)
 }

@@ -121,12 +121,21 @@ const (
 // signal exists it inserts order.confirm (order_id 0), unique: a no-op
 // while one is live.
 //
-// And it folds the confirmations' stock moves a crashed confirmer left in
-// the log (FoldStockMoves).
+// Last, it folds the confirmations' stock moves left in the log (by a
+// confirmer that crashed, or by an order.confirm with an order id, which
+// does not fold), waiting for each product's lock (FoldStockMoves).
 func (s *Service) Sweep(ctx context.Context) (int, error) {
-	if _, err := s.FoldStockMoves(ctx); err != nil {
-		return 0, err
+	n, err := s.sweep(ctx)
+	if err != nil {
+		return n, err
 	}
+	if _, err := s.FoldStockMoves(ctx, false); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+func (s *Service) sweep(ctx context.Context) (int, error) {
 	signal, err := s.store.Queries().OrderConfirmSignalExists(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("look for the confirm signal: %w", err)

@@ -92,7 +92,15 @@ func (s *Service) PutProduct(ctx context.Context, in ProductInput) (*Product, bo
 	err := s.store.InTx(ctx, func(tx *db.Tx) error {
 		// The new on-hand count replaces the true one: fold the
 		// confirmations still logged (schema step 13) into the row first,
-		// under the row lock the upsert then keeps.
+		// under the row lock the upsert then keeps. The confirmer's lock
+		// first: confirmation batches log moves without locking the
+		// product, so one committing between the fold and the upsert would
+		// be in neither (the stock take would then lose its units). A batch
+		// holds that lock to its commit and never waits for a product, so
+		// this cannot deadlock; it pauses confirmation for one PUT.
+		if err := tx.LockOrderConfirmer(ctx); err != nil {
+			return fmt.Errorf("lock the order confirmer: %w", err)
+		}
 		if _, err := tx.FoldStockMoves(ctx, []string{in.SKU}); err != nil {
 			return fmt.Errorf("fold stock moves of %s: %w", in.SKU, err)
 		}
