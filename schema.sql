@@ -1443,18 +1443,19 @@ $$;
 -- confirmation batch locked every product of its orders (a fifth of a
 -- 200-SKU catalogue per batch) through its commit, and creators reserving
 -- those products waited for it: at full load, lock waits, not CPU, bounded
--- orders/s. A batch now appends its moves, summed per product, to
--- product_stock_move (an insert: no product lock), and they are folded
--- into the product row later, many batches at once:
+-- orders/s. A batch now adds its moves, summed per product, to the
+-- product's row in product_stock_pending (no product lock), and they are
+-- folded into the product row later, many batches at once:
 --   * by orders_fold_stock_moves, which locks the products in sku order
---     (the rule every stock writer follows), deletes their committed moves
---     and adds them to the rows, in one transaction: a reader's snapshot
---     sees a move either in the log or in the row, never both or neither;
+--     (the rule every stock writer follows), then their pending rows in
+--     sku order, adds the pending counts to the products and zeroes them,
+--     in one transaction: a reader's snapshot sees a move either pending or
+--     in the product row, never both or neither;
 --   * every other stock move (orders_move_stock, orders_move_stock_by_sku:
 --     cancels, expiry, returns) and PUT /v1/products fold the products they
 --     change first, under the same locks, so they work on the true
 --     counters (returning sold units must not take sold below zero while
---     the confirmation that sold them is still in the log);
+--     the confirmation that sold them is still pending);
 --   * the lingering confirmer folds about once a second (beside its
 --     batches, skipping products a creator holds at that instant, every
 --     tenth time waiting for them) and when it ends, and order.sweep folds
@@ -1462,24 +1463,30 @@ $$;
 --     order id), waiting.
 -- PUT /v1/products takes the confirmer's lock before it folds, so no batch
 -- commits a move between its fold and its new on-hand count.
+-- Lock order, for every transaction that takes both: product rows (sku
+-- order) before pending rows (sku order); a batch takes pending rows only,
+-- in sku order; so no cycle.
 -- Reservations (orders_reserve) need no fold: the moves never change
 -- on_hand - reserved. A product row with moves pending is a valid state by
 -- itself (on_hand and reserved both too high by the same q, sold too low),
 -- so every CHECK on product still holds. Readers use product_stock.
+-- One row per product, updated in place rather than a row per move: the
+-- first version appended and deleted rows, and the dead ones (thousands a
+-- second at full load, until autovacuum came) made every product read
+-- walk them. These updates touch no indexed column, so they are HOT and
+-- pruned within the page (fillfactor leaves the room).
 -- No foreign key to product: its check would take KEY SHARE on hot product
 -- rows that creators hold FOR NO KEY UPDATE (a multixact per batch);
 -- products are never deleted, and every move comes from order_item rows,
 -- whose own key references product.
-CREATE TABLE product_stock_move (
-    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    sku       text NOT NULL,
-    on_hand   bigint NOT NULL,
-    reserved  bigint NOT NULL,
-    sold      bigint NOT NULL
-);
-CREATE INDEX product_stock_move_sku_idx ON product_stock_move (sku);
+CREATE TABLE product_stock_pending (
+    sku       text PRIMARY KEY,
+    on_hand   bigint NOT NULL DEFAULT 0,
+    reserved  bigint NOT NULL DEFAULT 0,
+    sold      bigint NOT NULL DEFAULT 0
+) WITH (fillfactor = 50);
 
--- A product with its true stock counters: the row plus its unfolded moves.
+-- A product with its true stock counters: the row plus its pending moves.
 CREATE VIEW product_stock AS
 SELECT p.sku, p.name, p.price_minor, p.currency,
        p.stock_on_hand + coalesce(m.on_hand, 0) AS stock_on_hand,
@@ -1487,29 +1494,29 @@ SELECT p.sku, p.name, p.price_minor, p.currency,
        p.sold + coalesce(m.sold, 0) AS sold,
        p.created_at, p.updated_at
 FROM product p
-LEFT JOIN LATERAL (
-    SELECT sum(s.on_hand)::bigint AS on_hand, sum(s.reserved)::bigint AS reserved, sum(s.sold)::bigint AS sold
-    FROM product_stock_move s
-    WHERE s.sku = p.sku
-) m ON true;
+LEFT JOIN product_stock_pending m ON m.sku = p.sku;
 
--- orders_fold_stock_moves folds the committed moves of the given products
--- into their rows (see above). It locks the products in sku order first;
--- the DELETE is a later statement, so its snapshot holds every move
--- committed before the locks were granted. With p_skip_locked it takes
--- only the products no one holds at that instant and folds those (the
--- background folds: they never wait for a creator, so they never hold
--- the products before a busy one while they wait — a convoy — and a
--- product skipped now is folded by a later fold); without it, it waits for
--- every lock (a writer that needs the true counters). Returns the number of
--- products folded; fails if a move names no product (never written: moves
--- come from order items).
+-- orders_fold_stock_moves folds the pending moves of the given products
+-- into their rows (see above). It locks the products in sku order first,
+-- then, in a later statement (a fresh snapshot), their pending rows in
+-- sku order: a batch that added to one meanwhile is waited for, and its
+-- addition read. With p_skip_locked it takes only the products no one
+-- holds at that instant and folds those (the background folds: they never
+-- wait for a creator, so they never hold the products before a busy one
+-- while they wait — a convoy — and a product skipped now is folded by a
+-- later fold); without it, it waits for every lock (a writer that needs
+-- the true counters). Returns the number of products folded; fails if a
+-- pending row names no product (never written: moves come from order
+-- items).
 CREATE FUNCTION orders_fold_stock_moves(p_skus text[], p_skip_locked boolean DEFAULT false) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    locked text[];
-    skus   integer;
-    folded integer;
+    locked   text[];
+    skus     text[];
+    on_hands bigint[];
+    reserves bigint[];
+    solds    bigint[];
+    folded   integer;
 BEGIN
     IF p_skip_locked THEN
         SELECT coalesce(array_agg(l.sku), '{}') INTO locked FROM (
@@ -1519,27 +1526,32 @@ BEGIN
         PERFORM 1 FROM product p WHERE p.sku = ANY(p_skus) ORDER BY p.sku FOR NO KEY UPDATE;
         locked := p_skus;
     END IF;
-    WITH d AS (
-        DELETE FROM product_stock_move m WHERE m.sku = ANY(locked)
-        RETURNING m.sku, m.on_hand, m.reserved, m.sold
-    ), s AS (
-        SELECT d.sku, sum(d.on_hand) AS on_hand, sum(d.reserved) AS reserved, sum(d.sold) AS sold
-        FROM d GROUP BY d.sku
-    ), u AS (
-        UPDATE product p
-        SET stock_on_hand  = p.stock_on_hand + s.on_hand,
-            stock_reserved = p.stock_reserved + s.reserved,
-            sold           = p.sold + s.sold,
-            updated_at     = now()
-        FROM s
-        WHERE p.sku = s.sku
-        RETURNING p.sku
-    )
-    SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM u) INTO skus, folded;
-    IF folded <> skus THEN
-        RAISE EXCEPTION 'fold stock moves: % of % products found', folded, skus
+    SELECT coalesce(array_agg(m.sku), '{}'), coalesce(array_agg(m.on_hand), '{}'),
+           coalesce(array_agg(m.reserved), '{}'), coalesce(array_agg(m.sold), '{}')
+      INTO skus, on_hands, reserves, solds
+      FROM (
+        SELECT m.sku, m.on_hand, m.reserved, m.sold FROM product_stock_pending m
+        WHERE m.sku = ANY(locked)
+        ORDER BY m.sku FOR NO KEY UPDATE
+      ) m
+     WHERE (m.on_hand, m.reserved, m.sold) <> (0, 0, 0);
+    IF cardinality(skus) = 0 THEN
+        RETURN 0;
+    END IF;
+    UPDATE product p
+    SET stock_on_hand  = p.stock_on_hand + u.on_hand,
+        stock_reserved = p.stock_reserved + u.reserved,
+        sold           = p.sold + u.sold,
+        updated_at     = now()
+    FROM unnest(skus, on_hands, reserves, solds) AS u(sku, on_hand, reserved, sold)
+    WHERE p.sku = ANY(skus) AND p.sku = u.sku;
+    GET DIAGNOSTICS folded = ROW_COUNT;
+    IF folded <> cardinality(skus) THEN
+        RAISE EXCEPTION 'fold stock moves: % of % products found', folded, cardinality(skus)
             USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_move_stock';
     END IF;
+    UPDATE product_stock_pending m SET on_hand = 0, reserved = 0, sold = 0
+     WHERE m.sku = ANY(skus);
     RETURN folded;
 END
 $$;

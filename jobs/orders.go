@@ -70,9 +70,9 @@ func (w *OrderConfirmWorker) Work(ctx context.Context, job *river.Job[orders.Con
 const idleRounds = 5
 
 // foldEvery is how often a lingering confirmer folds the stock moves its
-// batches logged into the product rows (orders.FoldStockMoves): each fold
+// batches leave pending into the product rows (orders.FoldStockMoves): each fold
 // locks the products it updates through its commit, as every confirmation
-// batch did before moves were logged, so once a second instead of every
+// batch did before moves were kept pending, so once a second instead of every
 // few milliseconds.
 const foldEvery = time.Second
 
@@ -150,10 +150,11 @@ func (w *OrderConfirmWorker) linger(ctx context.Context, job *river.Job[orders.C
 	})
 }
 
-// foldWhileLingering folds the stock moves the confirmer's batches log
-// every foldEvery, on a connection of its own beside the batches (a batch
-// locks no product and a fold no order, so neither waits for the other; a
-// fold inline delayed the confirmations behind it, once a second). Folds
+// foldWhileLingering folds the stock moves the confirmer's batches leave
+// pending every foldEvery, on a connection of its own beside the batches
+// (a batch locks no product and a fold no order, so neither waits for the
+// other; a fold inline delayed the confirmations behind it, once a
+// second). Folds
 // skip products a creator holds at that instant, except every
 // waitingFoldEvery-th, which waits for them, so a product creators hold
 // almost without a break (a flash sale's) is folded too. A failed fold is

@@ -36,25 +36,28 @@ SELECT sku, name, price_minor, currency,
 FROM product_stock WHERE sku = $1;
 
 -- name: FoldStockMoves :one
--- Folds the logged stock moves of the given products into their rows
+-- Folds the pending stock moves of the given products into their rows
 -- (orders_fold_stock_moves): PUT /v1/products does it before it sets the
 -- on-hand count.
 SELECT orders_fold_stock_moves(sqlc.arg(skus)::text[])::integer AS folded;
 
 -- name: FoldAllStockMoves :one
--- Folds the logged stock moves committed by now, product by product in sku
+-- Folds the pending stock moves committed by now, product by product in sku
 -- order (orders_fold_stock_moves): with skip_locked only the products no
 -- one holds at this instant (the rest wait for a later fold), without it
 -- every product, waiting for each lock. The lingering confirmer folds
 -- about once a second (skip_locked; every tenth time waiting, so a product
 -- creators hold almost without a break, a flash sale's, is folded too) and
 -- when it ends; order.sweep folds waiting.
-SELECT orders_fold_stock_moves(ARRAY(SELECT DISTINCT m.sku FROM product_stock_move m ORDER BY m.sku), sqlc.arg(skip_locked)::boolean)::integer AS folded;
+SELECT orders_fold_stock_moves(ARRAY(
+    SELECT m.sku FROM product_stock_pending m
+    WHERE (m.on_hand, m.reserved, m.sold) <> (0, 0, 0)
+    ORDER BY m.sku), sqlc.arg(skip_locked)::boolean)::integer AS folded;
 
 -- name: ProductsBySKUs :many
 -- An unlocked read: a snapshot of prices and stock to price an order and to
 -- turn away orders that cannot fit before opening a transaction. Read from
--- the row: stock moves still logged (schema step 13) never change
+-- the row: stock moves still pending (schema step 13) never change
 -- on_hand - reserved, the availability this is for.
 SELECT sku, price_minor, currency, stock_on_hand, stock_reserved
 FROM product
@@ -268,9 +271,10 @@ SELECT count(*)::bigint FROM (
 -- Confirms up to lim CREATED orders, oldest first, in one statement: claims
 -- them with SKIP LOCKED (an order a payment, a cancel or another batch
 -- holds is left to that transaction), moves each to CONFIRMED with its
--- history and feed events, and appends their stock moves (reserved becomes
--- sold), summed per product, to product_stock_move: no product row is
--- locked (schema step 13; orders_fold_stock_moves folds them in later).
+-- history and feed events, and adds their stock moves (reserved becomes
+-- sold), summed per product, to the products' rows in
+-- product_stock_pending, in sku order: no product row is locked (schema
+-- step 13; orders_fold_stock_moves folds them in later).
 -- Returns how many orders were confirmed and how many products were to
 -- move and moved; the caller fails unless those agree.
 WITH claimed AS (
@@ -302,8 +306,12 @@ WITH claimed AS (
     FROM order_item i JOIN o ON o.id = i.order_id
     GROUP BY i.sku
 ), logged AS (
-    INSERT INTO product_stock_move (sku, on_hand, reserved, sold)
+    INSERT INTO product_stock_pending AS p (sku, on_hand, reserved, sold)
     SELECT m.sku, -m.quantity, -m.quantity, m.quantity FROM moves m ORDER BY m.sku
+    ON CONFLICT (sku) DO UPDATE
+    SET on_hand  = p.on_hand + excluded.on_hand,
+        reserved = p.reserved + excluded.reserved,
+        sold     = p.sold + excluded.sold
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM o)::integer AS orders_confirmed,

@@ -1088,8 +1088,7 @@ type ProductStock struct {
 	UpdatedAt     time.Time
 }
 
-type ProductStockMove struct {
-	ID       int64
+type ProductStockPending struct {
 	Sku      string
 	OnHand   int64
 	Reserved int64

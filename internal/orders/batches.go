@@ -10,7 +10,7 @@ import (
 
 // Batch sizes of the confirmation and expiry statements: how many orders
 // one transaction moves at most. A confirmation batch locks no product (it
-// logs its stock moves, summed per product; FoldStockMoves applies them);
+// keeps its stock moves pending, summed per product; FoldStockMoves applies them);
 // an expiry batch holds the row locks of its products only for its last
 // statement and the commit (stock moves summed per product and applied
 // last), so a large batch costs a hot product one short lock instead of
@@ -148,7 +148,7 @@ func (s *Service) confirmBatch(ctx context.Context, id int64, limit int) (int, e
 // later fold takes what it skipped; without, it waits for every product
 // (a product creators hold almost without a break is folded only so).
 // Stock reads are true either way (product_stock); folding keeps the move
-// log short.
+// pending counts small.
 func (s *Service) FoldStockMoves(ctx context.Context, skipLocked bool) (int, error) {
 	n, err := db.InTxV(ctx, s.store, func(tx *db.Tx) (int32, error) {
 		return tx.FoldAllStockMoves(ctx, skipLocked)

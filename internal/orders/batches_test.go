@@ -85,7 +85,7 @@ func TestBatchesRaceEverything(t *testing.T) {
 		runner(func() (int, error) { return b.svc.ConfirmCreated(b.ctx, 7) })
 		runner(func() (int, error) { return b.svc.ExpireDue(b.ctx, 5) })
 	}
-	// Folds of the confirmations' logged stock moves (schema step 13) race
+	// Folds of the confirmations' pending stock moves (schema step 13) race
 	// all of it; so does a stock take per product (PUT sets on_hand, so it
 	// must fold first: the on_hand + sold it leaves is the new total).
 	runner(func() (int, error) { return b.svc.FoldStockMoves(b.ctx, true) })
@@ -177,7 +177,7 @@ func TestBatchesRaceEverything(t *testing.T) {
 	// A last fold empties the log, and the rows then hold the true counters.
 	_, err = b.svc.FoldStockMoves(b.ctx, false)
 	require.NoError(t, err)
-	require.Zero(t, b.count(t, "SELECT count(*) FROM product_stock_move"))
+	require.Zero(t, b.count(t, "SELECT count(*) FROM product_stock_pending WHERE (on_hand, reserved, sold) <> (0, 0, 0)"))
 	require.Zero(t, b.count(t, `SELECT count(*) FROM product p JOIN product_stock v USING (sku)
 		WHERE (p.stock_on_hand, p.stock_reserved, p.sold) <> (v.stock_on_hand, v.stock_reserved, v.sold)`))
 	for i, s := range skus {
@@ -275,14 +275,14 @@ func TestFinishConfirmerHeldOrders(t *testing.T) {
 	require.Equal(t, orders.WaitingNone, finish())
 }
 
-// TestStockMovesLoggedThenFolded: a confirmation batch logs its stock move
-// instead of updating the product (schema step 13); reads add the log, and
-// every writer that needs the true counters folds first: a stock take
-// (PUT sets on_hand: without the fold, the logged move would later take
-// the confirmed units off the new count) and the cancel of a confirmed
+// TestStockMovesPendingThenFolded: a confirmation batch leaves its stock
+// moves pending instead of updating the product (schema step 13); reads
+// add them, and every writer that needs the true counters folds first: a
+// stock take (PUT sets on_hand: without the fold, the pending move would
+// later take the confirmed units off the new count) and the cancel of a confirmed
 // order (returning sold units: without the fold, sold on the row would go
 // below zero and the CHECK would fail it).
-func TestStockMovesLoggedThenFolded(t *testing.T) {
+func TestStockMovesPendingThenFolded(t *testing.T) {
 	t.Parallel()
 	b := setupDB(t)
 	sku := b.sku("FOLD")
@@ -293,8 +293,8 @@ func TestStockMovesLoggedThenFolded(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
 
-	// Logged, not folded: the row still holds the reservations.
-	require.Equal(t, int64(1), b.count(t, "SELECT count(*) FROM product_stock_move WHERE sku = $1", sku), "one move per product per batch")
+	// Pending, not folded: the row still holds the reservations.
+	require.Equal(t, int64(7), b.count(t, "SELECT sold FROM product_stock_pending WHERE sku = $1", sku), "the batch's moves pending, summed per product")
 	require.Equal(t, int64(7), b.count(t, "SELECT stock_reserved FROM product WHERE sku = $1", sku))
 	require.Equal(t, stock{OnHand: 93, Reserved: 0, Sold: 7}, b.stock(t, sku))
 	p, err := b.svc.GetProduct(b.ctx, sku)
@@ -303,13 +303,13 @@ func TestStockMovesLoggedThenFolded(t *testing.T) {
 	b.requireStockMatchesOrders(t, sku, 100)
 
 	// Cancelling a confirmed order returns its units with the move still
-	// logged.
+	// pending.
 	_, err = b.svc.Cancel(b.ctx, o1.ID, "changed my mind")
 	require.NoError(t, err)
 	require.Equal(t, stock{OnHand: 96, Reserved: 0, Sold: 4}, b.stock(t, sku))
-	require.Zero(t, b.count(t, "SELECT count(*) FROM product_stock_move WHERE sku = $1", sku), "the cancel folded the log")
+	require.Zero(t, b.count(t, "SELECT count(*) FROM product_stock_pending WHERE sku = $1 AND (on_hand, reserved, sold) <> (0, 0, 0)", sku), "the cancel folded the log")
 
-	// A stock take with a move logged: on_hand is what PUT says, sold
+	// A stock take with a move pending: on_hand is what PUT says, sold
 	// stays what confirmed orders took, in the answer and afterwards.
 	b.order(t, b.buyer(3), sku, 5)
 	_, err = b.svc.ConfirmCreated(b.ctx, 10)
@@ -322,7 +322,7 @@ func TestStockMovesLoggedThenFolded(t *testing.T) {
 	b.requireStockMatchesOrders(t, sku, 59)
 
 	// Expiry of a confirmed, unpaid order (orders_move_stock_by_sku) with
-	// its move logged returns its units too (a product whose row has sold
+	// its move pending returns its units too (a product whose row has sold
 	// nothing yet: without the fold, sold would go below zero).
 	sku2 := b.sku("FOLD2")
 	b.product(t, sku2, 10, 100)
@@ -350,7 +350,7 @@ func TestStockMovesLoggedThenFolded(t *testing.T) {
 	folded, err := b.svc.FoldStockMoves(b.ctx, true)
 	require.NoError(t, err)
 	require.Zero(t, folded)
-	require.Equal(t, int64(1), b.count(t, "SELECT count(*) FROM product_stock_move WHERE sku = $1", sku))
+	require.Equal(t, int64(1), b.count(t, "SELECT count(*) FROM product_stock_pending WHERE sku = $1 AND (on_hand, reserved, sold) <> (0, 0, 0)", sku))
 	require.Equal(t, stock{OnHand: 48, Reserved: 0, Sold: 11}, b.stock(t, sku))
 
 	// A waiting fold (the sweep's, every tenth of the confirmer's) waits
@@ -369,13 +369,13 @@ func TestStockMovesLoggedThenFolded(t *testing.T) {
 	}
 	require.NoError(t, holder.Rollback(b.ctx))
 	require.Equal(t, 1, <-waited)
-	require.Zero(t, b.count(t, "SELECT count(*) FROM product_stock_move"))
+	require.Zero(t, b.count(t, "SELECT count(*) FROM product_stock_pending WHERE (on_hand, reserved, sold) <> (0, 0, 0)"))
 	require.Equal(t, int64(11), b.count(t, "SELECT sold FROM product WHERE sku = $1", sku))
 	require.Equal(t, stock{OnHand: 48, Reserved: 0, Sold: 11}, b.stock(t, sku))
 	b.requireStockMatchesOrders(t, sku, 59)
 }
 
-// TestPutProductWaitsForConfirmationBatch: a confirmation batch logs its
+// TestPutProductWaitsForConfirmationBatch: a confirmation batch adds its
 // moves without locking the product, so PUT takes the confirmer's lock
 // before it folds: a batch that commits between PUT's fold and its upsert
 // would otherwise be in neither, and the stock take would lose the units
@@ -389,7 +389,7 @@ func TestPutProductWaitsForConfirmationBatch(t *testing.T) {
 	b.order(t, b.buyer(1), sku, 5)
 
 	// A batch in flight: the confirmer's lock, the orders confirmed and
-	// the move logged, not committed yet.
+	// the move added, not committed yet.
 	batch, err := b.pool.Begin(b.ctx)
 	require.NoError(t, err)
 	defer batch.Rollback(context.WithoutCancel(b.ctx)) //nolint:errcheck

@@ -121,7 +121,7 @@ const (
 // signal exists it inserts order.confirm (order_id 0), unique: a no-op
 // while one is live.
 //
-// Last, it folds the confirmations' stock moves left in the log (by a
+// Last, it folds the confirmations' stock moves left pending (by a
 // confirmer that crashed, or by an order.confirm with an order id, which
 // does not fold), waiting for each product's lock (FoldStockMoves).
 func (s *Service) Sweep(ctx context.Context) (int, error) {

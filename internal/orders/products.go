@@ -91,7 +91,7 @@ func (s *Service) PutProduct(ctx context.Context, in ProductInput) (*Product, bo
 	)
 	err := s.store.InTx(ctx, func(tx *db.Tx) error {
 		// The new on-hand count replaces the true one: fold the
-		// confirmations still logged (schema step 13) into the row first,
+		// confirmations still pending (schema step 13) into the row first,
 		// under the row lock the upsert then keeps. The confirmer's lock
 		// first: confirmation batches log moves without locking the
 		// product, so one committing between the fold and the upsert would
