@@ -12,9 +12,10 @@
 // deadlock. The batch confirmation is the exception: it locks no product;
 // it adds its stock moves to per-product pending counts
 // (product_stock_pending), folded into the product rows later, under those
-// locks (schema step 13, docs/orders.md). The stock moves live in two SQL
-// functions (orders_reserve, orders_move_stock in schema.sql) because locking and updating must be
-// separate statements; each business step is still one round trip.
+// locks (schema step 13, docs/orders.md). The stock moves live in SQL
+// functions (orders_reserve, orders_move_stock in schema.sql) because
+// locking and updating must be separate statements; each business step is
+// still one round trip.
 //
 // See docs/orders.md for the design notes.
 package orders
