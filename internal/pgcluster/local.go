@@ -396,6 +396,7 @@ func (l *localServer) run(ctx context.Context, name string, args ...string) ([]b
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
+	closeInheritedOnExec()
 	l.log.Debug("pgcluster: run", "cmd", cmd.String())
 	if err := cmd.Run(); err != nil {
 		return out.Bytes(), fmt.Errorf("pgcluster: %s %s: %w: %s", name, args[0], err,

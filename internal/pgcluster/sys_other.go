@@ -24,3 +24,5 @@ func chownTree(string, *account) error { return errors.ErrUnsupported }
 // processIsPostgres cannot tell without platform support; assume a
 // postmaster.pid belongs to a live server so that pg_ctl decides.
 func processIsPostgres(pid int) bool { return pid > 0 }
+
+func closeInheritedOnExec() {}

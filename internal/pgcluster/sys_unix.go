@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -129,3 +130,28 @@ func processIsPostgres(pid int) bool {
 	}
 	return strings.HasPrefix(strings.TrimSpace(string(comm)), "postgres")
 }
+
+// closeInheritedOnExec marks every open descriptor above stderr
+// close-on-exec, once per process, before the first server binary runs.
+// Go opens its own descriptors close-on-exec, but one this process
+// inherited without the flag stays open in every child, and pg_ctl leaves
+// the postmaster running as a daemon: it would hold such a descriptor for
+// the cluster's life. A Go fuzz worker is such a process (its pipes to the
+// fuzz coordinator are descriptors 3 and 4): a worker killed with its
+// private cluster running left the coordinator waiting forever for the
+// pipe's end, and `make fuzz` hung (a fresh-clone CI run).
+func closeInheritedOnExec() {
+	inheritedOnce.Do(func() {
+		entries, err := os.ReadDir("/dev/fd")
+		if err != nil {
+			return
+		}
+		for _, e := range entries {
+			if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+				syscall.CloseOnExec(fd)
+			}
+		}
+	})
+}
+
+var inheritedOnce sync.Once
