@@ -70,10 +70,10 @@ func (w *OrderConfirmWorker) Work(ctx context.Context, job *river.Job[orders.Con
 const idleRounds = 5
 
 // foldEvery is how often a lingering confirmer folds the stock moves its
-// batches leave pending into the product rows (orders.FoldStockMoves): each fold
-// locks the products it updates through its commit, as every confirmation
-// batch did before moves were kept pending, so once a second instead of every
-// few milliseconds.
+// batches leave pending into the product rows (orders.FoldStockMoves):
+// each fold locks the products it updates through its commit, as every
+// confirmation batch did before, so once a second instead of every few
+// milliseconds.
 const foldEvery = time.Second
 
 // waitingFoldEvery: every so many background folds, one waits for the
@@ -154,10 +154,9 @@ func (w *OrderConfirmWorker) linger(ctx context.Context, job *river.Job[orders.C
 // pending every foldEvery, on a connection of its own beside the batches
 // (a batch locks no product and a fold no order, so neither waits for the
 // other; a fold inline delayed the confirmations behind it, once a
-// second). Folds
-// skip products a creator holds at that instant, except every
-// waitingFoldEvery-th, which waits for them, so a product creators hold
-// almost without a break (a flash sale's) is folded too. A failed fold is
+// second). Folds skip products a creator holds at that instant, except
+// every waitingFoldEvery-th, which waits for them, so a product creators
+// hold almost without a break (a flash sale's) is folded too. A failed fold is
 // logged and the next one tries again (the confirmations stand, reads are
 // true unfolded). The returned func stops it and waits for a fold under
 // way to finish (it is not cancelled: cancelling a query makes pgx drop
@@ -183,13 +182,10 @@ func (w *OrderConfirmWorker) foldWhileLingering(ctx context.Context) func() {
 			}
 		}
 	}()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			close(stop)
-			<-done
-		})
-	}
+	return sync.OnceFunc(func() {
+		close(stop)
+		<-done
+	})
 }
 
 func (w *OrderConfirmWorker) logger() *slog.Logger {

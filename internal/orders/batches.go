@@ -10,8 +10,8 @@ import (
 
 // Batch sizes of the confirmation and expiry statements: how many orders
 // one transaction moves at most. A confirmation batch locks no product (it
-// keeps its stock moves pending, summed per product; FoldStockMoves applies them);
-// an expiry batch holds the row locks of its products only for its last
+// keeps its stock moves pending, summed per product; FoldStockMoves
+// applies them); an expiry batch holds the row locks of its products only for its last
 // statement and the commit (stock moves summed per product and applied
 // last), so a large batch costs a hot product one short lock instead of
 // one per order.
@@ -141,14 +141,13 @@ func (s *Service) confirmBatch(ctx context.Context, id int64, limit int) (int, e
 
 // FoldStockMoves folds the confirmation stock moves committed by now into
 // their product rows (FoldAllStockMoves: one transaction, products locked
-// in sku order, their moves deleted and added) and returns how many
+// in sku order, their pending counts added and zeroed) and returns how many
 // products it updated. With skipLocked it passes over any product another
 // transaction holds at this instant (a creator's reservation): it never
 // waits, so it never holds products in a convoy behind a busy one, and a
 // later fold takes what it skipped; without, it waits for every product
 // (a product creators hold almost without a break is folded only so).
-// Stock reads are true either way (product_stock); folding keeps the move
-// pending counts small.
+// Stock reads are true either way (product_stock).
 func (s *Service) FoldStockMoves(ctx context.Context, skipLocked bool) (int, error) {
 	n, err := db.InTxV(ctx, s.store, func(tx *db.Tx) (int32, error) {
 		return tx.FoldAllStockMoves(ctx, skipLocked)

@@ -93,7 +93,7 @@ func (s *Service) PutProduct(ctx context.Context, in ProductInput) (*Product, bo
 		// The new on-hand count replaces the true one: fold the
 		// confirmations still pending (schema step 13) into the row first,
 		// under the row lock the upsert then keeps. The confirmer's lock
-		// first: confirmation batches log moves without locking the
+		// first: confirmation batches add pending moves without locking the
 		// product, so one committing between the fold and the upsert would
 		// be in neither (the stock take would then lose its units). A batch
 		// holds that lock to its commit and never waits for a product, so
