@@ -1557,26 +1557,59 @@ END
 $$;
 ALTER FUNCTION orders_fold_stock_moves(text[], boolean) SET plan_cache_mode = force_generic_plan;
 
--- The stock moves of steps 3 and 11 (orders_move_stock,
--- orders_move_stock_by_sku: cancels, expiry, single confirmations) fold
--- their products first: renamed, and called by a function of the old name
--- after the fold (which takes the same locks, in the same sku order; the
--- moved function then re-locks rows it already holds). Callers, SQL and
--- PL/pgSQL alike, find the new function by its name.
-ALTER FUNCTION orders_move_stock(bigint, bigint, bigint, bigint) RENAME TO orders_move_stock_unfolded;
-CREATE FUNCTION orders_move_stock(p_order_id bigint, d_on_hand bigint, d_reserved bigint, d_sold bigint)
+-- The stock moves of step 3 and step 11, folding first (same locks, taken
+-- in the same sku order).
+CREATE OR REPLACE FUNCTION orders_move_stock(p_order_id bigint, d_on_hand bigint, d_reserved bigint, d_sold bigint)
 RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    line  record;
+    moved integer := 0;
 BEGIN
-    PERFORM orders_fold_stock_moves(ARRAY(SELECT oi.sku FROM order_item oi WHERE oi.order_id = p_order_id ORDER BY oi.sku));
-    RETURN orders_move_stock_unfolded(p_order_id, d_on_hand, d_reserved, d_sold);
+    PERFORM orders_fold_stock_moves(ARRAY(SELECT oi.sku FROM order_item oi WHERE oi.order_id = p_order_id));
+    FOR line IN SELECT oi.sku, oi.quantity FROM order_item oi WHERE oi.order_id = p_order_id ORDER BY oi.sku LOOP
+        UPDATE product p
+        SET stock_on_hand  = p.stock_on_hand + d_on_hand * line.quantity,
+            stock_reserved = p.stock_reserved + d_reserved * line.quantity,
+            sold           = p.sold + d_sold * line.quantity,
+            updated_at     = now()
+        WHERE p.sku = line.sku;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'order %: product % of a line is missing', p_order_id, line.sku
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_move_stock';
+        END IF;
+        moved := moved + 1;
+    END LOOP;
+    IF moved = 0 THEN
+        RAISE EXCEPTION 'order %: no lines to move stock for', p_order_id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_move_stock';
+    END IF;
+    RETURN moved;
 END
 $$;
 
-ALTER FUNCTION orders_move_stock_by_sku(text[], bigint[], bigint[], bigint[]) RENAME TO orders_move_stock_by_sku_unfolded;
-CREATE FUNCTION orders_move_stock_by_sku(p_skus text[], d_on_hand bigint[], d_reserved bigint[], d_sold bigint[])
+CREATE OR REPLACE FUNCTION orders_move_stock_by_sku(p_skus text[], d_on_hand bigint[], d_reserved bigint[], d_sold bigint[])
 RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    locked integer;
+    moved  integer;
 BEGIN
     PERFORM orders_fold_stock_moves(p_skus);
-    RETURN orders_move_stock_by_sku_unfolded(p_skus, d_on_hand, d_reserved, d_sold);
+    PERFORM 1 FROM product p WHERE p.sku = ANY(p_skus) ORDER BY p.sku FOR NO KEY UPDATE;
+    GET DIAGNOSTICS locked = ROW_COUNT;
+    UPDATE product p
+    SET stock_on_hand  = p.stock_on_hand + u.on_hand,
+        stock_reserved = p.stock_reserved + u.reserved,
+        sold           = p.sold + u.sold,
+        updated_at     = now()
+    FROM unnest(p_skus, d_on_hand, d_reserved, d_sold) AS u(sku, on_hand, reserved, sold)
+    WHERE p.sku = ANY(p_skus) AND p.sku = u.sku;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    IF moved <> locked OR moved <> coalesce(array_length(p_skus, 1), 0) THEN
+        RAISE EXCEPTION 'stock move: % of % products found, % moved', locked, coalesce(array_length(p_skus, 1), 0), moved
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'orders_move_stock';
+    END IF;
+    RETURN moved;
 END
 $$;
+-- CREATE OR REPLACE resets a function's SET options: restore step 11's.
+ALTER FUNCTION orders_move_stock_by_sku(text[], bigint[], bigint[], bigint[]) SET plan_cache_mode = force_generic_plan;
